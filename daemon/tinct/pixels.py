@@ -45,19 +45,21 @@ def _validate(image):
     return channels
 
 
+def to_unit(array, device=None):
+    """Supported-dtype array -> float32 tensor in 0..1 of the same shape on `device`."""
+    if array.dtype == np.uint8:  # moved as bytes, converted on the device
+        return torch.from_numpy(np.ascontiguousarray(array)).to(device).to(torch.float32) / 255
+    t = torch.from_numpy(array.astype(np.float32)).to(device)
+    return t / 65535 if array.dtype == np.uint16 else t
+
+
 def decode(image, device=None):
     """Validate an editor image and return its colour as a float32 (3, H, W) tensor on `device`."""
     channels = _validate(image)
     planes = image.reshape(image.shape[0], image.shape[1], channels)
     colour = planes[..., : 3 if channels >= 3 else 1]
     alpha = planes[..., channels - 1].copy() if channels in (2, 4) else None
-    if image.dtype == np.uint8:  # moved as bytes, converted on the device
-        t = torch.from_numpy(np.ascontiguousarray(colour)).to(device).to(torch.float32) / 255
-    else:
-        t = torch.from_numpy(colour.astype(np.float32)).to(device)
-        if image.dtype == np.uint16:
-            t /= 65535
-    rgb = t.permute(2, 0, 1).expand(3, -1, -1).contiguous()
+    rgb = to_unit(colour, device).permute(2, 0, 1).expand(3, -1, -1).contiguous()
     return Decoded(rgb=rgb, alpha=alpha, dtype=image.dtype, channels=channels)
 
 

@@ -1,0 +1,44 @@
+"""A painted hints layer -> the (ab, weight) constraints the engines consume.
+
+The user paints with any colour on an RGBA layer; only the colour's chroma (Lab a,b) is a hint,
+its lightness is ignored because the photo's lightness is kept. Alpha says how sure the stroke
+is, so it becomes the hint's weight.
+"""
+import torch
+import torch.nn.functional as F
+
+from . import lab, pixels
+
+
+def check_size(hints, image_shape):
+    """Refuse a hints layer whose pixels do not line up with the photo's."""
+    (hh, hw), (ih, iw) = hints.shape[:2], tuple(image_shape[:2])
+    if (hh, hw) != (ih, iw):
+        raise ValueError(
+            f"hints layer is {hw}x{hh} but the photo is {iw}x{ih}; paint the hints on a layer the size of the photo"
+        )
+
+
+def from_layer(layer, device=None):
+    """RGBA layer (H, W, 4), uint8/uint16/float -> ab (2, H, W) and weight (1, H, W) in 0..1.
+
+    Pixels with alpha 0 carry no hint: weight 0 and ab 0.
+    """
+    shape = getattr(layer, "shape", None)
+    if shape is None or len(shape) != 3 or shape[2] != 4:
+        raise ValueError(f"hints layer must be an RGBA array of shape (H, W, 4), got shape {shape}")
+    d = pixels.decode(layer, device=device)
+    weight = pixels.to_unit(d.alpha, device)[None]
+    ab = lab.srgb_to_lab(d.rgb)[1:] * (weight > 0)
+    return ab, weight
+
+
+def downsample(ab, weight, size):
+    """Resize hints to a working resolution (h, w) by area averaging.
+
+    Weight is area-averaged and ab is the weight-weighted mean, so a 1-px stroke shrunk 8x keeps
+    its exact colour with weight ~1/8 instead of vanishing as point sampling would make it.
+    """
+    w = F.adaptive_avg_pool2d(weight, size)
+    abw = F.adaptive_avg_pool2d(ab * weight, size)
+    return torch.where(w > 0, abw / w.clamp_min(torch.finfo(w.dtype).tiny), 0.0), w
