@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Builds the GIMP 3 the integration test drives (tests/test_gimp.py).
+#
+# Debian 12 ships GIMP 2.10 only, so GIMP 3.0.4 comes from a Debian 13 "trixie" minbase
+# chroot made with debootstrap.  Needs root.  Idempotent: every step leaves a stamp and
+# is skipped next time, so a warm run takes a second.  No mounts are left behind:
+# commands that need /proc run in a private mount namespace (unshare --mount).
+#
+#   TINCT_GIMP_ROOT  chroot location (default /tmp/tinct-gimp3-trixie; the test reads the same variable)
+#   DEBIAN_MIRROR    default http://deb.debian.org/debian
+set -euo pipefail
+
+ROOT="${TINCT_GIMP_ROOT:-/tmp/tinct-gimp3-trixie}"
+MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+# GIMP with its Python (PyGObject) plug-in support, plus what the plug-in imports.  Pixels
+# are checked on the host, so no numpy/Pillow in the chroot.
+PKGS="gimp python3-gi gir1.2-gimp-3.0 python3-zmq python3-msgpack"
+
+say() { echo "[gimp-setup] $*"; }
+[ "$(id -u)" -eq 0 ] || { say "must run as root (debootstrap, chroot)" >&2; exit 1; }
+T0=$(date +%s)
+export DEBIAN_FRONTEND=noninteractive
+
+in_chroot() {
+  unshare --mount --propagation private -- sh -c '
+    root=$1; shift
+    mount -t proc proc "$root/proc"
+    exec chroot "$root" env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+         LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"' sh "$ROOT" "$@"
+}
+
+if ! command -v debootstrap >/dev/null; then
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends debootstrap   # bookworm's keyring knows trixie
+fi
+
+if [ ! -f "$ROOT/.stamp-debootstrap" ]; then
+  if [ -e "$ROOT" ]; then
+    # a half-finished earlier attempt; never rm -rf through a live mount
+    if grep -q " $ROOT/" /proc/mounts; then say "$ROOT has mounts inside; unmount them first" >&2; exit 1; fi
+    rm -rf "$ROOT"
+  fi
+  t=$(date +%s)
+  debootstrap --variant=minbase trixie "$ROOT" "$MIRROR"
+  touch "$ROOT/.stamp-debootstrap"
+  say "debootstrap took $(( $(date +%s) - t )) s"
+fi
+
+if [ "$(cat "$ROOT/.stamp-packages" 2>/dev/null)" != "$PKGS" ]; then
+  t=$(date +%s)
+  cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+  echo "deb $MIRROR trixie main" >"$ROOT/etc/apt/sources.list"
+  in_chroot apt-get update -q
+  # shellcheck disable=SC2086  # plain `install gimp` would pull ~60 recommended packages
+  in_chroot apt-get install -y -q --no-install-recommends $PKGS
+  in_chroot apt-get clean
+  rm -rf "$ROOT"/var/lib/apt/lists/*
+  echo "$PKGS" >"$ROOT/.stamp-packages"
+  say "apt-get in the chroot took $(( $(date +%s) - t )) s"
+fi
+
+in_chroot gimp-console-3.0 --version
+in_chroot python3 -c 'import sys, gi; gi.require_version("Gimp", "3.0"); from gi.repository import Gimp; import zmq, msgpack; print("[gimp-setup] python", sys.version.split()[0], "with Gimp 3.0 GI, zmq, msgpack")'
+say "ready: $ROOT ($(du -sxh "$ROOT" | cut -f1)) in $(( $(date +%s) - T0 )) s"
