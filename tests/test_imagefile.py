@@ -146,3 +146,9 @@ def test_unreadable_files_raise_value_error_naming_the_file(tmp_path, name):
 def test_write_refuses_what_it_cannot_store(tmp_path, name, array, message):
     with pytest.raises(ValueError, match=message):
         imagefile.write(tmp_path / name, array)
+
+
+@pytest.mark.parametrize("name, dtype", [("w.png", np.uint8), ("w.jpg", np.uint8), ("w.png", np.uint16), ("w.tif", np.uint8)])
+def test_arrays_read_are_writable(tmp_path, name, dtype):
+    imagefile.write(tmp_path / name, _random((4, 4, 3), dtype))
+    assert imagefile.read(tmp_path / name).flags.writeable

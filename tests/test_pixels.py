@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -97,3 +99,12 @@ def test_decode_onto_cuda_and_encode_back():
         out = pixels.encode(d.rgb, d)
         assert out.dtype == image.dtype and out[..., 3].tobytes() == image[..., 3].tobytes()
         assert np.allclose(out.astype(np.float64), image.astype(np.float64), atol=1e-6)
+
+
+def test_read_only_arrays_decode_without_warnings():
+    image = _image(np.uint8, (4, 5, 3), seed=3)
+    image.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d = pixels.decode(image)
+    assert np.array_equal(pixels.encode(d.rgb, d), image)

@@ -53,7 +53,7 @@ def _read_pillow(path):
         has_alpha = "A" in im.getbands() or "transparency" in im.info
         grey = im.mode in ("1", "L", "LA")
         target = ("LA" if has_alpha else "L") if grey else ("RGBA" if has_alpha else "RGB")
-        return np.asarray(im.convert(target) if im.mode != target else im)
+        return np.array(im.convert(target) if im.mode != target else im)  # writable, unlike asarray
 
 
 def _read_tiff(path):

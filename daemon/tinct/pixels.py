@@ -48,7 +48,8 @@ def _validate(image):
 def to_unit(array, device=None):
     """Supported-dtype array -> float32 tensor in 0..1 of the same shape on `device`."""
     if array.dtype == np.uint8:  # moved as bytes, converted on the device
-        return torch.from_numpy(np.ascontiguousarray(array)).to(device).to(torch.float32) / 255
+        # torch shares memory with the array, so it must be writable (Pillow's arrays are not).
+        return torch.from_numpy(np.require(array, requirements=["C", "W"])).to(device).to(torch.float32) / 255
     t = torch.from_numpy(array.astype(np.float32)).to(device)
     return t / 65535 if array.dtype == np.uint16 else t
 
