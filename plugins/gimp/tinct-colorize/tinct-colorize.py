@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""Tinct for GIMP 3: Filters → Colorize → Add Hints Layer / Colorize….
+
+Only the GIMP-specific glue lives here (procedures, buffers, layers, undo, progress); the
+decisions are in colorize_logic.py and the talking to tinctd in tinct_client.py, which the
+installer copies in beside this file.  Both procedures work non-interactively through the PDB.
+"""
+
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# pyzmq/msgpack installed with pip by the installer when the system has no packages for them
+_PRIVATE = os.path.join(HERE, "python%d.%d" % sys.version_info[:2])
+if os.path.isdir(_PRIVATE):
+    sys.path.insert(0, _PRIVATE)
+
+import gi  # noqa: E402
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
+
+import colorize_logic as logic  # noqa: E402
+
+COLORIZE = "plug-in-tinct-colorize"
+ADD_HINTS = "plug-in-tinct-add-hints-layer"
+MENU = "<Image>/Filters/Colorize"
+# layer type for the daemon's answer (always colour) and for the hints layer
+_LAYER_TYPE = {"RGB": Gimp.ImageType.RGB_IMAGE, "RGBA": Gimp.ImageType.RGBA_IMAGE}
+_MARK_FLAGS = Gimp.PARASITE_PERSISTENT | Gimp.PARASITE_UNDOABLE
+
+
+def _read(drawable, fmt, x, y, width, height):
+    """Pixels of a rectangle in drawable coordinates; outside the drawable reads transparent."""
+    rect = Gegl.Rectangle.new(x, y, width, height)
+    return bytes(drawable.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.NONE))
+
+
+def _mark_of(layer, name):
+    """The source tattoo a layer made by this plug-in records under `name`, or None."""
+    parasite = layer.get_parasite(name)
+    return None if parasite is None else logic.decode_tattoo(bytes(parasite.get_data()))
+
+
+def _mark(layer, name, source):
+    data = list(logic.encode_tattoo(source.get_tattoo()))
+    layer.attach_parasite(Gimp.Parasite.new(name, _MARK_FLAGS, data))
+
+
+def _source_layer(image, drawables):
+    """The photo layer: the selected layer, or the one a selected Tinct layer was made for."""
+    if len(drawables) != 1 or not isinstance(drawables[0], Gimp.Layer):
+        raise logic.ColorizeError("Select the one photo layer to colorize in the Layers dialog.")
+    selected = drawables[0]
+    tattoo = logic.source_tattoo(selected.get_tattoo(), _mark_of(selected, logic.RESULT_PARASITE),
+                                 _mark_of(selected, logic.HINTS_PARASITE))
+    source = image.get_layer_by_tattoo(tattoo)
+    if source is None:
+        raise logic.ColorizeError("The photo layer this layer was made for is gone; select a "
+                                  "photo layer and run Colorize again.")
+    if source.is_group():
+        raise logic.ColorizeError("Colorize works on a paint layer, not a layer group; select "
+                                  "the photo layer inside the group.")
+    return source
+
+
+def _siblings(image, layer):
+    parent = layer.get_parent()
+    return parent.get_children() if parent is not None else image.get_layers()
+
+
+def _insert_above(image, layer, source):
+    image.insert_layer(layer, source.get_parent(), image.get_item_position(source))
+
+
+def _to_rgb_if_gray(image):
+    """Colour needs an RGB image: a grayscale one becomes RGB (undoably, in the caller's group)."""
+    if image.get_base_type() == Gimp.ImageBaseType.GRAY:
+        image.convert_rgb()
+
+
+def _selection_mask(image, x, y, width, height):
+    """The selection as u8 coverage over the layer rectangle (image coordinates), or None."""
+    if Gimp.Selection.is_empty(image):
+        return None
+    return _read(image.get_selection(), "Y u8", x, y, width, height)
+
+
+def _hints_layer(image, name, source):
+    layer = image.get_layer_by_name(name) if name else None
+    if layer is not None:
+        logic.check_hints_layer(layer.get_name(), layer.get_tattoo() == source.get_tattoo(),
+                                layer.has_alpha())
+    return layer
+
+
+def _progress(fraction, *_):
+    Gimp.progress_update(fraction)
+
+
+def colorize(image, drawables, config):
+    """Read, ask tinctd, then change the image in one undo group — or raise, having changed nothing."""
+    import tinct_client  # here, so a missing pyzmq/msgpack becomes a sentence, not a dead plug-in
+
+    engine = config.get_property("engine")
+    source = _source_layer(image, drawables)
+    fmt = logic.layer_format(image.get_precision().value_nick, source.is_gray(), source.has_alpha())
+    width, height = source.get_width(), source.get_height()
+    _, x, y = source.get_offsets()
+    hints_layer = _hints_layer(image, config.get_property("hints-layer"), source)
+    hints = None
+    if hints_layer is not None:
+        _, hx, hy = hints_layer.get_offsets()
+        hints = _read(hints_layer, "R'G'B'A u8", x - hx, y - hy, width, height)
+    hints = logic.hints_to_send(engine, hints, hints_layer and hints_layer.get_name())
+    selection = logic.selection_to_send(_selection_mask(image, x, y, width, height))
+
+    Gimp.progress_init(f"Colorizing “{source.get_name()}” with Tinct")
+    client = tinct_client.Client()
+    try:
+        reply = client.colorize(
+            width=width, height=height, layout=fmt.layout, sample=fmt.sample,
+            pixels=_read(source, fmt.babl, 0, 0, width, height), hints=hints,
+            engine=engine, options=logic.engine_options(engine, config.get_property("vibrancy")),
+            selection=selection, document=f"gimp-image-{image.get_id()}", progress=_progress)
+    finally:
+        client.close()
+    out = logic.result_format(fmt, reply)
+    logic.check_reply_size(reply, width, height, out)
+
+    image.undo_group_start()
+    try:
+        _to_rgb_if_gray(image)
+        for layer in _siblings(image, source):
+            if _mark_of(layer, logic.RESULT_PARASITE) == source.get_tattoo():
+                image.remove_layer(layer)
+        result = Gimp.Layer.new(image, logic.RESULT_NAME, width, height, _LAYER_TYPE[out.layout],
+                                100.0, Gimp.LayerMode.NORMAL)
+        result.set_offsets(x, y)
+        _insert_above(image, result, source)
+        buffer = result.get_buffer()
+        buffer.set(Gegl.Rectangle.new(0, 0, width, height), out.babl, reply["pixels"])
+        buffer.flush()
+        result.update(0, 0, width, height)
+        _mark(result, logic.RESULT_PARASITE, source)
+        if hints_layer is not None and not config.get_property("keep-hints-visible"):
+            hints_layer.set_visible(False)
+        image.set_selected_layers([result])
+    finally:
+        image.undo_group_end()
+    Gimp.progress_end()
+
+
+def add_hints_layer(image, drawables):
+    """A transparent "Colorize hints" layer over the photo, selected so the user can paint."""
+    source = _source_layer(image, drawables)
+    existing = image.get_layer_by_name(logic.HINTS_NAME)
+    if existing is not None:
+        image.set_selected_layers([existing])
+        return
+    image.undo_group_start()
+    try:
+        _to_rgb_if_gray(image)
+        hints = Gimp.Layer.new(image, logic.HINTS_NAME, source.get_width(), source.get_height(),
+                               _LAYER_TYPE["RGBA"], 100.0, Gimp.LayerMode.NORMAL)
+        _, x, y = source.get_offsets()
+        hints.set_offsets(x, y)
+        _insert_above(image, hints, source)
+        hints.fill(Gimp.FillType.TRANSPARENT)
+        _mark(hints, logic.HINTS_PARASITE, source)
+        image.set_selected_layers([hints])
+    finally:
+        image.undo_group_end()
+
+
+class TinctColorize(Gimp.PlugIn):
+    def do_query_procedures(self):
+        return [ADD_HINTS, COLORIZE]
+
+    def do_set_i18n(self, name):
+        return False
+
+    def do_create_procedure(self, name):
+        if name == ADD_HINTS:
+            procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run_add_hints, None)
+            procedure.set_menu_label("Add Hints Layer")
+            procedure.set_documentation(
+                "Add a transparent layer to paint colour strokes on",
+                f'Adds "{logic.HINTS_NAME}" above the selected layer and selects it; paint strokes '
+                "in the colours you want there, then run Colorize. A grayscale image becomes RGB.",
+                name)
+        else:
+            procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run_colorize, None)
+            procedure.set_menu_label("Colorize…")
+            procedure.set_documentation(
+                "Colorize the selected layer with the Tinct daemon",
+                f'Adds a layer "{logic.RESULT_NAME}" directly above the selected layer with the '
+                "photo's lightness and colours spread from the hint strokes (or predicted by the "
+                "learned engine); only selected pixels change. Running it again replaces that layer.",
+                name)
+            engines = Gimp.Choice.new()
+            engines.add("optimization", 0, "Optimization", "Spreads the colours of your strokes along the photo's edges")
+            engines.add("learned", 1, "Learned", "A trained network; colorizes even without strokes")
+            procedure.add_choice_argument("engine", "_Engine", "Colorization engine", engines,
+                                          "optimization", GObject.ParamFlags.READWRITE)
+            procedure.add_double_argument("vibrancy", "_Vibrancy", "How saturated the learned engine's colours are",
+                                          0.0, 1.0, 0.5, GObject.ParamFlags.READWRITE)
+            procedure.add_string_argument("hints-layer", "_Hints layer", "Name of the layer with the colour strokes",
+                                          logic.HINTS_NAME, GObject.ParamFlags.READWRITE)
+            procedure.add_boolean_argument("keep-hints-visible", "_Keep hints visible",
+                                           "Leave the hints layer visible above the result",
+                                           False, GObject.ParamFlags.READWRITE)
+        procedure.set_image_types("RGB*, GRAY*")
+        procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        procedure.add_menu_path(MENU)
+        procedure.set_attribution("Tinct", "Tinct", "2025")
+        return procedure
+
+    def run_add_hints(self, procedure, run_mode, image, drawables, config, data):
+        return _run(procedure, lambda: add_hints_layer(image, drawables))
+
+    def run_colorize(self, procedure, run_mode, image, drawables, config, data):
+        if run_mode == Gimp.RunMode.INTERACTIVE and not _dialog(procedure, config):
+            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+        return _run(procedure, lambda: colorize(image, drawables, config))
+
+
+def _dialog(procedure, config):
+    """GIMP's dialog built from the declared arguments; False when cancelled."""
+    gi.require_version("GimpUi", "3.0")
+    from gi.repository import GimpUi
+
+    GimpUi.init("tinct-colorize")
+    dialog = GimpUi.ProcedureDialog.new(procedure, config, "Colorize")
+    dialog.fill(None)
+    accepted = dialog.run()
+    dialog.destroy()
+    return accepted
+
+
+def _run(procedure, action):
+    """Success, or EXECUTION_ERROR carrying the sentence GIMP shows the user."""
+    try:
+        action()
+    except Exception as exc:  # every failure reaches the user as a sentence, never a traceback
+        Gimp.progress_end()
+        error = GLib.Error.new_literal(GLib.quark_from_string("tinct"), logic.error_sentence(exc), 0)
+        return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, error)
+    Gimp.displays_flush()
+    return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+
+Gimp.main(TinctColorize.__gtype__, sys.argv)
