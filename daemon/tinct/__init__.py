@@ -1,3 +1,7 @@
 """Tinct: interactive photo colorization (optimization and learned engines)."""
 
 __version__ = "0.1.0"
+
+from .api import ModelNotInstalled, colorize  # noqa: E402
+
+__all__ = ["colorize", "ModelNotInstalled", "__version__"]

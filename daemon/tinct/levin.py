@@ -1,0 +1,151 @@
+"""Levin, Lischinski & Weiss (2004), "Colorization using Optimization", solved our way.
+
+Neighbouring pixels of similar lightness should have similar colour.  Each
+pixel's colour is asked to be the weighted mean of its 3x3 neighbours' (the
+authors' rows of I - W, W row-normalised), with weights from the lightness
+differences scaled by the local variance (the rule of the authors' code).  The
+user's strokes fix colours (alpha 1) or pull towards them (0 < alpha < 1).
+
+W is not symmetric: a pixel's weights are normalised over its own window and
+scaled by its own variance, so an edge pixel can follow its neighbour while the
+neighbour ignores it.  Those one-way couplings are what keep colour from
+leaking across edges, so `final` solves the authors' system itself.  Its
+symmetric counterpart, the graph Laplacian of (W + W^T)/2, is SPD once a
+stroke pins it down: CG with a multigrid preconditioner solves it in a few
+iterations, which is the `preview` quality.  `final` starts from that answer and
+runs restarted GMRES on the authors' system, preconditioned by the same
+multigrid cycle: BiCGStab, the other candidate, needs half the memory but its
+residual jumps by orders of magnitude on megapixel photos (see
+benchmarks/levin.py), while GMRES's never grows.
+
+Hard constraints are eliminated: a fixed pixel's row becomes the identity and
+its column moves to the right-hand side, which keeps both forms' structure
+(and the symmetric one symmetric).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from . import krylov
+from .multigrid import VCycle
+from .stencil import OFFSETS, Stencil, opposite, pad1, shifted
+
+QUALITIES = ("final", "preview")
+METHODS = {"gmres": krylov.gmres, "bicgstab": krylov.bicgstab}
+MIN_VARIANCE = 2e-6     # the authors' floor on the window variance
+WEIGHT_FLOOR = 1e-6     # float32 exp underflows to 0 and would cut hint-free regions off
+FIXED = 1.0 - 1e-6      # hint weight from which a pixel's colour is fixed outright
+TOL = {"final": 1e-3, "preview": 1e-4}
+MAX_ITER = {"final": 400, "preview": 200}
+
+
+def affinities(lightness: torch.Tensor, edge_sensitivity: float = 1.0) -> torch.Tensor:
+    """Row-normalised weights W (8, H, W) of each pixel's 3x3 neighbours.
+
+    `lightness` is (H, W) in 0..1.  As in the authors' getColorExact.m: the
+    Gaussian's width is 0.6 x the window variance, widened so the most similar
+    neighbour keeps at least weight 0.01, and never below 2e-6.  A higher
+    `edge_sensitivity` narrows it, so colour stops at fainter edges.
+    """
+    y = lightness
+    h, w = y.shape
+    yp = pad1(y)
+    valid = pad1(torch.ones_like(y))
+    nb = torch.stack([shifted(yp, dy, dx, h, w) for dy, dx in OFFSETS])
+    ok = torch.stack([shifted(valid, dy, dx, h, w) for dy, dx in OFFSETS]) > 0
+    count = ok.sum(0) + 1
+    mean = (y + (nb * ok).sum(0)) / count
+    var = ((y - mean) ** 2 + (((nb - mean) ** 2) * ok).sum(0)) / count
+    diff2 = (nb - y) ** 2
+    nearest = torch.where(ok, diff2, torch.full_like(diff2, math.inf)).amin(0)
+    sigma = torch.maximum(0.6 * var / edge_sensitivity, nearest / math.log(100.0)).clamp_min(MIN_VARIANCE)
+    weights = torch.exp(-diff2 / sigma).clamp_min(WEIGHT_FLOOR) * ok
+    return weights / weights.sum(0)
+
+
+def _transposed(c: torch.Tensor) -> torch.Tensor:
+    h, w = c.shape[-2:]
+    cp = pad1(c)
+    return torch.stack([shifted(cp[opposite(k)], dy, dx, h, w) for k, (dy, dx) in enumerate(OFFSETS)])
+
+
+def systems(weights: torch.Tensor, target: torch.Tensor, kappa: torch.Tensor, fixed: torch.Tensor):
+    """The authors' system A, its symmetric counterpart S, and the right-hand side.
+
+    Free pixel r:  (1 + kappa_r) x_r - sum_s W_rs x_s = kappa_r t_r     (A)
+                   (kappa_r + sum_s S_rs) x_r - sum_s S_rs x_s = kappa_r t_r,  S = (W + W^T)/2
+    Fixed pixel r: x_r = t_r, eliminated from its neighbours' rows.
+    """
+    free = (~fixed).to(weights.dtype)
+    sym = 0.5 * (weights + _transposed(weights))
+    # Couplings from free rows to free columns only.
+    h, w = free.shape
+    fp = pad1(free)
+    to_free = torch.stack([shifted(fp, dy, dx, h, w) for dy, dx in OFFSETS]) * free
+    a = Stencil(torch.where(fixed, torch.ones_like(kappa), 1.0 + kappa), weights * to_free)
+    s = Stencil(torch.where(fixed, torch.ones_like(kappa), kappa + sym.sum(0)), sym * to_free)
+    # Right-hand sides: data term, plus the fixed neighbours' known colours.
+    known = target * fixed
+    kp = pad1(known)
+
+    def rhs(c: torch.Tensor) -> torch.Tensor:
+        moved = sum(c[k] * free * shifted(kp, dy, dx, h, w) for k, (dy, dx) in enumerate(OFFSETS))
+        return torch.where(fixed, target, kappa * target + moved)
+
+    return a, s, rhs(weights), rhs(sym)
+
+
+def solve_ab(lightness: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor,
+             prior_ab: torch.Tensor | None = None, prior_weight: float | torch.Tensor | None = None,
+             quality: str = "final", edge_sensitivity: float = 1.0, tol: float | None = None,
+             max_iter: int | None = None, method: str = "gmres", callback=None) -> tuple[torch.Tensor, dict]:
+    """Colour (2, H, W) for lightness L (1, H, W) in 0..100 from strokes and an optional prior.
+
+    `hint_weight` (1, H, W) in 0..1 is the stroke's alpha: 1 fixes the colour,
+    less pulls towards it.  `prior_ab` with `prior_weight` (a number or a map) is
+    a soft data term, e.g. the learned network's colours.  With neither strokes
+    nor prior the answer is grey (ab = 0).  `method` is the Krylov method for
+    `final`: "gmres" (the default: its residual never grows) or "bicgstab"
+    (less memory, but erratic on large photos; kept for the benchmark).
+    Returns (ab, info) where info has iterations, residual and seconds.
+    """
+    if quality not in QUALITIES:
+        raise ValueError(f"quality must be one of {QUALITIES}, not {quality!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {tuple(METHODS)}, not {method!r}")
+    start = time.perf_counter()
+    light = lightness.reshape(lightness.shape[-2:]).float() / 100.0
+    alpha = hint_weight.reshape(light.shape).float().clamp(0.0, 1.0)
+    fixed = alpha >= FIXED
+    kappa = torch.where(fixed, torch.zeros_like(alpha), alpha / (1.0 - alpha).clamp_min(1e-6))
+    target = hint_ab.float() * (alpha > 0)
+    if prior_ab is not None and prior_weight is not None:
+        kp = (prior_weight.reshape(light.shape).float() if torch.is_tensor(prior_weight)
+              else torch.full_like(kappa, float(prior_weight)))
+        total = kappa + kp
+        target = torch.where(fixed, target, (kappa * target + kp * prior_ab.float()) / total.clamp_min(1e-12))
+        kappa = total
+    info = {"quality": quality, "iterations": 0, "residual": 0.0}
+    if not bool(fixed.any()) and not bool((kappa > 0).any()):
+        info["seconds"] = time.perf_counter() - start
+        return torch.zeros_like(target), info
+
+    weights = affinities(light, edge_sensitivity)
+    a, s, b_a, b_s = systems(weights, target, kappa, fixed)
+    tol = TOL[quality] if tol is None else tol
+    max_iter = MAX_ITER[quality] if max_iter is None else max_iter
+    mg = VCycle(s)
+    pre = krylov.pcg(s.apply, b_s, torch.zeros_like(b_s), mg, TOL["preview"] if quality == "final" else tol,
+                     max_iter, callback)
+    info.update(levels=mg.levels, cg_iterations=pre.iterations, iterations=pre.iterations, residual=pre.residual)
+    x = pre.x
+    if quality == "final":
+        fin = METHODS[method](a.apply, b_a, x, mg, tol, max_iter, callback=callback)
+        info.update(iterations=pre.iterations + fin.iterations, final_iterations=fin.iterations,
+                    residual=fin.residual)
+        x = fin.x
+    info["seconds"] = time.perf_counter() - start
+    return x, info
