@@ -46,8 +46,9 @@ def output_for(photo: Path, out: Path | None, many: bool) -> Path:
 class Progress:
     """A one-line progress bar on stderr, for folders of scans that take minutes."""
 
-    def __init__(self, total: int, stream=sys.stderr, width: int = 30):
-        self.total, self.stream, self.width, self.start = total, stream, width, time.perf_counter()
+    def __init__(self, total: int, stream=None, width: int = 30):
+        self.total, self.width, self.start = total, width, time.perf_counter()
+        self.stream = stream or sys.stderr
 
     def update(self, done: int, label: str) -> None:
         filled = self.width * done // max(self.total, 1)
