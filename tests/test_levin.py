@@ -50,12 +50,16 @@ def hints_for(h, w, points):
     return ab, weight
 
 
+def systems(y, ab, fixed):
+    """Levin's two systems for lightness y (0..1) with the pixels in `fixed` pinned to ab."""
+    w = levin.affinities(y)
+    return levin.systems(w, levin.transpose(w), ab, torch.zeros(y.shape, dtype=y.dtype), fixed)
+
+
 def test_weights_follow_the_authors_rule():
     y = tiny_photo()
     fixed = np.zeros(y.shape, bool)
-    ours = levin.affinities(torch.tensor(y))
-    a, _, _, _ = levin.systems(ours, torch.zeros(2, *y.shape, dtype=torch.float64),
-                               torch.zeros(y.shape, dtype=torch.float64), torch.tensor(fixed))
+    a, _, _, _ = systems(torch.tensor(y), torch.zeros(2, *y.shape, dtype=torch.float64), torch.tensor(fixed))
     ref = authors_matrix(y, fixed)
     # Our floor only lifts weights the authors' float64 code leaves below 1e-6.
     np.testing.assert_allclose(a.to_dense().numpy(), ref, atol=2e-6)
@@ -101,7 +105,7 @@ def test_gauss_seidel_is_a_true_gauss_seidel_sweep():
 def test_galerkin_probing_equals_dense_triple_product():
     y = torch.tensor(tiny_photo(11, 13))
     ab, weight = hints_for(11, 13, {(2, 2): (40, 0)})
-    a, s, _, _ = levin.systems(levin.affinities(y), ab, torch.zeros(11, 13, dtype=torch.float64), weight[0] > 0)
+    a, s, _, _ = systems(y, ab, weight[0] > 0)
     for op in (a, s):
         p = Prolongation(s)
         coarse = galerkin(op, p)
@@ -208,7 +212,7 @@ def test_krylov_solvers_on_dense_systems():
 def test_vcycle_is_a_symmetric_operator_for_symmetric_input():
     y = torch.tensor(tiny_photo(19, 23, seed=7))
     ab, weight = hints_for(19, 23, {(3, 3): (10, 10)})
-    _, s, _, _ = levin.systems(levin.affinities(y), ab, torch.zeros(19, 23, dtype=torch.float64), weight[0] > 0)
+    _, s, _, _ = systems(y, ab, weight[0] > 0)
     mg = VCycle(s)
     u, v = torch.randn(1, 19, 23, dtype=torch.float64), torch.randn(1, 19, 23, dtype=torch.float64)
     assert float((mg(u) * v).sum()) == pytest.approx(float((u * mg(v)).sum()), rel=1e-9)
