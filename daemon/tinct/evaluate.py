@@ -1,0 +1,120 @@
+"""Evaluate the engines: PSNR against the number of hints, and colourfulness without hints.
+
+    tinct eval [--engines learned optimization] [--hints 0 1 2 5 10 20 50 100] [--out eval-out]
+
+The protocol of shared/bench (tinct.measure): the eval photos resized to 256x256, grey
+input = the photo's Lab lightness, N hints = 6x6 patches of the photo's mean ab at
+Gaussian-distributed centres with a fixed seed per photo, PSNR on 8-bit RGB.  Writes a
+CSV of every (engine, hints, photo) and a PNG plot of the mean curves beside the grey
+baseline.
+"""
+from __future__ import annotations
+
+import csv
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from . import api, measure
+
+HINT_COUNTS = (0, 1, 2, 5, 10, 20, 50, 100)
+COLOURS = {"learned": (200, 60, 40), "optimization": (40, 90, 200), "grey": (120, 120, 120)}
+
+
+def configure(parser) -> None:
+    parser.add_argument("--engines", nargs="+", default=["learned", "optimization"])
+    parser.add_argument("--hints", type=int, nargs="+", default=list(HINT_COUNTS))
+    parser.add_argument("--eval-dir", default=None, help="default: shared/data/eval beside the checkout")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N photos")
+    parser.add_argument("--out", default="eval-out", help="folder for eval.csv and eval.png")
+    parser.add_argument("--device", default=None)
+
+
+def sweep(engines, counts, photos, device=None):
+    """Rows of (engine, hints, photo, psnr, colourfulness of output, colourfulness of original)."""
+    rows = []
+    for name, rgb in photos:
+        grey = measure.gray_of(rgb)
+        seed = zlib.crc32(name.encode())
+        rows.append(("grey", 0, name, measure.psnr(grey, rgb), measure.colorfulness(grey), measure.colorfulness(rgb)))
+        for n in counts:
+            layer = measure.hints_of(rgb, n, np.random.default_rng(seed)) if n else None
+            for engine in engines:
+                if engine == "optimization" and n == 0:
+                    continue  # needs strokes: it would return the grey input
+                out = api.colorize(grey, layer, engine=engine, device=device)
+                rows.append((engine, n, name, measure.psnr(out, rgb), measure.colorfulness(out),
+                             measure.colorfulness(rgb)))
+    return rows
+
+
+def summary(rows):
+    """{engine: {hints: mean psnr}} and the mean colourfulness ratio of hint-free outputs."""
+    table: dict = {}
+    for engine, n, *_ in rows:
+        table.setdefault(engine, {}).setdefault(n, [])
+    for engine, n, _, psnr, *_ in rows:
+        table[engine][n].append(psnr)
+    means = {e: {n: float(np.mean(v)) for n, v in sorted(d.items())} for e, d in table.items()}
+    auto = [(c, o) for e, n, _, _, c, o in rows if e == "learned" and n == 0]
+    ratio = float(np.mean([c for c, _ in auto]) / np.mean([o for _, o in auto])) if auto else None
+    return means, ratio
+
+
+def plot(means, counts, path: Path, size=(640, 400)) -> None:
+    """PSNR against hints (log-ish x axis), one polyline per engine, grey baseline dashed."""
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+    left, right, top, bottom = 60, size[0] - 130, 20, size[1] - 50
+    values = [v for m in means.values() for v in m.values()]
+    lo, hi = np.floor(min(values)) - 1, np.ceil(max(values)) + 1
+    xs = {n: left + (right - left) * np.log1p(n) / np.log1p(max(counts)) for n in counts}
+
+    def y(v):
+        return bottom - (bottom - top) * (v - lo) / (hi - lo)
+
+    d.rectangle([left, top, right, bottom], outline="black")
+    for v in np.arange(lo, hi + 0.1, 2):
+        d.line([left - 4, y(v), left, y(v)], fill="black")
+        d.text((left - 40, y(v) - 6), f"{v:.0f} dB", fill="black")
+    for n, x in xs.items():
+        d.line([x, bottom, x, bottom + 4], fill="black")
+        d.text((x - 6, bottom + 8), str(n), fill="black")
+    d.text(((left + right) / 2 - 40, bottom + 26), "number of hints", fill="black")
+    for i, (engine, m) in enumerate(means.items()):
+        colour = COLOURS.get(engine, (0, 0, 0))
+        if engine == "grey":
+            d.line([left, y(m[0]), right, y(m[0])], fill=colour, width=1)
+        else:
+            pts = [(xs[n], y(v)) for n, v in m.items() if n in xs]
+            d.line(pts, fill=colour, width=2)
+            for px, py in pts:
+                d.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
+        d.text((right + 10, top + 16 * i), engine, fill=colour)
+    img.save(path)
+
+
+def run(args) -> int:
+    photos = list(measure.eval_images(args.eval_dir, size=args.size))[:args.limit]
+    rows = sweep(args.engines, args.hints, photos, args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "eval.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["engine", "hints", "photo", "psnr_db", "colorfulness", "original_colorfulness"])
+        w.writerows(rows)
+    means, ratio = summary(rows)
+    plot(means, args.hints, out / "eval.png")
+    grey = means["grey"][0]
+    print(f"{len(photos)} photos at {args.size}x{args.size}; grey baseline {grey:.2f} dB")
+    print("hints  " + "  ".join(f"{n:>6}" for n in args.hints))
+    for engine, m in means.items():
+        if engine != "grey":
+            print(f"{engine:<13}" + "  ".join(f"{m[n]:6.2f}" if n in m else f"{'-':>6}" for n in args.hints))
+    if ratio is not None:
+        print(f"automatic colourfulness: {100 * ratio:.0f} % of the originals'")
+    print(f"wrote {out / 'eval.csv'} and {out / 'eval.png'}")
+    return 0

@@ -1,0 +1,108 @@
+"""The learned engine: our hint network, run small, brought to full resolution edge-aware.
+
+The network runs at most `max_side` pixels on the long side (it has seen 96-160 px crops;
+more pixels only cost time).  Its colours are then spread back to the photo's own size
+by the Levin solver with the network's ab as a soft prior and the user's strokes as hard
+constraints, so a 24 MP scan gets colour edges that follow its own lightness edges, not
+blurry upsampled ones, and every stroke is honoured exactly.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import hints as hintlayer
+from . import lab, levin, net
+from .api import ModelNotInstalled, prepare
+
+MODEL_PATH = Path(__file__).resolve().parents[2] / "models" / "tinct-hint-v1.pt"
+AUTO_TEMPERATURE = 0.38   # Zhang et al. 2016's annealed mean for the automatic (no hints) case
+PRIOR_WEIGHT = 0.1        # how strongly the full-resolution solve holds on to the network's colours
+
+
+def model_path() -> Path:
+    return Path(os.environ.get("TINCT_MODEL", MODEL_PATH))
+
+
+def load(path: Path):
+    """(network, bins, metadata) from an exported weights file, refusing anything else clearly."""
+    if not path.exists():
+        raise ModelNotInstalled(f"the learned engine's model is not installed (no file {path}); "
+                                "train one with 'tinct train' or use the optimization engine")
+    try:
+        blob = torch.load(path, weights_only=True, map_location="cpu")
+        if not isinstance(blob, dict) or blob.get("format") != "tinct-hint":
+            raise ValueError("not a Tinct hint-network file")
+        model = net.HintNet(len(blob["bins"]), blob["width"])
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state"].items()})
+    except ModelNotInstalled:
+        raise
+    except Exception as exc:
+        raise ModelNotInstalled(f"the learned engine's model file {path} is unreadable or corrupt ({exc}); "
+                                "re-export it with 'tinct train' or reinstall Tinct") from None
+    return model.eval(), blob["bins"].float(), {k: v for k, v in blob.items() if k not in ("state", "bins")}
+
+
+class LearnedEngine:
+    name = "learned"
+    OPTIONS = {"vibrancy", "quality", "max_side", "callback"}
+
+    def __init__(self, path: Path | None = None):
+        self.model, self.bins, self.meta = load(path or model_path())
+        self.version = f"tinct-hint v{self.meta.get('format_version', 1)}, step {self.meta.get('step', '?')}"
+
+    def network(self, L, hint_ab, hint_weight, max_side: int = 512):
+        """Run the net at working size: (ab regression (2,h,w) Lab units, logits (Q,h/4,w/4), (h, w))."""
+        h, w = L.shape[-2:]
+        scale = min(1.0, max_side / max(h, w))
+        size = (max(8, round(h * scale)), max(8, round(w * scale)))
+        if size != (h, w):
+            L = F.interpolate(L[None], size=size, mode="area")[0]
+            hint_ab, hint_weight = hintlayer.downsample(hint_ab, hint_weight, size)
+        ph, pw = -size[0] % 8, -size[1] % 8  # the U-Net halves three times
+        x = net.network_input(L[None], hint_ab[None], hint_weight[None])
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        model = self.model.to(L.device)
+        with torch.no_grad():
+            pred, logits = model(x)
+        ab = lab.denormalize_ab(pred[0, :, :size[0], :size[1]])
+        return ab, logits[0], size
+
+    def predict_ab(self, L, hint_ab, hint_weight, vibrancy=None, quality="preview", max_side=512, callback=None):
+        ab, logits, size = self.network(L, hint_ab, hint_weight, max_side)
+        automatic = not bool((hint_weight > 0).any())
+        if vibrancy is not None or automatic:
+            t = AUTO_TEMPERATURE if vibrancy is None else float(vibrancy)
+            dist = net.decode(logits[None], self.bins.to(L.device), t)
+            ab = F.interpolate(dist, size=size, mode="bilinear", align_corners=False)[0][..., :size[0], :size[1]]
+        prior = F.interpolate(ab[None], size=L.shape[-2:], mode="bilinear", align_corners=False)[0]
+        out, _ = levin.solve_ab(L, hint_ab, hint_weight, prior_ab=prior, prior_weight=PRIOR_WEIGHT,
+                                quality=quality, callback=callback)
+        return out
+
+    def suggest(self, L, hint_ab, hint_weight, x: int, y: int, k: int = 8) -> list[tuple[int, int, int]]:
+        """The k most likely colours at pixel (x, y), as sRGB u8, most likely first."""
+        _, logits, size = self.network(L, hint_ab, hint_weight)
+        h, w = L.shape[-2:]
+        qy = min(int(y * size[0] / h) // 4, logits.shape[1] - 1)
+        qx = min(int(x * size[1] / w) // 4, logits.shape[2] - 1)
+        top = torch.softmax(logits[:, qy, qx], 0).topk(min(k, len(self.bins))).indices
+        ab = self.bins.to(L.device)[top].T[..., None]                          # (2, k, 1)
+        light = L[:, y, x].reshape(1, 1, 1).expand(1, len(top), 1)
+        rgb = lab.lab_to_srgb_keep_l(light, ab)[:, :, 0].T                      # (k, 3)
+        return [tuple(int(v) for v in c) for c in (rgb * 255 + 0.5).clamp(0, 255).byte().tolist()]
+
+
+def suggest_colors(image: np.ndarray, hints: np.ndarray | None, x: int, y: int, k: int = 8, device=None):
+    """The k most likely colours at (x, y) of `image` given `hints`, for the plugins' palette."""
+    from .api import get_engine
+
+    engine = get_engine("learned")
+    _, L, hint_ab, hint_weight = prepare(image, hints, device)
+    if not (0 <= x < L.shape[-1] and 0 <= y < L.shape[-2]):
+        raise ValueError(f"the point ({x}, {y}) is outside the {L.shape[-1]}x{L.shape[-2]} image")
+    return engine.suggest(L, hint_ab, hint_weight, x, y, k)

@@ -1,0 +1,87 @@
+"""The hint network: lightness + sparse hints in, colour out (Zhang et al. 2017 style).
+
+Input (4, H, W): normalised L, hint ab / 110, hint mask.  A small U-Net with dilated
+convolutions in the middle sees far enough to know what a region is; a global branch
+(Iizuka et al. 2016) pools the whole image into a vector added back into the middle,
+so a scene's overall look (sky, foliage, indoor light) informs every pixel.  Two heads:
+ab regression at full working resolution (the default answer), and logits over the
+quantised in-gamut ab bins at 1/4 resolution (Zhang et al. 2016), which give the
+annealed-mean "vibrancy" control and the colour suggestions.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import lab
+
+BIN_SIZE = 10.0
+
+
+def ab_bins(step: float = BIN_SIZE) -> torch.Tensor:
+    """Centres (Q, 2) of the step x step ab cells that any sRGB colour falls in.
+
+    Zhang et al. quantise ab in cells of 10 and keep the in-gamut ones (313 from
+    ImageNet's occupancy); we keep every cell that some sRGB colour at some
+    lightness reaches, computed from our own Lab code (257 cells).
+    """
+    g = torch.arange(-110.0, 110.0 + step / 2, step, dtype=torch.float64)
+    a, b = torch.meshgrid(g, g, indexing="ij")
+    hit = torch.zeros_like(a, dtype=torch.bool)
+    offsets = torch.linspace(-step / 2, step / 2, 6, dtype=torch.float64)
+    for da in offsets:
+        for db in offsets:
+            for light in torch.arange(0.0, 100.1, 2.0, dtype=torch.float64):
+                rgb = lab.lab_to_srgb(torch.stack([torch.full_like(a, light), a + da, b + db]), clip=False)
+                hit |= ((rgb >= 0) & (rgb <= 1)).all(0)
+    return torch.stack([a[hit], b[hit]], 1).float()
+
+
+def block(cin: int, cout: int, n: int = 2, dilation: int = 1) -> nn.Sequential:
+    layers = []
+    for i in range(n):
+        layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=dilation, dilation=dilation),
+                   nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class HintNet(nn.Module):
+    def __init__(self, bins: int, width: int = 32):
+        super().__init__()
+        c1, c2, c3, c4 = width, 2 * width, 4 * width, 8 * width
+        self.enc1, self.enc2, self.enc3 = block(4, c1), block(c1, c2), block(c2, c3)
+        self.enc4 = block(c3, c4)
+        self.middle = nn.Sequential(block(c4, c4, dilation=2), block(c4, c4, dilation=4))
+        self.glob = nn.Sequential(nn.Linear(c4, c4), nn.ReLU(inplace=True), nn.Linear(c4, c4))
+        self.up3, self.dec3 = nn.ConvTranspose2d(c4, c3, 2, 2), block(2 * c3, c3)
+        self.up2, self.dec2 = nn.ConvTranspose2d(c3, c2, 2, 2), block(2 * c2, c2)
+        self.up1, self.dec1 = nn.ConvTranspose2d(c2, c1, 2, 2), block(2 * c1, c1)
+        self.classes = nn.Conv2d(c3, bins, 1)
+        self.ab = nn.Conv2d(c1, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (N, 4, H, W) with H, W multiples of 8 -> (ab (N, 2, H, W) in ab/110 units, logits (N, Q, H/4, W/4))."""
+        e1 = self.enc1(x)
+        e2 = self.enc2(F.max_pool2d(e1, 2))
+        e3 = self.enc3(F.max_pool2d(e2, 2))
+        e4 = self.enc4(F.max_pool2d(e3, 2))
+        m = self.middle(e4)
+        m = m + self.glob(m.mean((2, 3)))[..., None, None]
+        d3 = self.dec3(torch.cat([self.up3(m), e3], 1))
+        d2 = self.dec2(torch.cat([self.up2(d3), e2], 1))
+        d1 = self.dec1(torch.cat([self.up1(d2), e1], 1))
+        return torch.tanh(self.ab(d1)), self.classes(d3)
+
+
+def network_input(L: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor) -> torch.Tensor:
+    """(N, 1|2|1, H, W) lightness 0..100, hint ab, hint weight -> the network's 4 channels."""
+    return torch.cat([lab.normalize_l(L), lab.normalize_ab(hint_ab) * (hint_weight > 0), hint_weight], 1)
+
+
+def decode(logits: torch.Tensor, bins: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Annealed mean of the distribution (Zhang 2016): T=1 the mean, T->0 the mode; ab in Lab units."""
+    if temperature <= 1e-3:
+        return bins[logits.argmax(1)].permute(0, 3, 1, 2)
+    p = torch.softmax(logits / temperature, 1)
+    return torch.einsum("nqhw,qc->nchw", p, bins)

@@ -1,0 +1,171 @@
+"""Train the hint network on the shared photo shards (resumable).
+
+    tinct train [--steps N] [--batch 16] [--crop 128] [--run runs/hint-v1] [--export models/tinct-hint-v1.pt]
+
+Loss: cross-entropy over the ab bins with Zhang et al. 2016's class rebalancing (weights
+proportional to ((1 - 1/2) p + 1/2 / Q)^-1, p measured on our own training photos) plus a
+smooth-L1 ab regression.  Checkpoints (model, optimizer, step, random state) go to the run
+folder every few minutes, and fp16 weights for the engine are exported beside them, so a
+run killed at any moment resumes where it stopped, on this machine or a GPU one.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import data, lab, measure, net
+from .hints import from_layer
+
+LAMBDA = 0.5           # rebalancing mix (Zhang 2016)
+CLASS_WEIGHT = 1.0     # weight of the cross-entropy against the regression term
+VAL_PHOTOS = 128       # the shards' last photos, never trained on
+EXPORT_EVERY = 300.0   # seconds between checkpoints/exports
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--steps", type=int, default=20000, help="total optimizer steps (resumes to reach this)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--crop", type=int, default=128, help="training crop side (multiple of 8)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--width", type=int, default=32, help="channels of the first level")
+    parser.add_argument("--run", default="runs/hint-v1", help="checkpoint folder (resumed if present)")
+    parser.add_argument("--export", default="models/tinct-hint-v1.pt", help="fp16 weights for the engine")
+    parser.add_argument("--data", default=None, help="folder with train-*.tar (default: shared/data)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N photos (tests)")
+
+
+def nearest_bin(ab: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """(N, 2, h, w) ab -> (N, h, w) index of the closest bin centre."""
+    flat = ab.permute(0, 2, 3, 1).reshape(-1, 2)
+    return torch.cdist(flat, bins).argmin(1).view(ab.shape[0], *ab.shape[2:])
+
+
+def class_weights(photos: np.ndarray, bins: torch.Tensor, sample: int = 2000) -> torch.Tensor:
+    """Rebalancing weights from the ab distribution of our photos, Gaussian-smoothed (sigma 5)."""
+    idx = np.linspace(0, len(photos) - 1, min(sample, len(photos))).astype(int)
+    rgb = torch.from_numpy(np.stack([photos[i][::4, ::4] for i in idx])).permute(0, 3, 1, 2).float() / 255
+    ab = lab.srgb_to_lab(rgb)[:, 1:]
+    counts = torch.bincount(nearest_bin(ab, bins).view(-1), minlength=len(bins)).double()
+    d2 = torch.cdist(bins.double(), bins.double()) ** 2
+    p = (torch.exp(-d2 / (2 * 5.0 ** 2)) @ counts)
+    p = p / p.sum()
+    w = 1.0 / ((1 - LAMBDA) * p + LAMBDA / len(bins))
+    return (w / (p * w).sum()).float()
+
+
+def losses(model, lab_batch, hint_ab, hint_w, bins, weights):
+    L, ab = lab_batch[:, :1], lab_batch[:, 1:]
+    pred, logits = model(net.network_input(L, hint_ab, hint_w))
+    target = nearest_bin(F.avg_pool2d(ab, 4), bins)
+    ce = F.cross_entropy(logits, target, weight=weights)
+    reg = F.smooth_l1_loss(pred, lab.normalize_ab(ab), beta=0.05)
+    return CLASS_WEIGHT * ce + reg, ce, reg
+
+
+@torch.no_grad()
+def validate(model, photos: np.ndarray, bins) -> dict:
+    """Mean PSNR (uint8 RGB) on the held-out photos with no hints and with 10 simulated hints."""
+    model.eval()
+    rgb = torch.from_numpy(np.array(photos[-VAL_PHOTOS:])).permute(0, 3, 1, 2).float() / 255
+    labs = lab.srgb_to_lab(rgb)
+    out = {}
+    for n in (0, 10):
+        rng = np.random.default_rng(0)
+        layers = [measure.hints_of(np.array(p), n, rng) for p in photos[-VAL_PHOTOS:]]
+        pairs = [from_layer(layer) for layer in layers]
+        hint_ab = torch.stack([p[0] for p in pairs])
+        hint_w = torch.stack([p[1] for p in pairs])
+        pred, _ = model(net.network_input(labs[:, :1], hint_ab, hint_w))
+        res = lab.lab_to_srgb_keep_l(labs[:, :1], lab.denormalize_ab(pred))
+        ref_u8 = np.array(photos[-VAL_PHOTOS:])
+        got = (res.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
+        out[n] = float(np.mean([measure.psnr(g, r) for g, r in zip(got, ref_u8)]))
+    model.train()
+    return out
+
+
+def export(model, bins, weights, meta: dict, path: Path) -> None:
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"format": "tinct-hint", "format_version": 1, "state": state, "bins": bins,
+                "class_weights": weights, **meta}, tmp)
+    tmp.replace(path)  # never leave a half-written model where the engine looks
+
+
+def run(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    run_dir = Path(args.run)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    photos = data.load_shards(Path(args.data) if args.data else data.default_data_dir(), run_dir.parent / "train160.npy")
+    if args.limit:
+        photos = photos[:args.limit]
+    train_count = len(photos) - min(VAL_PHOTOS, len(photos) // 4)
+    ckpt_path = run_dir / "checkpoint.pt"
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        bins, weights, width = ckpt["bins"], ckpt["class_weights"], ckpt["width"]
+    else:
+        ckpt, bins, width = None, net.ab_bins(), args.width
+        weights = class_weights(photos[:train_count], bins)
+    model = net.HintNet(len(bins), width).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(0)
+    step, seconds, history = 0, 0.0, []
+    if ckpt:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        gen.set_state(ckpt["generator"])
+        step, seconds, history = ckpt["step"], ckpt["seconds"], list(ckpt["history"])
+        print(f"resumed {ckpt_path} at step {step}")
+    bins_d, weights_d = bins.to(device), weights.to(device)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"{params / 1e6:.2f} M parameters, {len(bins)} ab bins, {train_count} training photos, device {device}")
+    last_save, started = time.monotonic(), time.monotonic() - seconds
+    use_bf16 = device.type == "cuda"
+    while step < args.steps:
+        index = torch.randint(0, train_count, (args.batch,), generator=gen).numpy()
+        labs = data.batch(photos, index, args.crop, gen)
+        hint_ab, hint_w = data.simulate_hints(labs[:, 1:], gen)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss, ce, reg = losses(model, labs.to(device), hint_ab.to(device), hint_w.to(device), bins_d, weights_d)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % 20 == 0 or step == args.steps:
+            el = time.monotonic() - started
+            print(f"step {step}/{args.steps} loss {loss.item():.4f} (ce {ce.item():.3f}, l1 {reg.item():.4f}) "
+                  f"{el / 60:.1f} min, {el / step:.2f} s/step", flush=True)
+        if time.monotonic() - last_save > EXPORT_EVERY or step == args.steps:
+            val = validate(model, photos, bins)
+            history.append({"step": step, "images": step * args.batch, "minutes": (time.monotonic() - started) / 60,
+                            "val_psnr_0": val[0], "val_psnr_10": val[10], "device": str(device)})
+            print(f"validation at step {step}: PSNR {val[0]:.2f} dB (0 hints), {val[10]:.2f} dB (10 hints)", flush=True)
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                        "step": step, "seconds": time.monotonic() - started, "history": history, "bins": bins,
+                        "class_weights": weights, "width": width}, ckpt_path.with_suffix(".tmp"))
+            ckpt_path.with_suffix(".tmp").replace(ckpt_path)
+            export(model, bins, weights, {"width": width, "step": step, "history": history,
+                                          "crop": args.crop, "batch": args.batch}, Path(args.export))
+            last_save = time.monotonic()
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="tinct train", description=__doc__.splitlines()[0])
+    configure(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""The hint network and the learned engine, with weights exported by our own training code."""
+import io
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import tinct
+from tinct import learned, net, train
+from tinct.api import ModelNotInstalled
+
+
+@pytest.fixture(scope="module")
+def bins():
+    return net.ab_bins()
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory, bins):
+    """An untrained network exported exactly as `tinct train` exports."""
+    torch.manual_seed(0)
+    model = net.HintNet(len(bins), width=8)
+    path = tmp_path_factory.mktemp("model") / "hint.pt"
+    train.export(model, bins, torch.ones(len(bins)), {"width": 8, "step": 0, "history": []}, path)
+    return path
+
+
+def test_bins_cover_the_srgb_gamut(bins):
+    assert bins.shape == (257, 2)
+    assert {(0.0, 0.0), (80.0, 70.0)} <= {tuple(b.tolist()) for b in bins}  # grey and a saturated red
+    assert (-110.0, 110.0) not in {tuple(b.tolist()) for b in bins}  # greener-yellower than any sRGB colour
+
+
+def test_shapes_and_dtypes(bins):
+    model = net.HintNet(len(bins), width=8).eval()
+    ab, logits = model(torch.zeros(2, 4, 64, 48))
+    assert ab.shape == (2, 2, 64, 48) and logits.shape == (2, len(bins), 16, 12)
+    assert ab.dtype == logits.dtype == torch.float32 and ab.abs().max() <= 1
+
+
+def test_the_network_stays_small_enough():
+    assert sum(p.numel() for p in net.HintNet(len(net.ab_bins())).parameters()) <= 8_000_000
+
+
+def test_annealed_mean_goes_from_mean_to_mode(bins):
+    logits = torch.zeros(1, len(bins), 1, 1)
+    logits[0, 5] = 3.0
+    mode = net.decode(logits, bins, 0.0)[0, :, 0, 0]
+    assert torch.equal(mode, bins[5])
+    assert (net.decode(logits, bins, 0.01)[0, :, 0, 0] - bins[5]).abs().max() < 1e-3
+    mean = net.decode(logits, bins, 1.0)[0, :, 0, 0]
+    assert torch.allclose(mean, (torch.softmax(logits[0, :, 0, 0], 0)[:, None] * bins).sum(0), atol=1e-4)
+
+
+def test_weights_load_safely_and_runs_are_deterministic(weights_file):
+    blob = torch.load(weights_file, weights_only=True)
+    assert blob["format"] == "tinct-hint" and all(v.dtype == torch.float16 for v in blob["state"].values()
+                                                 if v.is_floating_point())
+    engine = learned.LearnedEngine(weights_file)
+    L = torch.linspace(20, 80, 40 * 56).reshape(1, 40, 56)
+    a = engine.predict_ab(L, torch.zeros(2, 40, 56), torch.zeros(1, 40, 56))
+    b = engine.predict_ab(L, torch.zeros(2, 40, 56), torch.zeros(1, 40, 56))
+    assert torch.equal(a, b) and a.shape == (2, 40, 56)
+
+
+def test_a_hint_colour_appears_at_its_location(weights_file):
+    engine = learned.LearnedEngine(weights_file)
+    L = torch.full((1, 30, 30), 50.0)
+    hint_ab, hint_w = torch.zeros(2, 30, 30), torch.zeros(1, 30, 30)
+    hint_ab[:, 10:14, 10:14] = torch.tensor([40.0, -30.0])[:, None, None]
+    hint_w[:, 10:14, 10:14] = 1
+    out = engine.predict_ab(L, hint_ab, hint_w)
+    torch.testing.assert_close(out[:, 12, 12], torch.tensor([40.0, -30.0]), atol=1e-3, rtol=0)
+
+
+def test_colorize_and_suggest_through_the_api(weights_file, monkeypatch):
+    from tinct import api
+    monkeypatch.setenv("TINCT_MODEL", str(weights_file))
+    monkeypatch.delitem(api._loaded, "learned", raising=False)
+    img = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (48, 1))
+    out = tinct.colorize(img, engine="learned", vibrancy=0.5)
+    assert out.shape == (48, 64, 3) and out.dtype == np.uint8
+    colours = tinct.suggest_colors(img, None, 10, 20, k=5)
+    assert len(colours) == 5 and all(len(c) == 3 and all(0 <= v <= 255 for v in c) for c in colours)
+    with pytest.raises(ValueError, match="outside"):
+        tinct.suggest_colors(img, None, 64, 0)
+    monkeypatch.delitem(api._loaded, "learned", raising=False)
+
+
+def test_missing_or_corrupt_weights_say_so(tmp_path):
+    with pytest.raises(ModelNotInstalled, match="not installed"):
+        learned.LearnedEngine(tmp_path / "nothing.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"definitely not a model")
+    with pytest.raises(ModelNotInstalled, match="corrupt"):
+        learned.LearnedEngine(bad)
+    torch.save({"something": torch.zeros(1)}, bad)
+    with pytest.raises(ModelNotInstalled, match="corrupt"):
+        learned.LearnedEngine(bad)
+
+
+def test_training_runs_two_steps_and_resumes(tmp_path):
+    rng = np.random.default_rng(0)
+    with tarfile.open(tmp_path / "train-000.tar", "w") as tar:
+        for i in range(40):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(buf, "JPEG")
+            info = tarfile.TarInfo(f"test_{i:03d}.jpg")
+            info.size = buf.tell()
+            buf.seek(0)
+            tar.addfile(info, buf)
+    args = ["--steps", "2", "--batch", "2", "--crop", "32", "--width", "8", "--data", str(tmp_path),
+            "--run", str(tmp_path / "run"), "--export", str(tmp_path / "m.pt")]
+    assert train.main(args) == 0
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 2 and len(ckpt["history"]) == 1
+    assert train.main(args[:1] + ["3"] + args[2:]) == 0
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 3
+    assert learned.LearnedEngine(tmp_path / "m.pt").meta["step"] == 3
