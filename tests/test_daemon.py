@@ -14,6 +14,7 @@ import torch
 import zmq
 
 from tinct import lab
+from tinct import protocol as P
 
 from daemon_fixture import RunningDaemon, tinct_client
 
@@ -73,9 +74,9 @@ def test_fuzzed_messages_all_get_errors_and_the_daemon_still_works(daemon):
     junk = [None, True, -1, 2 ** 40, 3.5, "", "RGBA", b"\x00" * 7, [], {}, {"a": 1}]
 
     def mutate():
-        kind = rng.randrange(6)
+        kind = rng.randrange(7)
         if kind == 0:
-            return bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 64)))
+            return [bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 64)))]
         m = dict(valid)
         if kind == 1:
             del m[rng.choice(sorted(m))]
@@ -85,15 +86,17 @@ def test_fuzzed_messages_all_get_errors_and_the_daemon_still_works(daemon):
             m["width"], m["height"] = rng.choice([(W + 1, H), (W, H - 1), (10 ** 6, 10 ** 6), (0, H), (-W, -H)])
         elif kind == 4:
             m["pixels"] = bytes(rng.randrange(0, W * H * 4 - 1))
-        else:
+        elif kind == 5:
             m["type"] = rng.choice(["colourise", "", "HELLO", "shutdown"])
-        data = msgpack.packb(m, use_bin_type=True)
-        if rng.random() < 0.2:  # flip bytes inside a well-formed message
-            b = bytearray(data)
+        frames = P.frames_of(m) if isinstance(m.get("pixels", b""), bytes) else [P.pack(m)]
+        if kind == 6:  # frames that do not match the header
+            frames = rng.choice([frames[:1], frames + [b"extra"], [frames[0], b""]])
+        if rng.random() < 0.2:  # flip bytes inside a well-formed header
+            b = bytearray(frames[0])
             for _ in range(3):
                 b[rng.randrange(len(b))] = rng.getrandbits(8)
-            data = bytes(b)
-        return data
+            frames = [bytes(b)] + frames[1:]
+        return frames
 
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
@@ -102,9 +105,9 @@ def test_fuzzed_messages_all_get_errors_and_the_daemon_still_works(daemon):
     n, answered, errors = 10_000, 0, 0
     for start in range(0, n, 500):
         for _ in range(500):
-            sock.send_multipart([b"", mutate()])
+            sock.send_multipart([b""] + mutate())
         while answered < start + 500 and sock.poll(10_000):
-            reply = msgpack.unpackb(sock.recv_multipart()[-1], raw=False)
+            reply = msgpack.unpackb(sock.recv_multipart()[1], raw=False)
             answered += 1
             errors += reply.get("ok") is False and reply["error"]["code"] in (
                 "bad_request", "too_large", "unsupported", "cancelled", "internal")
@@ -185,7 +188,7 @@ def test_a_client_vanishing_mid_request_leaves_the_daemon_healthy(daemon):
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(daemon.endpoint)
     job = dict(big_job(600), v=1, type="colorize", id=uuid.uuid4().hex)
-    sock.send_multipart([b"", msgpack.packb(job, use_bin_type=True)])
+    sock.send_multipart([b""] + P.frames_of(job))
     time.sleep(0.3)
     sock.close()
     ctx.term()

@@ -16,6 +16,7 @@ def message(**over):
 
 
 def test_client_constants_agree_with_the_protocol():
+    assert tinct_client.BLOBS == P.BLOBS
     assert tinct_client.PROTOCOL_VERSION == P.VERSION
     assert tinct_client.DEFAULT_ENDPOINT == P.DEFAULT_ENDPOINT
     assert tinct_client.LAYOUTS == P.LAYOUTS
@@ -52,10 +53,22 @@ def test_bad_fields_are_refused_with_a_code_and_a_sentence(over, code, words):
 def test_garbage_is_bad_request_and_pickle_is_never_loaded():
     for data in (b"\xc1", b"\x92\x01", msgpack.packb([1, 2]), b"\x80\x04\x95cos\nsystem\n"):
         with pytest.raises(P.ProtocolError) as err:
-            P.unpack(data, 1000)
+            P.unpack([data], 1000)
         assert err.value.code == "bad_request"
     with pytest.raises(P.ProtocolError, match="bytes"):
-        P.unpack(bytes(2000), 1000)
+        P.unpack([bytes(2000)], 1000)
+
+
+def test_binary_fields_travel_as_frames():
+    frames = P.frames_of(message(hints=bytes(48)))
+    assert len(frames) == 3 and frames[1] == bytes(48)
+    back = P.unpack(frames, 10_000)
+    assert back["pixels"] == message()["pixels"] and back["hints"] == bytes(48)
+    for bad in ([frames[0]], frames + [b"x"], [msgpack.packb(dict(message(), blobs=[]))],
+                [msgpack.packb({"v": 1, "blobs": ["pixels", "pixels"]}), b"a", b"b"]):
+        with pytest.raises(P.ProtocolError) as err:
+            P.unpack(bad, 10_000)
+        assert err.value.code == "bad_request"
 
 
 def test_bgra_and_float_layers_decode_and_encode_back_exactly():

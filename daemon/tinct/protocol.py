@@ -23,6 +23,8 @@ HINT_LAYOUTS = ("RGBA", "BGRA")
 SAMPLES = {"u8": np.dtype(np.uint8), "u16": np.dtype(np.uint16), "f32": np.dtype(np.float32)}
 ERRORS = ("bad_request", "too_large", "unsupported", "busy", "cancelled", "internal")
 REQUESTS = ("hello", "colorize", "suggest", "cancel", "status")
+BLOBS = ("pixels", "hints", "selection")  # binary fields, each sent as a frame of its own
+BINARY = (bytes, bytearray, memoryview)
 OPTIONS = {"quality": str, "vibrancy": (int, float), "edge_sensitivity": (int, float)}
 
 
@@ -44,18 +46,40 @@ def pack(message: dict) -> bytes:
     return msgpack.packb(message, use_bin_type=True)
 
 
-def unpack(data: bytes, max_bytes: int) -> dict:
-    """Decode one request; anything that is not a msgpack map of known shape is `bad_request`."""
-    if len(data) > max_bytes:
-        raise ProtocolError("too_large", f"the request is {len(data)} bytes, more than this tinctd accepts")
+def frames_of(message: dict) -> list:
+    """A message as ZeroMQ frames: a msgpack header naming the binary fields, then each of them.
+
+    Pixels never pass through msgpack, so a 50 MP layer is not copied into and out of a
+    packed buffer: ZeroMQ sends the frames straight from the caller's memory.
+    """
+    blobs = [k for k in BLOBS if message.get(k) is not None]
+    header = {k: v for k, v in message.items() if k not in BLOBS}
+    header["blobs"] = blobs
+    return [pack(header)] + [message[k] for k in blobs]
+
+
+def unpack(frames: list, max_bytes: int) -> dict:
+    """Decode one request from its frames; anything not of the documented shape is `bad_request`."""
+    if not frames:
+        raise ProtocolError("bad_request", "the request is empty")
+    size = sum(len(f) for f in frames)
+    if size > max_bytes:
+        raise ProtocolError("too_large", f"the request is {size} bytes, more than this tinctd accepts")
     try:
-        message = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=max_bytes,
-                                  max_str_len=1 << 16, max_array_len=1 << 10, max_map_len=64,
-                                  max_ext_len=0)
+        message = msgpack.unpackb(frames[0], raw=False, strict_map_key=True, max_bin_len=1 << 16,
+                                  max_str_len=1 << 16, max_array_len=1 << 10, max_map_len=64, max_ext_len=0)
     except Exception as exc:  # msgpack raises many types for garbage
         raise ProtocolError("bad_request", f"the request is not a valid msgpack message ({type(exc).__name__})") from None
     if not isinstance(message, dict):
         raise ProtocolError("bad_request", "the request must be a msgpack map")
+    names = message.pop("blobs", [])
+    if (not isinstance(names, list) or len(names) != len(frames) - 1 or len(set(map(str, names))) != len(names)
+            or any(n not in BLOBS for n in names)):
+        raise ProtocolError("bad_request", f"the request's 'blobs' must name its {len(frames) - 1} binary frames, "
+                                           f"each one of {', '.join(BLOBS)}")
+    if any(k in message for k in BLOBS):
+        raise ProtocolError("bad_request", "binary fields travel as frames of their own, not in the header")
+    message.update(zip(names, frames[1:]))
     return message
 
 
@@ -78,7 +102,7 @@ class Layer:
     height: int
     layout: str
     sample: str
-    data: bytes
+    data: bytes | memoryview
 
     @property
     def channels(self) -> int:
@@ -95,7 +119,7 @@ class Layer:
 
 
 def layer(message: dict, prefix: str, width: int, height: int, layouts) -> Layer | None:
-    data = field(message, prefix, bytes, required=prefix == "pixels")
+    data = field(message, prefix, BINARY, required=prefix == "pixels")
     if data is None:
         return None
     key = "" if prefix == "pixels" else prefix + "_"
@@ -154,7 +178,7 @@ def parse_job(message: dict, max_pixels: int, engines) -> Colorize:
             raise ProtocolError("bad_request", f"option {name!r} has the wrong type ({type(value).__name__})")
     image = layer(message, "pixels", width, height, tuple(LAYOUTS))
     hints = layer(message, "hints", width, height, HINT_LAYOUTS)
-    selection = field(message, "selection", bytes, required=False)
+    selection = field(message, "selection", BINARY, required=False)
     if selection is not None:
         if len(selection) != width * height:
             raise ProtocolError("bad_request", f"the selection is {len(selection)} bytes but needs {width * height} "
@@ -170,15 +194,15 @@ def parse_job(message: dict, max_pixels: int, engines) -> Colorize:
     return job
 
 
-def result_bytes(image: Layer, result: np.ndarray) -> tuple[str, bytes]:
-    """Encode a colorize result (RGB or RGBA, the request's dtype) in the request's layout.
+def result_bytes(image: Layer, result: np.ndarray) -> tuple[str, memoryview]:
+    """Encode a colorize result (RGB or RGBA, the request's dtype) in the request's layout, without copying.
 
     GRAY and GRAYA become RGB and RGBA (colour needs three channels); BGRA stays BGRA.
     """
     layout = {"GRAY": "RGB", "GRAYA": "RGBA"}.get(image.layout, image.layout)
     if layout == "BGRA":
         result = result[..., [2, 1, 0, 3]]
-    return layout, np.ascontiguousarray(result, dtype=SAMPLES[image.sample]).tobytes()
+    return layout, memoryview(np.ascontiguousarray(result, dtype=SAMPLES[image.sample])).cast("B")
 
 
 def blend(result: np.ndarray, original: np.ndarray, selection: np.ndarray) -> np.ndarray:

@@ -234,7 +234,7 @@ class Daemon:
                 "device": str(self.device), "limits": {"max_pixels": self.max_pixels, "max_bytes": self.max_bytes},
                 "layouts": list(P.LAYOUTS), "samples": list(P.SAMPLES)}
 
-    def handle(self, identity: bytes, payload: bytes) -> dict | None:
+    def handle(self, identity: bytes, payload: list) -> dict | None:
         """A reply to send now, or None when the worker will answer later."""
         request_id = None
         try:
@@ -285,19 +285,20 @@ class Daemon:
     def receive(self) -> None:
         while self.sock.poll(0):
             try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.ZMQError:
                 return
-            if len(frames) < 2 or len(frames) > 3 or (len(frames) == 3 and frames[1]):
-                log.debug("ignoring a message with %d frames", len(frames))
+            if len(frames) < 3 or len(frames[1]) or len(frames) > 3 + len(P.BLOBS):
+                log.debug("ignoring a message of %d frames without the DEALER envelope", len(frames))
                 continue
-            reply = self.handle(frames[0], frames[-1])
+            identity = frames[0].bytes
+            reply = self.handle(identity, [f.buffer for f in frames[2:]])
             if reply is not None:
-                self.send(frames[0], reply)
+                self.send(identity, reply)
 
     def send(self, identity: bytes, message: dict) -> None:
         try:  # a client that went away is silently dropped by ROUTER
-            self.sock.send_multipart([identity, b"", P.pack(message)], zmq.NOBLOCK)
+            self.sock.send_multipart([identity, b""] + P.frames_of(message), zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as exc:
             log.info("could not reply to a client: %s", exc)
 

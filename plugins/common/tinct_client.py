@@ -26,6 +26,7 @@ PROTOCOL_VERSION = 1
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5571"
 LAYOUTS = {"GRAY": 1, "GRAYA": 2, "RGB": 3, "RGBA": 4, "BGRA": 4}
 SAMPLE_BYTES = {"u8": 1, "u16": 2, "f32": 4}
+BLOBS = ("pixels", "hints", "selection")  # binary fields, each a frame of its own
 START_WAIT = 30.0  # seconds a freshly started tinctd gets to load its engines
 
 
@@ -125,7 +126,11 @@ class Client:
         message.setdefault("id", uuid.uuid4().hex)
         if self.sock is None:
             self.sock = self._socket()
-        self.sock.send_multipart([b"", msgpack.packb(message, use_bin_type=True)])
+        blobs = [k for k in BLOBS if message.get(k) is not None]
+        header = {k: v for k, v in message.items() if k not in BLOBS}
+        header["blobs"] = blobs
+        frames = [b"", msgpack.packb(header, use_bin_type=True)] + [message[k] for k in blobs]
+        self.sock.send_multipart(frames, copy=False)  # pixels go straight from the caller's memory
         return message["id"]
 
     def _wait(self, request_id: str, seconds: float) -> dict | None:
@@ -135,9 +140,11 @@ class Client:
             left = deadline - time.monotonic()
             if left <= 0 or not self.sock.poll(int(left * 1000)):
                 return None
-            frames = self.sock.recv_multipart()
+            frames = self.sock.recv_multipart(copy=False)
             try:
-                reply = msgpack.unpackb(frames[-1], raw=False)
+                reply = msgpack.unpackb(frames[1].buffer, raw=False)
+                names = reply.pop("blobs", [])
+                reply.update((name, frame.bytes) for name, frame in zip(names, frames[2:]))
             except Exception:
                 continue
             if isinstance(reply, dict) and isinstance(reply.get("id"), str):
