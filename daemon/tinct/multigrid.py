@@ -162,7 +162,7 @@ class VCycle:
 
     def __call__(self, r: torch.Tensor) -> torch.Tensor:
         h, w = self.shape
-        return self._cycle(0, fit(r, self.ops[0].shape))[..., :h, :w]
+        return self._cycle(0, fit(r, self.ops[0].shape))[..., :h, :w].contiguous()
 
     def _cycle(self, level: int, b: torch.Tensor) -> torch.Tensor:
         a = self.ops[level]
