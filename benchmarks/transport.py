@@ -1,12 +1,16 @@
 """Round-trip overhead of the plugin <-> tinctd transport, the engine's own time excluded.
 
-    python benchmarks/transport.py [--sizes 1 12 50] [--repeat 3]
+    python benchmarks/transport.py [--sizes 1 12 50] [--repeat 5] [--endpoint tcp|ipc]
 
-Starts a real tinctd on a free loopback port, sends RGBA u8 layers of each size (no hints,
-so the engine does the least work) through tinct_client, and subtracts the time the daemon
-reports for decoding and the engine: what remains is msgpack, validation, ZeroMQ and copies
-on both sides.  The baseline is a plain in-process copy of the same bytes, measured in the
-same run.  Target: at most 10 ms more than the copy per 12 MP.
+Starts a real tinctd on a free loopback port (or an ipc:// socket), sends RGBA u8 layers of
+each size (no hints, so the engine does the least work) through tinct_client, and subtracts
+the engine time the daemon reports: what remains is the client's and the daemon's
+validation, msgpack, ZeroMQ, the shared-memory files, the wire <-> numpy conversion and the
+copies on both sides.  Both ways pixels can travel are measured: as ZeroMQ frames (any
+endpoint) and through shared-memory files (same machine, the default there).  The baseline
+is a plain in-process copy of the same bytes there and back (two copies, fresh memory each,
+as the round trip gets), measured in the same run.  Target: at most 10 ms more than that
+copy per 12 MP.  Medians of `repeat` round trips after one warm-up.
 """
 import argparse
 import statistics
@@ -21,36 +25,45 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from daemon_fixture import RunningDaemon  # noqa: E402
 
 
+def copy_there_and_back(pixels: bytes) -> float:
+    start = time.perf_counter()
+    bytes(bytearray(pixels))
+    return time.perf_counter() - start
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=float, nargs="+", default=[1, 12, 50], help="megapixels")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--endpoint", choices=["tcp", "ipc"], default="tcp")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        daemon = RunningDaemon(Path(tmp))
+        endpoint = f"ipc://{tmp}/tinctd.sock" if args.endpoint == "ipc" else None
+        daemon = RunningDaemon(Path(tmp), endpoint=endpoint)
         try:
-            print(f"{'MP':>5} {'MB':>7} {'round trip s':>12} {'daemon s':>9} {'transport ms':>12} "
-                  f"{'copy ms':>8} {'extra ms':>9}")
-            with daemon.client(timeout=60) as client:
-                for mp in args.sizes:
-                    side = int((mp * 1e6) ** 0.5)
-                    pixels = np.random.default_rng(0).integers(0, 255, (side, side, 4), dtype=np.uint8).tobytes()
-                    transport, copies, rounds, inside = [], [], [], []
-                    for _ in range(args.repeat):
-                        start = time.perf_counter()
-                        reply = client.colorize(width=side, height=side, layout="RGBA", sample="u8", pixels=pixels)
-                        total = time.perf_counter() - start
-                        rounds.append(total)
-                        inside.append(reply["timings"]["total"])
-                        transport.append(total - reply["timings"]["total"])
-                        start = time.perf_counter()
-                        copy = bytearray(pixels)  # the bytes once each way, as the round trip moves them
-                        bytes(copy)
-                        copies.append(time.perf_counter() - start)
-                    t, c = statistics.median(transport), statistics.median(copies)
-                    print(f"{side * side / 1e6:5.1f} {len(pixels) / 2**20:7.1f} {statistics.median(rounds):12.2f} "
-                          f"{statistics.median(inside):9.2f} {t * 1e3:12.1f} {c * 1e3:8.1f} {(t - c) * 1e3:9.1f}",
-                          flush=True)
+            print(f"tinctd at {daemon.endpoint}; per-size medians of {args.repeat} round trips")
+            print(f"{'MP':>5} {'MB':>6} {'pixels via':>10} {'round trip ms':>13} {'engine ms':>9} "
+                  f"{'transport ms':>12} {'copy ms':>8} {'extra ms':>8} {'extra/12MP':>10}")
+            for mp in args.sizes:
+                side = int((mp * 1e6) ** 0.5)
+                pixels = np.random.default_rng(0).integers(0, 255, (side, side, 4), dtype=np.uint8).tobytes()
+                for via, shared in (("frames", False), ("shm", True)):
+                    with daemon.client(timeout=120, shared_memory=shared) as client:
+                        rounds, engine, copies = [], [], []
+                        for i in range(args.repeat + 1):
+                            start = time.perf_counter()
+                            reply = client.colorize(width=side, height=side, layout="RGBA", sample="u8",
+                                                    pixels=pixels)
+                            total = time.perf_counter() - start
+                            assert len(reply["pixels"]) == len(pixels) and (client.files is not False) == shared
+                            if i:  # the first round trip warms up both sides
+                                rounds.append(total)
+                                engine.append(reply["timings"]["engine"])
+                                copies.append(copy_there_and_back(pixels))
+                    r, e, c = (statistics.median(x) * 1e3 for x in (rounds, engine, copies))
+                    t = statistics.median(a - b for a, b in zip(rounds, engine)) * 1e3
+                    print(f"{side * side / 1e6:5.1f} {len(pixels) / 2**20:6.1f} {via:>10} {r:13.1f} {e:9.1f} "
+                          f"{t:12.1f} {c:8.1f} {t - c:8.1f} {(t - c) * 12e6 / (side * side):10.1f}", flush=True)
         finally:
             daemon.stop()
 

@@ -1,4 +1,5 @@
-"""A real tinctd process on a free port, driven through real ZeroMQ sockets."""
+"""A real tinctd process on a free port, driven through real ZeroMQ sockets and the plugins' client."""
+import json
 import random
 import signal
 import subprocess
@@ -16,11 +17,11 @@ import zmq
 from tinct import lab
 from tinct import protocol as P
 
-from daemon_fixture import RunningDaemon, tinct_client
+from daemon_fixture import RunningDaemon, free_port, tinct_client
 
 W, H = 24, 16
 DTYPES = {"u8": np.uint8, "u16": np.uint16, "f32": np.float32}
-CHANNELS = {"GRAY": 1, "GRAYA": 2, "RGB": 3, "RGBA": 4, "BGRA": 4}
+CHANNELS = P.LAYOUTS
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +32,9 @@ def daemon(tmp_path_factory):
     assert d.stop() == 0  # SIGTERM shuts down cleanly
 
 
-def photo(layout, sample):
-    grey = np.tile(np.linspace(0.2, 0.8, W), (H, 1))
-    alpha = np.linspace(0, 1, W * H).reshape(H, W)
+def photo(layout, sample, w=W, h=H):
+    grey = np.tile(np.linspace(0.2, 0.8, w), (h, 1))
+    alpha = np.linspace(0, 1, w * h).reshape(h, w)
     planes = {"GRAY": [grey], "GRAYA": [grey, alpha], "RGB": [grey] * 3, "RGBA": [grey] * 3 + [alpha],
               "BGRA": [grey] * 3 + [alpha]}[layout]
     a = np.stack(planes, -1)
@@ -42,54 +43,129 @@ def photo(layout, sample):
     return a.astype(DTYPES[sample])
 
 
-def hints():
-    h = np.zeros((H, W, 4), np.uint8)
-    h[2:6, 2:6] = (220, 30, 30, 255)
-    return h
+def hints(w=W, h=H):
+    layer = np.zeros((h, w, 4), np.uint8)
+    layer[2:6, 2:6] = (220, 30, 30, 255)
+    return layer
 
 
+def lightness(rgb01):
+    return lab.srgb_to_lab(torch.tensor(np.asarray(rgb01, np.float64)).permute(2, 0, 1))[0]
+
+
+def dealer(endpoint):
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    return ctx, sock
+
+
+def reply_of(sock, wait_ms=30_000):
+    assert sock.poll(wait_ms), "no reply"
+    frames = sock.recv_multipart()
+    reply = msgpack.unpackb(frames[1], raw=False)
+    reply.update(zip(reply.pop("blobs", []), frames[2:]))
+    return reply
+
+
+def wait_for(predicate, seconds=30):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shm", "frames"])
 @pytest.mark.parametrize("layout", list(CHANNELS))
 @pytest.mark.parametrize("sample", list(DTYPES))
-def test_round_trip_of_every_pixel_format(daemon, layout, sample):
+def test_round_trip_of_every_pixel_format(daemon, layout, sample, shared):
     img = photo(layout, sample)
-    with daemon.client() as c:
+    with daemon.client(shared_memory=shared) as c:
         r = c.colorize(width=W, height=H, layout=layout, sample=sample, pixels=img.tobytes(), hints=hints().tobytes())
-    out_layout = {"GRAY": "RGB", "GRAYA": "RGBA"}.get(layout, layout)
-    assert (r["layout"], r["sample"], r["width"], r["height"]) == (out_layout, sample, W, H)
+        assert bool(c.files) == shared  # the pixels really went the way asked
+    out_layout = P.output_layout(layout)
+    assert (r["layout"], r["sample"], r["width"], r["height"], r["engine"]) == (out_layout, sample, W, H,
+                                                                                 "optimization")
+    assert isinstance(r["pixels"], bytes)
     out = np.frombuffer(r["pixels"], DTYPES[sample]).reshape(H, W, CHANNELS[out_layout])
     if CHANNELS[layout] in (2, 4):
-        np.testing.assert_array_equal(out[..., 3], img[..., -1])  # alpha untouched, bit for bit
+        assert out[..., 3].tobytes() == img[..., -1].tobytes()  # alpha untouched, bit for bit
     rgb = out[..., [2, 1, 0]] if layout == "BGRA" else out[..., :3]
     scale = 1.0 if sample == "f32" else float(np.iinfo(DTYPES[sample]).max)
-    light = lab.srgb_to_lab(torch.tensor(rgb / scale).permute(2, 0, 1))[0]
-    src = lab.srgb_to_lab(torch.tensor(np.repeat(photo("GRAY", "f32"), 3, -1)).permute(2, 0, 1))[0]
-    assert float((light - src).abs().max()) <= 0.6
+    src = photo("RGB", "f32")
+    assert float((lightness(rgb / scale) - lightness(src)).abs().max()) <= 0.6
     assert rgb[4, 4, 0] > rgb[4, 4, 2]  # the red stroke is there
+
+
+def test_a_selection_changes_only_the_selected_pixels(daemon):
+    img = photo("RGBA", "u16")
+    sel = np.zeros((H, W), np.uint8)
+    sel[:, :10] = 255
+    sel[:, 10] = 100  # feathered edge
+    with daemon.client() as c:
+        full = c.colorize(width=W, height=H, layout="RGBA", sample="u16", pixels=img.tobytes(),
+                          hints=hints().tobytes())
+        part = c.colorize(width=W, height=H, layout="RGBA", sample="u16", pixels=img.tobytes(),
+                          hints=hints().tobytes(), selection=sel.tobytes())
+    full, out = (np.frombuffer(r["pixels"], np.uint16).reshape(H, W, 4) for r in (full, part))
+    np.testing.assert_array_equal(out[:, 11:], img[:, 11:])        # outside: bit-identical
+    np.testing.assert_array_equal(out[:, :10], full[:, :10])       # inside: the colorized result
+    edge = out[:, 10, :3].astype(int)
+    lo, hi = np.minimum(full[:, 10, :3], img[:, 10, :3]), np.maximum(full[:, 10, :3], img[:, 10, :3])
+    assert ((edge >= lo.astype(int) - 1) & (edge <= hi.astype(int) + 1)).all()
+
+
+def test_suggest_and_the_learned_engine_over_the_wire(daemon):
+    img = photo("RGB", "u8", 64, 48)
+    with daemon.client() as c:
+        info = c.hello()
+        if info["engines"]["learned"] != "ready":
+            with pytest.raises(tinct_client.TinctError) as err:
+                c.suggest(width=64, height=48, layout="RGB", sample="u8", pixels=img.tobytes(), x=3, y=3)
+            assert err.value.code == "unsupported"
+            return
+        colours = c.suggest(width=64, height=48, layout="RGB", sample="u8", pixels=img.tobytes(), x=30, y=20, k=5)
+        r = c.colorize(width=64, height=48, layout="RGB", sample="u8", pixels=img.tobytes(), engine="learned",
+                       options={"vibrancy": 0.5})
+    assert "learned" in info["models"]
+    assert len(colours) == 5 and len(set(colours)) == 5
+    assert all(len(rgb) == 3 and all(0 <= v <= 255 for v in rgb) for rgb in colours)
+    assert r["engine"] == "learned" and len(r["pixels"]) == 64 * 48 * 3
 
 
 def test_fuzzed_messages_all_get_errors_and_the_daemon_still_works(daemon):
     rng = random.Random(0)
     valid = {"v": 1, "type": "colorize", "id": "x", "width": W, "height": H, "layout": "RGBA", "sample": "u8",
              "pixels": bytes(W * H * 4)}
-    junk = [None, True, -1, 2 ** 40, 3.5, "", "RGBA", b"\x00" * 7, [], {}, {"a": 1}]
+    spec = {"file": f"1-{'0' * 32}.in", "reply": f"1-{'0' * 32}.out", "blobs": ["pixels"], "lengths": [W * H * 4]}
+    junk = [None, True, -1, 2 ** 40, 2 ** 63, 3.5, float("nan"), "", "RGBA", "../../etc/passwd", b"\x00" * 7,
+            [], [1, "a"], {}, {"a": 1}]
 
     def mutate():
-        kind = rng.randrange(7)
-        if kind == 0:
+        kind = rng.randrange(8)
+        if kind == 0:  # random bytes
             return [bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 64)))]
         m = dict(valid)
-        if kind == 1:
+        if kind == 1:  # a field missing
             del m[rng.choice(sorted(m))]
-        elif kind == 2:
-            m[rng.choice(sorted(m))] = rng.choice(junk)
-        elif kind == 3:  # lying sizes
-            m["width"], m["height"] = rng.choice([(W + 1, H), (W, H - 1), (10 ** 6, 10 ** 6), (0, H), (-W, -H)])
+        elif kind == 2:  # a field of the wrong type or value
+            m[rng.choice(sorted(m) + ["options", "hints", "selection", "engine", "document"])] = rng.choice(junk)
+        elif kind == 3:  # lying or huge sizes
+            m["width"], m["height"] = rng.choice([(W + 1, H), (W, H - 1), (10 ** 6, 10 ** 6), (0, H), (-W, -H),
+                                                  (2 ** 31, 2), (1, 2 ** 40)])
         elif kind == 4:
             m["pixels"] = bytes(rng.randrange(0, W * H * 4 - 1))
         elif kind == 5:
-            m["type"] = rng.choice(["colourise", "", "HELLO", "shutdown"])
-        frames = P.frames_of(m) if isinstance(m.get("pixels", b""), bytes) else [P.pack(m)]
-        if kind == 6:  # frames that do not match the header
+            m["type"] = rng.choice(["colourise", "", "HELLO", "shutdown", "cancel", "suggest"])
+        elif kind == 6:  # shared memory that is not there, not ours, or lies about its size
+            header = {k: v for k, v in m.items() if k != "pixels"}
+            s = dict(spec)
+            s[rng.choice(sorted(s))] = rng.choice(junk + [[10 ** 12], ["pixels", "hints"], f"1-{'9' * 32}.in"])
+            return [msgpack.packb(dict(header, shm=s), use_bin_type=True)]
+        framable = all(isinstance(m.get(k, b""), bytes) for k in P.BLOBS)
+        frames = P.frames_of(m) if framable else [P.pack(m)]  # a non-binary blob can only go in the header
+        if kind == 7:  # frames that do not match the header
             frames = rng.choice([frames[:1], frames + [b"extra"], [frames[0], b""]])
         if rng.random() < 0.2:  # flip bytes inside a well-formed header
             b = bytearray(frames[0])
@@ -98,32 +174,31 @@ def test_fuzzed_messages_all_get_errors_and_the_daemon_still_works(daemon):
             frames = [bytes(b)] + frames[1:]
         return frames
 
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(daemon.endpoint)
+    ctx, sock = dealer(daemon.endpoint)
     n, answered, errors = 10_000, 0, 0
-    for start in range(0, n, 500):
-        for _ in range(500):
-            sock.send_multipart([b""] + mutate())
-        while answered < start + 500 and sock.poll(10_000):
-            reply = msgpack.unpackb(sock.recv_multipart()[1], raw=False)
-            answered += 1
-            errors += reply.get("ok") is False and reply["error"]["code"] in (
-                "bad_request", "too_large", "unsupported", "cancelled", "internal")
-    sock.close()
-    ctx.term()
-    # A flipped byte may by chance leave a valid job: such a message gets a result instead of an error.
-    assert answered == n and errors >= n - 50, (answered, errors)
-    test_round_trip_of_every_pixel_format(daemon, "RGBA", "u8")
+    try:
+        for start in range(0, n, 500):
+            for _ in range(500):
+                sock.send_multipart([b""] + mutate())
+            while answered < start + 500 and sock.poll(10_000):
+                reply = msgpack.unpackb(sock.recv_multipart()[1], raw=False)
+                answered += 1
+                errors += reply.get("ok") is False and reply["error"]["code"] in P.ERRORS
+    finally:
+        sock.close()
+        ctx.term()
+    # A flipped byte may by chance leave a valid request: that one gets a result instead of an error.
+    assert answered == n and errors >= n - 100, (answered, errors)
+    assert daemon.alive()
+    test_round_trip_of_every_pixel_format(daemon, "RGBA", "u8", True)
 
 
 def test_load_eight_clients_fifty_requests_each(daemon):
     img = photo("RGBA", "u8").tobytes()
     latencies, failures = [], []
 
-    def client():
-        with daemon.client(timeout=30) as c:
+    def client(shared):
+        with daemon.client(timeout=30, shared_memory=shared) as c:
             for _ in range(50):
                 t = time.perf_counter()
                 try:
@@ -134,17 +209,17 @@ def test_load_eight_clients_fifty_requests_each(daemon):
                 except Exception as exc:  # collected, asserted below
                     failures.append(exc)
 
-    threads = [threading.Thread(target=client) for _ in range(8)]
+    threads = [threading.Thread(target=client, args=(i % 2 == 0,)) for i in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert not failures and len(latencies) == 400
     p50, p99 = np.percentile(latencies, [50, 99])
-    print(f"\n8 clients x 50 requests: p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms")
+    print(f"\n8 clients x 50 requests ({W}x{H} RGBA u8, preview): p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms")
 
 
-def big_job(size=900):
+def big_job(size=700):
     img = np.tile(np.linspace(0, 255, size, dtype=np.uint8), (size, 1))
     h = np.zeros((size, size, 4), np.uint8)
     h[10:20, 10:20] = (200, 40, 40, 255)
@@ -152,49 +227,87 @@ def big_job(size=900):
     return dict(width=size, height=size, layout="GRAY", sample="u8", pixels=img.tobytes(), hints=h.tobytes())
 
 
-def test_cancel_and_superseding(daemon):
-    with daemon.client(timeout=30) as c:
-        errors = {}
+def test_cancel_superseding_and_progress(daemon):
+    client_id = uuid.uuid4().hex  # one plugin instance, several threads
+    errors, progress = {}, {"running": [], "q2": []}
 
-        def run(rid, doc):
+    def run(rid, document):
+        with daemon.client(timeout=30, client_id=client_id) as c:
             try:
-                c2 = daemon.client(timeout=30)
-                c2.client_id = c.client_id  # same client, as one plugin instance
-                c2.colorize(**big_job(), document=doc, request_id=rid)
+                c.colorize(**big_job(), document=document, request_id=rid, progress=progress.get(rid, []).append)
             except tinct_client.TinctError as exc:
                 errors[rid] = exc
-            finally:
-                c2.close()
 
+    with daemon.client() as watcher:
         first = threading.Thread(target=run, args=("running", "other"))
         first.start()
-        time.sleep(1.0)
-        queued = [threading.Thread(target=run, args=(f"q{i}", "doc")) for i in range(3)]
-        for t in queued:
-            t.start()
-            time.sleep(0.3)
-        c.cancel("running")
+        wait_for(lambda: watcher.status()["running"] == "running")
+        queued = []
+        for i in range(3):
+            queued.append(threading.Thread(target=run, args=(f"q{i}", "doc")))
+            queued[-1].start()
+            wait_for(lambda: watcher.status()["queued"] == 1 and (i == 0 or f"q{i - 1}" in errors))
+        wait_for(lambda: len(progress["running"]) >= 2)
+        with daemon.client(client_id=client_id) as c:
+            c.cancel("running")
         for t in [first] + queued:
             t.join()
-    assert errors["running"].code == "cancelled"
+    assert errors["running"].code == "cancelled" and "running" in str(errors["running"])
     assert errors["q0"].code == "cancelled" and "superseded" in errors["q0"].message
-    assert errors["q1"].code == "cancelled"
+    assert errors["q1"].code == "cancelled" and "superseded" in errors["q1"].message
     assert "q2" not in errors  # the newest one ran
+    for seen in progress.values():
+        assert seen == sorted(seen) and all(0 <= p <= 1 for p in seen)
+    assert progress["q2"][-1] > 0  # it reported real solver progress while running
+
+
+def test_a_resent_request_joins_the_first_instead_of_running_twice(daemon):
+    with daemon.client() as c:
+        done = c.status()["done"]
+    request = dict(big_job(600), v=1, type="colorize", id=uuid.uuid4().hex, client="resender")
+    socks = [dealer(daemon.endpoint) for _ in range(4)]
+
+    def state():
+        socks[3][1].send_multipart([b"", P.pack({"v": 1, "type": "status", "id": "s", "client": "resender",
+                                                 "target": request["id"]})])
+        return reply_of(socks[3][1])["job"]
+
+    try:
+        socks[0][1].send_multipart([b""] + P.frames_of(request))
+        wait_for(lambda: state() in ("queued", "running"))
+        socks[1][1].send_multipart([b""] + P.frames_of(request))  # what a client does after a timeout
+        socks[2][1].send_multipart([b""] + P.frames_of(dict(request, options={"quality": "preview"})))
+        refused = reply_of(socks[2][1])
+        first, second = reply_of(socks[0][1]), reply_of(socks[1][1])
+        assert state() == "done"
+    finally:
+        for ctx, sock in socks:
+            sock.close()
+            ctx.term()
+    assert refused["error"]["code"] == "bad_request" and "already in use" in refused["error"]["message"]
+    assert first["ok"] and first["pixels"] == second["pixels"] and first["id"] == second["id"]
+    with daemon.client() as c:
+        assert c.status()["done"] == done + 1
 
 
 def test_a_client_vanishing_mid_request_leaves_the_daemon_healthy(daemon):
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(daemon.endpoint)
-    job = dict(big_job(600), v=1, type="colorize", id=uuid.uuid4().hex)
-    sock.send_multipart([b""] + P.frames_of(job))
-    time.sleep(0.3)
+    ctx, sock = dealer(daemon.endpoint)
+    sock.send_multipart([b""] + P.frames_of(dict(big_job(500), v=1, type="colorize", id=uuid.uuid4().hex)))
+    time.sleep(0.2)
     sock.close()
     ctx.term()
+    gone = daemon.client()  # one that leaves while its shared-memory request waits in the queue
+    frames = gone._frames(dict(big_job(400), type="colorize", id=uuid.uuid4().hex), gone.hello())
+    assert gone.files
+    req = gone.ctx.socket(zmq.REQ)
+    req.connect(daemon.endpoint)
+    req.send_multipart(frames)
+    req.close(0)
+    gone.close()  # its files are unlinked before tinctd gets to them
     with daemon.client() as c:
-        assert c.hello()["version"] == 1
-    test_round_trip_of_every_pixel_format(daemon, "RGB", "u16")
+        assert c.hello()["version"] == P.VERSION
+        wait_for(lambda: c.status()["queued"] == 0 and c.status()["running"] is None)
+    test_round_trip_of_every_pixel_format(daemon, "RGB", "u16", True)
 
 
 def test_killing_the_daemon_mid_request_gives_a_clear_error(tmp_path):
@@ -202,83 +315,130 @@ def test_killing_the_daemon_mid_request_gives_a_clear_error(tmp_path):
     errors = []
 
     def run():
-        with d.client(timeout=3) as c:
+        with d.client(timeout=5) as c:
             try:
-                c.colorize(**big_job(1400))
+                c.colorize(**big_job(1000))
             except tinct_client.TinctError as exc:
                 errors.append(exc)
 
     t = threading.Thread(target=run)
     t.start()
-    time.sleep(1.5)
+    with d.client() as c:
+        wait_for(lambda: c.status()["running"] is not None)
     d.proc.send_signal(signal.SIGKILL)
     t.join(30)
     assert not t.is_alive() and errors and errors[0].code == "unavailable"
-    assert "stopped" in str(errors[0]) or "not answering" in str(errors[0])
+    assert "stopped while working" in str(errors[0]) and "nothing was changed" in str(errors[0])
 
 
-def test_nothing_listening_is_a_readable_error(tmp_path):
-    from daemon_fixture import free_port
-    with tinct_client.Client(f"tcp://127.0.0.1:{free_port()}", timeout=0.5, retries=1, start_command=[]) as c:
-        with pytest.raises(tinct_client.TinctError, match="not answering") as err:
+def test_sigterm_answers_everyone_waiting_then_exits_cleanly(tmp_path):
+    d = RunningDaemon(tmp_path)
+    errors = {}
+
+    def run(rid):
+        with d.client(timeout=5, retries=0) as c:
+            try:
+                c.colorize(**big_job(1000), request_id=rid)
+            except tinct_client.TinctError as exc:
+                errors[rid] = exc
+
+    threads = [threading.Thread(target=run, args=(rid,)) for rid in ("running", "queued")]
+    with d.client() as c:
+        threads[0].start()
+        wait_for(lambda: c.status()["running"] == "running")
+        threads[1].start()
+        wait_for(lambda: c.status()["queued"] == 1)
+    assert d.stop() == 0
+    for t in threads:
+        t.join(30)
+    assert errors["running"].code == "cancelled" and "stopped" in str(errors["running"])
+    assert errors["queued"].code == "busy" and "shutting down" in str(errors["queued"])
+    assert "tinctd stopped" in (tmp_path / "tinctd.log").read_text()
+
+
+def test_limits_and_an_ipc_endpoint(tmp_path):
+    d = RunningDaemon(tmp_path, "--max-megapixels", "0.001", endpoint=f"ipc://{tmp_path}/tinctd.sock")
+    try:
+        with d.client() as c:
+            info = c.hello()
+            assert info["limits"]["max_pixels"] == 1000 and info["shm_dir"]
+            r = c.colorize(width=W, height=H, layout="GRAY", sample="u8", pixels=photo("GRAY", "u8").tobytes())
+            assert c.files and r["layout"] == "RGB"
+            with pytest.raises(tinct_client.TinctError) as err:  # refused before a byte is sent
+                c.colorize(width=40, height=40, layout="GRAY", sample="u8", pixels=bytes(1600))
+            assert err.value.code == "too_large" and "megapixels" in str(err.value)
+        ctx, sock = dealer(d.endpoint)
+        sock.send_multipart([b"", P.pack({"v": 1, "type": "colorize", "id": "big", "width": 40, "height": 40,
+                                          "layout": "GRAY", "sample": "u8", "blobs": []})])
+        assert reply_of(sock)["error"]["code"] == "too_large"
+        sock.send_multipart([b"", P.pack({"v": 1, "type": "hello", "blobs": ["pixels"]}), bytes(1 << 20)])
+        assert not sock.poll(1000)  # ZMQ_MAXMSGSIZE: dropped unread, the connection closed
+        sock.close()
+        ctx.term()
+        with d.client() as c:
+            assert c.hello()["version"] == P.VERSION
+    finally:
+        assert d.stop() == 0
+
+
+def test_nothing_listening_is_a_readable_error():
+    with tinct_client.Client(f"tcp://127.0.0.1:{free_port()}", timeout=5, retries=1, start_command=[]) as c:
+        with pytest.raises(tinct_client.TinctError, match="not running") as err:
             c.hello()
-    assert err.value.code == "unavailable"
+    assert err.value.code == "unavailable" and "tinctd" in str(err.value)
 
 
 def test_the_client_starts_tinctd_when_told_how(tmp_path):
-    from daemon_fixture import free_port
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     cmd = [sys.executable, "-m", "tinct.server", "--endpoint", endpoint, "--state-dir", str(tmp_path)]
-    with tinct_client.Client(endpoint, timeout=1, retries=1, start_command=cmd) as c:
-        assert c.hello()["version"] == 1
-        c.colorize(width=W, height=H, layout="RGB", sample="u8", pixels=photo("RGB", "u8").tobytes())
-    lock = (tmp_path / "tinctd.lock").read_text()
-    subprocess.run(["kill", str(__import__("json").loads(lock)["pid"])], check=True)
+    try:
+        with tinct_client.Client(endpoint, timeout=5, retries=1, start_command=cmd) as c:
+            r = c.colorize(width=W, height=H, layout="RGB", sample="u8", pixels=photo("RGB", "u8").tobytes())
+        assert r["layout"] == "RGB"
+    finally:
+        pid = json.loads((tmp_path / "tinctd.lock").read_text())["pid"]
+        subprocess.run(["kill", str(pid)], check=True)
 
 
 def test_a_second_instance_says_where_the_first_is(daemon):
-    res = subprocess.run([sys.executable, "-m", "tinct.server", "--endpoint", "tcp://127.0.0.1:1",
+    res = subprocess.run([sys.executable, "-m", "tinct.server", "--endpoint", f"tcp://127.0.0.1:{free_port()}",
                           "--state-dir", str(daemon.state_dir)], capture_output=True, text=True, timeout=60)
     assert res.returncode != 0 and "already running" in res.stderr and daemon.endpoint in res.stderr
 
 
-def test_remote_endpoints_need_explicit_consent():
-    res = subprocess.run([sys.executable, "-m", "tinct.server", "--endpoint", "tcp://0.0.0.0:5571"],
-                         capture_output=True, text=True, timeout=60)
+def test_remote_endpoints_need_explicit_consent(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "tinct.server", "--endpoint", "tcp://0.0.0.0:5571",
+                          "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert res.returncode != 0 and "--allow-remote" in res.stderr
 
 
 def test_check_reports_and_exits_zero():
     res = subprocess.run([sys.executable, "-m", "tinct.server", "--check"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "engine optimization: ready" in res.stdout and "colorize: ok" in res.stdout
+    assert "engine optimization: ready" in res.stdout and "colorize ok" in res.stdout
+    assert "device: cpu" in res.stdout or "device: cuda" in res.stdout
 
 
 def test_curve_keys_let_only_known_clients_in(tmp_path):
     import zmq.auth
-    (tmp_path / "server").mkdir()
-    (tmp_path / "clients").mkdir()
-    (tmp_path / "stranger").mkdir()
+    for folder in ("server", "clients", "stranger"):
+        (tmp_path / folder).mkdir()
     _, server_secret = zmq.auth.create_certificates(tmp_path / "server", "server")
-    client_public, client_secret = zmq.auth.create_certificates(tmp_path / "clients", "client")
+    _, client_secret = zmq.auth.create_certificates(tmp_path / "clients", "client")
     _, stranger_secret = zmq.auth.create_certificates(tmp_path / "stranger", "stranger")
-    server_pub, _ = zmq.auth.load_certificate(server_secret)
-    keys = {"server_key": server_pub}
+    keys = {"server_key": zmq.auth.load_certificate(server_secret)[0]}
     pub, sec = zmq.auth.load_certificate(client_secret)
     spub, ssec = zmq.auth.load_certificate(stranger_secret)
-    from daemon_fixture import free_port
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    proc = subprocess.Popen([sys.executable, "-m", "tinct.server", "--endpoint", endpoint, "--state-dir",
-                             str(tmp_path), "--curve-secret", str(server_secret), "--curve-clients",
-                             str(tmp_path / "clients")])
+    d = RunningDaemon(tmp_path, "--curve-secret", str(server_secret), "--curve-clients", str(tmp_path / "clients"))
     try:
-        with tinct_client.Client(endpoint, timeout=20, retries=0, start_command=[],
+        with tinct_client.Client(d.endpoint, timeout=5, retries=0, start_command=[],
                                  curve=dict(keys, public=pub, secret=sec)) as c:
-            assert c.hello()["version"] == 1
-        with tinct_client.Client(endpoint, timeout=1, retries=0, start_command=[],
+            assert c.hello()["version"] == P.VERSION
+            c.colorize(width=W, height=H, layout="RGB", sample="u8", pixels=photo("RGB", "u8").tobytes())
+        with tinct_client.Client(d.endpoint, timeout=1, retries=0, start_command=[],
                                  curve=dict(keys, public=spub, secret=ssec)) as c:
-            with pytest.raises(tinct_client.TinctError):
+            with pytest.raises(tinct_client.TinctError) as err:
                 c.hello()
+            assert err.value.code == "timeout"
     finally:
-        proc.terminate()
-        proc.wait(15)
+        assert d.stop() == 0

@@ -1,9 +1,15 @@
-"""tinct.protocol without sockets: validation, pixel formats, the selection blend, client constants."""
+"""tinct.protocol, tinct.shm and tinctd's worker without sockets: validation, pixel formats, the
+selection blend, shared-memory files, progress, out-of-memory fallback, client constants."""
+import os
+import stat
+
 import msgpack
 import numpy as np
 import pytest
+import torch
 
 from tinct import protocol as P
+from tinct import server, shm
 
 from daemon_fixture import tinct_client
 
@@ -15,17 +21,36 @@ def message(**over):
     return m
 
 
-def test_client_constants_agree_with_the_protocol():
-    assert tinct_client.BLOBS == P.BLOBS
+def job(layout="RGBA", sample="u8", w=4, h=3, data=None, **over):
+    dtype = P.SAMPLES[sample]
+    if data is None:
+        data = np.arange(w * h * P.LAYOUTS[layout]).astype(dtype).tobytes()
+    return P.parse_job(message(width=w, height=h, layout=layout, sample=sample, pixels=data, **over), 10_000,
+                       ["optimization", "learned"])
+
+
+def test_client_constants_agree_with_the_protocol(tmp_path):
     assert tinct_client.PROTOCOL_VERSION == P.VERSION
+    assert tinct_client.DEFAULT_PORT == P.DEFAULT_PORT
     assert tinct_client.DEFAULT_ENDPOINT == P.DEFAULT_ENDPOINT
     assert tinct_client.LAYOUTS == P.LAYOUTS
     assert tinct_client.SAMPLE_BYTES == {k: v.itemsize for k, v in P.SAMPLES.items()}
+    assert tinct_client.BLOBS == P.BLOBS
+    files = tinct_client._SharedFiles(str(tmp_path))  # the names the client makes are the ones tinctd takes
+    try:
+        assert all(shm.NAME.fullmatch(name) for name in files.names)
+        assert all(stat.S_IMODE(os.stat(p).st_mode) == 0o600 for p in files.paths)
+    finally:
+        files.close()
+    assert not any(tmp_path.iterdir())
 
 
 def test_a_valid_request_parses():
-    job = P.parse_job(message(document="doc", options={"quality": "preview"}), 100, ["optimization"])
-    assert job.image.array().shape == (3, 4, 4) and job.key == ("", "doc")
+    j = P.parse_job(message(document="doc", client="c", options={"quality": "preview"}), 100, ["optimization"])
+    assert j.image.raw().shape == (3, 4, 4) and j.key == ("c", "r1") and j.document_key == ("c", "doc")
+    assert j.signature == P.parse_job(message(document="doc", client="c", options={"quality": "preview"},
+                                              pixels=bytes(range(48))), 100, ["optimization"]).signature
+    assert j.signature != P.parse_job(message(document="doc", client="c"), 100, ["optimization"]).signature
 
 
 @pytest.mark.parametrize("over, code, words", [
@@ -38,15 +63,19 @@ def test_a_valid_request_parses():
     ({"sample": "f16"}, "unsupported", "sample"),
     ({"engine": "magic"}, "unsupported", "engine"),
     ({"options": {"speed": 1}}, "bad_request", "unknown option"),
-    ({"options": {"vibrancy": "high"}}, "bad_request", "wrong type"),
+    ({"options": {"vibrancy": "high"}}, "bad_request", "vibrancy"),
+    ({"options": {"vibrancy": float("nan")}}, "bad_request", "vibrancy"),
+    ({"options": {"edge_sensitivity": 0}}, "bad_request", "edge_sensitivity"),
+    ({"options": {"quality": "best"}}, "bad_request", "quality"),
     ({"hints": bytes(5)}, "bad_request", "hints"),
     ({"hints": bytes(48), "hints_layout": "RGB"}, "unsupported", "layout"),
     ({"selection": bytes(3)}, "bad_request", "selection"),
     ({"id": 7}, "bad_request", "'id'"),
+    ({"type": "suggest", "x": 9, "y": 0}, "bad_request", "point"),
 ])
 def test_bad_fields_are_refused_with_a_code_and_a_sentence(over, code, words):
     with pytest.raises(P.ProtocolError) as err:
-        P.parse_job(message(**over), 5000, ["optimization"])
+        P.parse_job(message(**over), 5000, ["optimization", "learned"])
     assert err.value.code == code and words in err.value.message
 
 
@@ -55,8 +84,12 @@ def test_garbage_is_bad_request_and_pickle_is_never_loaded():
         with pytest.raises(P.ProtocolError) as err:
             P.unpack([data], 1000)
         assert err.value.code == "bad_request"
-    with pytest.raises(P.ProtocolError, match="bytes"):
-        P.unpack([bytes(2000)], 1000)
+    with pytest.raises(P.ProtocolError) as err:
+        P.unpack([P.pack({"v": 1}), bytes(2000)], 1000)
+    assert err.value.code == "bad_request"  # 'blobs' does not name the frame
+    with pytest.raises(P.ProtocolError) as err:
+        P.unpack(P.frames_of(message(pixels=bytes(2000))), 1000)
+    assert err.value.code == "too_large"
 
 
 def test_binary_fields_travel_as_frames():
@@ -65,37 +98,187 @@ def test_binary_fields_travel_as_frames():
     back = P.unpack(frames, 10_000)
     assert back["pixels"] == message()["pixels"] and back["hints"] == bytes(48)
     for bad in ([frames[0]], frames + [b"x"], [msgpack.packb(dict(message(), blobs=[]))],
-                [msgpack.packb({"v": 1, "blobs": ["pixels", "pixels"]}), b"a", b"b"]):
+                [msgpack.packb({"v": 1, "blobs": ["pixels", "pixels"]}), b"a", b"b"],
+                [msgpack.packb({"v": 1, "blobs": "pixels"}), b"a"]):
         with pytest.raises(P.ProtocolError) as err:
             P.unpack(bad, 10_000)
         assert err.value.code == "bad_request"
 
 
-def test_bgra_and_float_layers_decode_and_encode_back_exactly():
-    bgra = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    layer = P.Layer(3, 2, "BGRA", "u8", bgra.tobytes())
-    rgba = layer.array()
-    np.testing.assert_array_equal(rgba[..., 0], bgra[..., 2])
-    layout, data = P.result_bytes(layer, rgba)
-    assert layout == "BGRA" and data == bgra.tobytes()
-    grey = P.Layer(3, 2, "GRAY", "f32", np.full(6, np.nan, np.float32).tobytes())
+def test_shared_memory_fields_become_placeholders_and_lying_specs_are_refused():
+    spec = {"file": "1-" + "a" * 32 + ".in", "reply": "1-" + "a" * 32 + ".out", "blobs": ["pixels", "hints"],
+            "lengths": [48, 48]}
+    header = {k: v for k, v in message().items() if k != "pixels"}
+    back = P.unpack([P.pack(dict(header, shm=spec))], 10_000)
+    assert back["pixels"] == P.SharedBlob(0, 48) and back["hints"] == P.SharedBlob(48, 48)
+    assert back["shm"] == P.Shared(spec["file"], spec["reply"], 96)
+    j = P.parse_job(back, 100, ["optimization"])
+    view = memoryview(bytes(range(96)))
+    j.attach(view)
+    assert bytes(j.image.data) == bytes(range(48)) and bytes(j.hints.data) == bytes(range(48, 96))
+    for bad in ("nope", dict(spec, lengths=[48]), dict(spec, lengths=[48, -1]), dict(spec, lengths=[48, True]),
+                dict(spec, blobs=["pixels", "pixels"]), dict(spec, file=None), dict(spec, blobs=["pixels", "x"])):
+        with pytest.raises(P.ProtocolError) as err:
+            P.unpack([P.pack(dict(header, shm=bad))], 10_000)
+        assert err.value.code == "bad_request", bad
+    with pytest.raises(P.ProtocolError, match="both"):
+        P.unpack([P.pack(dict(header, shm=spec, blobs=["pixels"])), bytes(48)], 10_000)
+    with pytest.raises(P.ProtocolError) as err:
+        P.unpack([P.pack(dict(header, shm=dict(spec, lengths=[48, 10 ** 12])))], 10_000)
+    assert err.value.code == "too_large"
+
+
+def test_shared_memory_files_are_checked_before_a_byte_is_read(tmp_path):
+    folder = tmp_path / "shm"
+    folder.mkdir(mode=0o700)
+    name = f"{os.getpid()}-{'b' * 32}.in"
+    (folder / name).write_bytes(bytes(range(100)))
+    out = bytearray(60)
+    shm.read(folder, name, memoryview(out))
+    assert out == bytes(range(60))
+    shm.write(folder, name, memoryview(b"xyz"))
+    assert (folder / name).read_bytes() == b"xyz"  # replaced, not overwritten in part
+    (tmp_path / "secret").write_bytes(b"s" * 100)
+    os.symlink(tmp_path / "secret", folder / f"1-{'c' * 32}.in")
+    for bad, need in [("../secret", 1), (f"1-{'c' * 32}.in", 1), (f"2-{'d' * 32}.in", 1), (name, 4)]:
+        with pytest.raises(P.ProtocolError) as err:
+            shm.check(folder, bad, need)
+        assert err.value.code == "bad_request"
+    with pytest.raises(P.ProtocolError, match="at least"):
+        shm.read(folder, name, memoryview(bytearray(10)))
+
+
+def test_sweep_removes_only_files_of_processes_that_are_gone(tmp_path):
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    mine, gone = f"{os.getpid()}-{'e' * 32}.in", f"{dead}-{'f' * 32}.out"
+    for name in (mine, gone, "unrelated.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    assert shm.sweep(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine, "unrelated.txt"])
+
+
+def test_the_shared_memory_folder_is_private():
+    folder = shm.directory()
+    if folder is None:
+        pytest.skip("no tmpfs for shared memory on this system")
+    info = folder.stat()
+    assert info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) == 0o700
+
+
+def test_bgra_and_grey_layers_reach_the_engine_as_rgb_and_come_back_in_their_layout():
+    bgra = np.arange(3 * 4 * 4, dtype=np.uint8).reshape(3, 4, 4)
+    j = job("BGRA", data=bgra.tobytes())
+    raw = j.image.raw()
+    np.testing.assert_array_equal(j.image.engine_input(raw), bgra[..., [2, 1, 0]])
+    layout, data = P.encode_result(j, bgra[..., [2, 1, 0]] + 1, raw)
+    out = np.frombuffer(data, np.uint8).reshape(3, 4, 4)
+    assert layout == "BGRA"
+    np.testing.assert_array_equal(out[..., :3], bgra[..., :3] + 1)
+    np.testing.assert_array_equal(out[..., 3], bgra[..., 3])  # alpha is the input's
+    grey = job("GRAYA", "u16")
+    raw = grey.image.raw()
+    assert grey.image.engine_input(raw).shape == (3, 4)
+    layout, data = P.encode_result(grey, np.zeros((3, 4, 3), np.uint16), raw)
+    assert layout == "RGBA" and np.array_equal(np.frombuffer(data, np.uint16).reshape(3, 4, 4)[..., 3], raw[..., 1])
+
+
+def test_float_layers_are_checked_and_their_alpha_comes_back_bit_for_bit():
+    rgba = np.full((3, 4, 4), 0.5, np.float32)
+    rgba[..., 3] = np.linspace(-0.5, 1.5, 12).reshape(3, 4)  # editors may hold alpha outside 0..1
+    rgba[0, 0, 0] = 2.0
+    j = job("RGBA", "f32", data=rgba.tobytes())
+    raw = j.image.raw()
+    assert j.image.engine_input(raw).max() == 1.0  # colour clipped for the engine
+    _, data = P.encode_result(j, np.zeros((3, 4, 3), np.float32), raw)
+    assert np.frombuffer(data, np.float32).reshape(3, 4, 4)[..., 3].tobytes() == rgba[..., 3].tobytes()
+    rgba[1, 1, 1] = np.nan
     with pytest.raises(P.ProtocolError, match="NaN"):
-        grey.array()
+        j = job("RGBA", "f32", data=rgba.tobytes())
+        j.image.engine_input(j.image.raw())
 
 
 def test_selection_blend_is_exact_outside_and_inside():
     rng = np.random.default_rng(0)
-    result, original = (rng.integers(0, 65535, (5, 6, 4), dtype=np.uint16) for _ in range(2))
+    result, original = (rng.integers(0, 65535, (5, 6, 3), dtype=np.uint16) for _ in range(2))
     sel = np.zeros((5, 6), np.uint8)
     sel[1:3, 1:4] = 255
     sel[4, 0] = 128
     out = P.blend(result, original, sel)
     np.testing.assert_array_equal(out[sel == 0], original[sel == 0])
     np.testing.assert_array_equal(out[sel == 255], result[sel == 255])
-    assert np.all(np.abs(out[4, 0].astype(int) - (result[4, 0].astype(int) + original[4, 0]) / 2) <= 256)
+    s = 128 / 255
+    np.testing.assert_array_equal(out[4, 0], np.floor(result[4, 0] * s + original[4, 0] * (1 - s) + 0.5))
+
+
+def test_a_selection_over_a_grey_layer_keeps_the_grey_outside():
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4, 1)
+    sel = np.zeros((3, 4), np.uint8)
+    sel[0] = 255
+    j = job("GRAY", data=grey.tobytes(), selection=sel.tobytes())
+    _, data = P.encode_result(j, np.full((3, 4, 3), 200, np.uint8), j.image.raw())
+    out = np.frombuffer(data, np.uint8).reshape(3, 4, 3)
+    assert (out[0] == 200).all()
+    np.testing.assert_array_equal(out[1:], np.repeat(grey[1:], 3, -1))
 
 
 def test_loopback_rule():
     assert P.is_loopback("tcp://127.0.0.1:5571") and P.is_loopback("tcp://localhost:1")
     assert P.is_loopback("ipc:///tmp/tinct.sock") and P.is_loopback("tcp://[::1]:5")
     assert not P.is_loopback("tcp://0.0.0.0:5571") and not P.is_loopback("tcp://192.168.1.2:5571")
+
+
+def test_progress_rises_through_both_solver_phases_and_never_reaches_one():
+    p = server.Progress("final")
+    seen = [p.update(i, r) for i, r in [(1, 1e-1), (2, 1e-2), (3, 1e-4), (1, 1e-1), (2, 1e-2), (3, 1e-3)]]
+    assert seen == sorted(seen) and 0 < seen[0] < 0.5 <= seen[2] and seen[-1] == 0.99
+    assert server.Progress("preview").update(1, 1e-2) == pytest.approx(0.5)
+
+
+def worker(device="cpu"):
+    return server.Worker(None, "", torch.device(device) if device == "cpu" else device, {}, None)
+
+
+def striped(n=64):
+    grey = np.tile(np.linspace(0, 255, n, dtype=np.uint8), (n, 1))
+    hints = np.zeros((n, n, 4), np.uint8)
+    hints[2:6, 2:6] = (220, 30, 30, 255)
+    return P.parse_job(message(width=n, height=n, layout="GRAY", pixels=grey.tobytes(), hints=hints.tobytes()),
+                       10 ** 6, ["optimization"])
+
+
+def test_a_running_job_stops_at_the_next_solver_iteration_when_cancelled():
+    w = worker()
+    w.cancel_running = True
+    reply = w.answer(striped())
+    assert reply["ok"] is False and reply["error"]["code"] == "cancelled"
+    assert w.answer(striped())["ok"] is False  # the flag holds until the next job starts (run() resets it)
+
+
+def test_gpu_out_of_memory_is_retried_on_the_cpu_and_said(monkeypatch):
+    devices = []
+
+    def engine(job, image, hints, options, device):  # the GPU half is simulated: this machine may have none
+        devices.append(str(device))
+        if str(device) != "cpu":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(job, image, hints, options, device)
+
+    real = server.Worker.run_engine
+    monkeypatch.setattr(server.Worker, "run_engine", staticmethod(engine))
+    reply = worker("cuda:0").answer(striped())
+    assert devices == ["cuda:0", "cpu"]
+    assert reply["ok"] and reply["device"] == "cpu" and "CPU" in reply["note"]
+    red, _, blue = np.frombuffer(reply["pixels"], np.uint8).reshape(64, 64, 3)[3, 3].astype(int)
+    assert red > blue + 10  # the stroke's colour
+
+
+def test_an_engine_failure_is_an_internal_error_not_a_crash(monkeypatch):
+    def broken(*_):
+        raise RuntimeError("kernel exploded")
+
+    monkeypatch.setattr(server.Worker, "run_engine", staticmethod(broken))
+    reply = worker().answer(striped())
+    assert reply["error"]["code"] == "internal" and "kernel exploded" in reply["error"]["message"]

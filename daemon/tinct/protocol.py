@@ -15,17 +15,20 @@ from urllib.parse import urlsplit
 import msgpack
 import numpy as np
 
+from .levin import QUALITIES
+
 VERSION = 1
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5571"
+DEFAULT_PORT = 5571
+DEFAULT_ENDPOINT = f"tcp://127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_MAX_PIXELS = 100_000_000
 LAYOUTS = {"GRAY": 1, "GRAYA": 2, "RGB": 3, "RGBA": 4, "BGRA": 4}
 HINT_LAYOUTS = ("RGBA", "BGRA")
 SAMPLES = {"u8": np.dtype(np.uint8), "u16": np.dtype(np.uint16), "f32": np.dtype(np.float32)}
 ERRORS = ("bad_request", "too_large", "unsupported", "busy", "cancelled", "internal")
 REQUESTS = ("hello", "colorize", "suggest", "cancel", "status")
-BLOBS = ("pixels", "hints", "selection")  # binary fields, each sent as a frame of its own
-BINARY = (bytes, bytearray, memoryview)
-OPTIONS = {"quality": str, "vibrancy": (int, float), "edge_sensitivity": (int, float)}
+BLOBS = ("pixels", "hints", "selection")  # binary fields: frames of their own, or in a shared-memory file
+NUMBER_OPTIONS = {"vibrancy": (0.0, 10.0), "edge_sensitivity": (0.01, 100.0)}  # inclusive ranges
+HEADER_BYTES = 1 << 16  # a header is a few hundred bytes; anything longer is not one of ours
 
 
 class ProtocolError(Exception):
@@ -37,9 +40,13 @@ class ProtocolError(Exception):
         self.code, self.message = code, message
 
 
+def bad(message: str) -> ProtocolError:
+    return ProtocolError("bad_request", message)
+
+
 def max_message_bytes(max_pixels: int) -> int:
-    """Largest request worth reading: an RGBA f32 layer, an RGBA u16 hints layer, a selection."""
-    return max_pixels * (16 + 8 + 1) + (1 << 20)
+    """Largest request worth reading: an RGBA f32 layer, an RGBA f32 hints layer, a selection."""
+    return max_pixels * (16 + 16 + 1) + HEADER_BYTES
 
 
 def pack(message: dict) -> bytes:
@@ -58,28 +65,82 @@ def frames_of(message: dict) -> list:
     return [pack(header)] + [message[k] for k in blobs]
 
 
+@dataclass
+class SharedBlob:
+    """A binary field a local client left in its shared-memory file (tinct.shm), read when the job runs."""
+    offset: int
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+
+@dataclass
+class Shared:
+    """A request's shared-memory files: where its binary fields are, where the result goes."""
+    file: str
+    reply: str
+    size: int
+
+
+BINARY = (bytes, bytearray, memoryview, SharedBlob)
+
+
+def _names(value, what: str) -> list:
+    if (not isinstance(value, list) or len(set(map(str, value))) != len(value)
+            or any(not isinstance(n, str) or n not in BLOBS for n in value)):
+        raise bad(f"{what} must list distinct binary fields, each one of {', '.join(BLOBS)}")
+    return value
+
+
+def _shared(message: dict, framed: list) -> tuple[Shared, dict]:
+    """Validate the `shm` map: {file, reply, blobs, lengths}; the fields it places, as SharedBlobs."""
+    spec = message.pop("shm")
+    if not isinstance(spec, dict):
+        raise bad("the 'shm' field must be a map with file, reply, blobs and lengths")
+    file, reply, lengths = field(spec, "file", str), field(spec, "reply", str), field(spec, "lengths", list)
+    names = _names(spec.get("blobs"), "the 'shm' field's 'blobs'")
+    if len(lengths) != len(names) or any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in lengths):
+        raise bad("the 'shm' field's 'lengths' must give one byte count for each of its blobs")
+    if set(names) & set(framed):
+        raise bad("a binary field is sent both as a frame and in shared memory")
+    blobs, offset = {}, 0
+    for name, length in zip(names, lengths):
+        blobs[name] = SharedBlob(offset, length)
+        offset += length
+    return Shared(file, reply, offset), blobs
+
+
 def unpack(frames: list, max_bytes: int) -> dict:
-    """Decode one request from its frames; anything not of the documented shape is `bad_request`."""
+    """Decode one message from its frames; anything not of the documented shape is `bad_request`.
+
+    Binary fields come back as the frames themselves (zero-copy) or as SharedBlob placeholders,
+    with the request's `Shared` files under the key "shm".
+    """
     if not frames:
-        raise ProtocolError("bad_request", "the request is empty")
-    size = sum(len(f) for f in frames)
-    if size > max_bytes:
-        raise ProtocolError("too_large", f"the request is {size} bytes, more than this tinctd accepts")
+        raise bad("the request is empty")
+    if len(frames[0]) > HEADER_BYTES:
+        raise bad(f"the request's header is {len(frames[0])} bytes; pixels belong in frames of their own")
     try:
-        message = msgpack.unpackb(frames[0], raw=False, strict_map_key=True, max_bin_len=1 << 16,
-                                  max_str_len=1 << 16, max_array_len=1 << 10, max_map_len=64, max_ext_len=0)
+        message = msgpack.unpackb(frames[0], raw=False, strict_map_key=True, max_bin_len=HEADER_BYTES,
+                                  max_str_len=HEADER_BYTES, max_array_len=1 << 10, max_map_len=64, max_ext_len=0)
     except Exception as exc:  # msgpack raises many types for garbage
-        raise ProtocolError("bad_request", f"the request is not a valid msgpack message ({type(exc).__name__})") from None
+        raise bad(f"the request is not a valid msgpack message ({type(exc).__name__})") from None
     if not isinstance(message, dict):
-        raise ProtocolError("bad_request", "the request must be a msgpack map")
-    names = message.pop("blobs", [])
-    if (not isinstance(names, list) or len(names) != len(frames) - 1 or len(set(map(str, names))) != len(names)
-            or any(n not in BLOBS for n in names)):
-        raise ProtocolError("bad_request", f"the request's 'blobs' must name its {len(frames) - 1} binary frames, "
-                                           f"each one of {', '.join(BLOBS)}")
+        raise bad("the request must be a msgpack map")
     if any(k in message for k in BLOBS):
-        raise ProtocolError("bad_request", "binary fields travel as frames of their own, not in the header")
+        raise bad("binary fields travel as frames of their own or in shared memory, not in the header")
+    names = _names(message.pop("blobs", []), "the request's 'blobs'")
+    if len(names) != len(frames) - 1:
+        raise bad(f"the request's 'blobs' names {len(names)} binary frames but {len(frames) - 1} follow")
     message.update(zip(names, frames[1:]))
+    if "shm" in message:
+        message["shm"], placed = _shared(message, names)
+        message.update(placed)
+    size = sum(len(f) for f in frames) + (message["shm"].size if "shm" in message else 0)
+    if size > max_bytes:
+        raise ProtocolError("too_large", f"the request is {size} bytes, more than this tinctd accepts "
+                                         f"({max_bytes}; tinctd --max-megapixels)")
     return message
 
 
@@ -88,10 +149,10 @@ def field(message: dict, name: str, kinds, required: bool = True, default=None):
     value = message.get(name)
     if value is None:
         if required:
-            raise ProtocolError("bad_request", f"the request has no '{name}' field")
+            raise bad(f"the request has no '{name}' field")
         return default
     if isinstance(value, bool) or not isinstance(value, kinds):
-        raise ProtocolError("bad_request", f"the '{name}' field has the wrong type ({type(value).__name__})")
+        raise bad(f"the '{name}' field has the wrong type ({type(value).__name__})")
     return value
 
 
@@ -102,20 +163,39 @@ class Layer:
     height: int
     layout: str
     sample: str
-    data: bytes | memoryview
+    data: bytes | memoryview | SharedBlob
 
     @property
     def channels(self) -> int:
         return LAYOUTS[self.layout]
 
-    def array(self) -> np.ndarray:
-        """(H, W, C) in RGB(A) channel order (BGRA swapped), the sample type's dtype."""
-        a = np.frombuffer(self.data, dtype=SAMPLES[self.sample]).reshape(self.height, self.width, self.channels)
-        if self.layout == "BGRA":
-            a = a[..., [2, 1, 0, 3]]
-        if self.sample == "f32" and not np.isfinite(a).all():
-            raise ProtocolError("bad_request", "the layer contains NaN or infinite values")
-        return np.clip(a, 0.0, 1.0) if self.sample == "f32" else a
+    def raw(self) -> np.ndarray:
+        """(H, W, C) exactly as sent, channels in wire order, without a copy."""
+        return np.frombuffer(self.data, dtype=SAMPLES[self.sample]).reshape(self.height, self.width, self.channels)
+
+    def colour(self, raw: np.ndarray) -> np.ndarray:
+        """The colour channels of `raw` in RGB order, (H, W, 1) grey or (H, W, 3), as a view."""
+        return raw[..., 2::-1] if self.layout == "BGRA" else raw[..., :1 if self.channels < 3 else 3]
+
+    def engine_input(self, raw: np.ndarray) -> np.ndarray:
+        """What tinct.colorize takes: grey (H, W) or RGB (H, W, 3), floats checked and clipped to 0..1.
+
+        Alpha stays out: the engines never look at it, and encode_result copies it from `raw`."""
+        a = self.colour(raw)
+        a = a[..., 0] if a.shape[-1] == 1 else a
+        return _unit(a) if self.sample == "f32" else a
+
+    def rgba(self) -> np.ndarray:
+        """(H, W, 4) in RGBA order (BGRA swapped), floats checked and clipped: a hints layer."""
+        a = self.raw()
+        a = a[..., [2, 1, 0, 3]] if self.layout == "BGRA" else a
+        return _unit(a) if self.sample == "f32" else a
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    if not np.isfinite(a).all():
+        raise bad("the layer contains NaN or infinite values")
+    return np.clip(a, 0.0, 1.0)
 
 
 def layer(message: dict, prefix: str, width: int, height: int, layouts) -> Layer | None:
@@ -131,9 +211,22 @@ def layer(message: dict, prefix: str, width: int, height: int, layouts) -> Layer
         raise ProtocolError("unsupported", f"sample type {sample!r} is not supported; use one of {', '.join(SAMPLES)}")
     expected = width * height * LAYOUTS[layout] * SAMPLES[sample].itemsize
     if len(data) != expected:
-        raise ProtocolError("bad_request", f"the {prefix} are {len(data)} bytes but a {width}x{height} {layout} "
-                                           f"{sample} layer needs {expected}")
+        raise bad(f"the {prefix} are {len(data)} bytes but a {width}x{height} {layout} {sample} layer needs {expected}")
     return Layer(width, height, layout, sample, data)
+
+
+def check_options(options: dict) -> dict:
+    for name, value in options.items():
+        if name == "quality":
+            if value not in QUALITIES:
+                raise bad(f"option 'quality' must be one of {', '.join(QUALITIES)}, not {value!r}")
+        elif name in NUMBER_OPTIONS:
+            low, high = NUMBER_OPTIONS[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise bad(f"option {name!r} must be a number from {low:g} to {high:g}, not {value!r}")
+        else:
+            raise bad(f"unknown option {name!r}; known: quality, {', '.join(NUMBER_OPTIONS)}")
+    return dict(options)
 
 
 @dataclass
@@ -144,18 +237,47 @@ class Colorize:
     document: str | None
     image: Layer
     hints: Layer | None
-    selection: np.ndarray | None
+    selection: bytes | memoryview | SharedBlob | None
     engine: str
     options: dict
+    shared: Shared | None = None
     type: str = "colorize"
     x: int = 0
     y: int = 0
     k: int = 8
 
     @property
-    def key(self):
-        """Requests with the same key supersede each other while queued (live painting)."""
+    def key(self) -> tuple[str, str]:
+        """A request is known by its client and id: the same pair again is a resend of the same request."""
+        return self.client, self.id
+
+    @property
+    def document_key(self):
+        """Requests with the same document key supersede each other while queued (live painting)."""
         return (self.client, self.document) if self.document is not None else None
+
+    @property
+    def signature(self) -> tuple:
+        """What a resend must repeat: everything but the bytes themselves (too costly to compare)."""
+        hints = self.hints and (self.hints.layout, self.hints.sample)
+        return (self.type, self.image.width, self.image.height, self.image.layout, self.image.sample, hints,
+                self.selection is not None, self.engine, sorted(self.options.items()), self.document,
+                self.x, self.y, self.k)
+
+    def attach(self, view: memoryview) -> None:
+        """Point every SharedBlob at its bytes in `view`, the shared file's content."""
+        def resolve(data):
+            return view[data.offset:data.offset + data.length] if isinstance(data, SharedBlob) else data
+
+        self.image.data = resolve(self.image.data)
+        if self.hints is not None:
+            self.hints.data = resolve(self.hints.data)
+        self.selection = resolve(self.selection)
+
+    def selection_mask(self) -> np.ndarray | None:
+        if self.selection is None:
+            return None
+        return np.frombuffer(self.selection, np.uint8).reshape(self.image.height, self.image.width)
 
 
 def parse_job(message: dict, max_pixels: int, engines) -> Colorize:
@@ -163,61 +285,72 @@ def parse_job(message: dict, max_pixels: int, engines) -> Colorize:
     width = field(message, "width", int)
     height = field(message, "height", int)
     if width <= 0 or height <= 0:
-        raise ProtocolError("bad_request", f"the layer size {width}x{height} is empty")
+        raise bad(f"the layer size {width}x{height} is empty")
     if width * height > max_pixels:
         raise ProtocolError("too_large", f"the layer is {width * height / 1e6:.1f} megapixels; this tinctd accepts "
-                                         f"at most {max_pixels / 1e6:.0f} (tinctd --max-megapixels)")
-    engine = field(message, "engine", str, required=False, default="optimization")
+                                         f"at most {max_pixels / 1e6:g} (tinctd --max-megapixels)")
+    kind = field(message, "type", str)
+    engine = field(message, "engine", str, required=False, default="learned" if kind == "suggest" else "optimization")
     if engine not in engines:
         raise ProtocolError("unsupported", f"unknown engine {engine!r}; this tinctd has: {', '.join(engines)}")
-    options = field(message, "options", dict, required=False, default={})
-    for name, value in options.items():
-        if name not in OPTIONS:
-            raise ProtocolError("bad_request", f"unknown option {name!r}; known: {', '.join(OPTIONS)}")
-        if not isinstance(value, OPTIONS[name]) or isinstance(value, bool):
-            raise ProtocolError("bad_request", f"option {name!r} has the wrong type ({type(value).__name__})")
+    options = check_options(field(message, "options", dict, required=False, default={}))
     image = layer(message, "pixels", width, height, tuple(LAYOUTS))
     hints = layer(message, "hints", width, height, HINT_LAYOUTS)
     selection = field(message, "selection", BINARY, required=False)
-    if selection is not None:
-        if len(selection) != width * height:
-            raise ProtocolError("bad_request", f"the selection is {len(selection)} bytes but needs {width * height} "
-                                               "(one u8 per pixel)")
-        selection = np.frombuffer(selection, np.uint8).reshape(height, width)
+    if selection is not None and len(selection) != width * height:
+        raise bad(f"the selection is {len(selection)} bytes but needs {width * height} (one u8 per pixel)")
     job = Colorize(id=field(message, "id", str), client=field(message, "client", str, required=False, default=""),
                    document=field(message, "document", str, required=False), image=image, hints=hints,
-                   selection=selection, engine=engine, options=dict(options), type=message.get("type", "colorize"))
-    if job.type == "suggest":
+                   selection=selection, engine=engine, options=options, shared=message.get("shm"), type=kind)
+    if kind == "suggest":
         job.x, job.y, job.k = field(message, "x", int), field(message, "y", int), field(message, "k", int, False, 8)
         if not (0 <= job.x < width and 0 <= job.y < height) or not 1 <= job.k <= 64:
-            raise ProtocolError("bad_request", f"the point ({job.x}, {job.y}) or k={job.k} is outside the layer")
+            raise bad(f"the point ({job.x}, {job.y}) must lie in the {width}x{height} layer and k={job.k} be 1..64")
     return job
 
 
-def result_bytes(image: Layer, result: np.ndarray) -> tuple[str, memoryview]:
-    """Encode a colorize result (RGB or RGBA, the request's dtype) in the request's layout, without copying.
-
-    GRAY and GRAYA become RGB and RGBA (colour needs three channels); BGRA stays BGRA.
-    """
-    layout = {"GRAY": "RGB", "GRAYA": "RGBA"}.get(image.layout, image.layout)
-    if layout == "BGRA":
-        result = result[..., [2, 1, 0, 3]]
-    return layout, memoryview(np.ascontiguousarray(result, dtype=SAMPLES[image.sample])).cast("B")
+def output_layout(layout: str) -> str:
+    """GRAY and GRAYA come back as RGB and RGBA (colour needs three channels); the rest as sent."""
+    return {"GRAY": "RGB", "GRAYA": "RGBA"}.get(layout, layout)
 
 
 def blend(result: np.ndarray, original: np.ndarray, selection: np.ndarray) -> np.ndarray:
-    """result inside the selection, the original outside, feathered edges mixed; exact where 0 or 255."""
-    if original.shape[-1] < result.shape[-1]:  # grey original: compare as RGB(A)
-        grey = original[..., :1]
-        original = np.concatenate([grey, grey, grey, original[..., 1:]], -1)
-    s = selection[..., None].astype(np.float32) / 255.0
-    mixed = result.astype(np.float32) * s + original.astype(np.float32) * (1 - s)
-    if np.issubdtype(result.dtype, np.integer):
-        mixed = np.floor(mixed + 0.5)
-    out = mixed.astype(result.dtype)
-    out[selection == 0] = original[selection == 0]
-    out[selection == 255] = result[selection == 255]
+    """result*s + original*(1-s) for s = selection/255, per pixel: exactly the original where s is 0
+    and exactly the result where it is 255.  result (H, W, 3); original (H, W, 1|3) of the same dtype."""
+    sel = selection[..., None]
+    out = np.where(sel == 255, result, original).astype(result.dtype, copy=False)
+    partial = (selection > 0) & (selection < 255)
+    if partial.any():
+        s = selection[partial][:, None].astype(np.float32) / 255.0
+        mixed = (result[partial].astype(np.float32) * s
+                 + np.broadcast_to(original, result.shape)[partial].astype(np.float32) * (1 - s))
+        if np.issubdtype(result.dtype, np.integer):
+            mixed = np.floor(mixed + 0.5)
+        out[partial] = mixed.astype(result.dtype)
     return out
+
+
+def result_bytes(image: Layer) -> int:
+    return image.width * image.height * LAYOUTS[output_layout(image.layout)] * SAMPLES[image.sample].itemsize
+
+
+def encode_result(job: Colorize, result: np.ndarray, raw: np.ndarray, buffer=None) -> tuple[str, memoryview]:
+    """The engine's (H, W, 3) RGB result as the reply's bytes, written once into the request's layout
+    and sample type (into `buffer` when given): the selection applied against the input `raw`, alpha
+    copied from it exactly."""
+    layout = output_layout(job.image.layout)
+    shape = (job.image.height, job.image.width, LAYOUTS[layout])
+    dtype = SAMPLES[job.image.sample]
+    out = np.empty(shape, dtype) if buffer is None else np.frombuffer(buffer, dtype).reshape(shape)
+    rgb = np.asarray(result, dtype=out.dtype)
+    mask = job.selection_mask()
+    if mask is not None:
+        rgb = blend(rgb, job.image.colour(raw), mask)
+    for target, source in enumerate((2, 1, 0) if layout == "BGRA" else (0, 1, 2)):
+        out[..., target] = rgb[..., source]  # one channel at a time: reads each plane in order
+    if out.shape[-1] == 4:
+        out[..., 3] = raw[..., -1]
+    return layout, memoryview(out).cast("B")
 
 
 def error(request_id, code: str, message: str) -> dict:
@@ -225,7 +358,7 @@ def error(request_id, code: str, message: str) -> dict:
 
 
 def is_loopback(endpoint: str) -> bool:
-    """Whether a tcp:// endpoint binds only this machine (ipc:// and inproc:// always do)."""
+    """Whether an endpoint is reachable from this machine only (ipc:// and inproc:// always are)."""
     parts = urlsplit(endpoint)
     if parts.scheme != "tcp":
         return parts.scheme in ("ipc", "inproc")

@@ -3,32 +3,39 @@
 One process per user keeps the engines warm; a ROUTER socket takes requests from any
 number of plugins; one worker thread runs the engines, so requests never fight over GPU
 memory.  Painting fires many requests: a newer colorize for the same (client, document)
-replaces one still queued, and `cancel` stops a queued or running job.  Bad requests get
-an error reply; nothing a client sends or fails to do can stop the daemon.
+replaces one still queued, and `cancel` stops a queued or running job.  A request sent
+again with the same id (a client retrying after silence) joins the one already known
+instead of running twice.  Bad requests get an error reply; nothing a client sends or
+fails to do can stop the daemon.
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import fcntl
+import inspect
 import json
 import logging
+import logging.handlers
+import math
 import os
 import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import zmq
 
-from . import __version__
+from . import __version__, levin, shm
 from . import protocol as P
 
 log = logging.getLogger("tinctd")
-# Options each engine understands; the plugins send one dialog's worth and the rest is ignored.
-ENGINE_OPTIONS = {"optimization": {"quality", "edge_sensitivity"}, "learned": {"vibrancy", "quality"}}
+MAX_QUEUED = 64               # requests waiting for the worker; more are answered `busy`
+RECENT = 1024                 # finished request keys remembered, so a status probe can say "done"
+RETAIN_SCRATCH = 512 << 20    # shared-memory buffers are kept between jobs up to this size
 
 
 class Cancelled(Exception):
@@ -43,152 +50,251 @@ def state_dir() -> Path:
     return path
 
 
-class Worker(threading.Thread):
-    """Runs jobs one at a time; replies go back to the socket thread through `outbox`."""
+@dataclass(eq=False)
+class Task:
+    """A job and everyone waiting for its answer (more than one when a client re-sent it)."""
+    job: P.Colorize
+    waiters: list
+    size: int  # bytes of pixels the queued request holds in memory
 
-    def __init__(self, ctx: zmq.Context, wake: str, device):
+
+def default_quality(engine) -> str:
+    """The quality an engine uses when the request names none, read from its own signature."""
+    for fn in (engine.predict_ab, levin.solve_ab):
+        param = inspect.signature(fn).parameters.get("quality")
+        if param is not None and param.default is not inspect.Parameter.empty:
+            return param.default
+    return "final"
+
+
+class Progress:
+    """A running solve's fraction done, estimated from the Krylov callback (iteration, residual).
+
+    levin.solve_ab runs CG to TOL["preview"] and, for `final`, GMRES on to TOL["final"]:
+    each phase (the iteration count starting again) is an equal share, filled as
+    log(residual) approaches log(tolerance).  Never decreases, stays below 1 until the reply.
+    """
+
+    def __init__(self, quality: str):
+        self.tols = [levin.TOL["preview"]] + ([levin.TOL["final"]] if quality == "final" else [])
+        self.phase, self.last_iteration, self.value = 0, 0, 0.0
+
+    def update(self, iteration: int, residual: float) -> float:
+        if iteration < self.last_iteration:
+            self.phase += 1
+        self.last_iteration = iteration
+        phase = min(self.phase, len(self.tols) - 1)
+        within = math.log(residual) / math.log(self.tols[phase]) if 0 < residual < 1 else float(residual <= 0)
+        estimate = (phase + min(max(within, 0.0), 1.0)) / len(self.tols)
+        self.value = max(self.value, min(estimate, 0.99))
+        return self.value
+
+
+class Worker(threading.Thread):
+    """Runs jobs one at a time; finished ones go back to the socket thread through `finished`."""
+
+    def __init__(self, ctx: zmq.Context, wake: str, device, engines: dict, shm_dir: Path | None):
         super().__init__(name="tinct-worker", daemon=True)
         self.ctx, self.wake_endpoint, self.device = ctx, wake, device
+        self.engines, self.shm_dir = engines, shm_dir
         self.cond = threading.Condition()
-        self.queue: collections.deque = collections.deque()
-        self.outbox: collections.deque = collections.deque()
-        self.running = None
+        self.queue: collections.deque[Task] = collections.deque()
+        self.finished: collections.deque = collections.deque()
+        self.running: Task | None = None
+        self.progress: Progress | None = None
         self.cancel_running = False
         self.stopping = False
         self.done = 0
+        self.buffers: dict[str, bytearray] = {}
 
     # -- called from the socket thread -------------------------------------------------
-    def submit(self, identity: bytes, job: P.Colorize) -> None:
+    def submit(self, task: Task) -> list[Task]:
+        """Queue `task`; the queued tasks it supersedes (same client and document) are returned."""
         with self.cond:
-            if job.key is not None:
-                for old in [q for q in self.queue if q[1].key == job.key]:
-                    self.queue.remove(old)
-                    self.reply(old[0], P.error(old[1].id, "cancelled", "superseded by a newer request"))
-            self.queue.append((identity, job))
+            key = task.job.document_key
+            old = [t for t in self.queue if key is not None and t.job.document_key == key]
+            for t in old:
+                self.queue.remove(t)
+            self.queue.append(task)
             self.cond.notify()
+        return old
 
-    def cancel(self, request_id: str) -> bool:
+    def withdraw(self, task: Task) -> str:
+        """Cancel `task`: "queued" (removed, not answered yet), "running" (it will stop), or ""."""
         with self.cond:
-            for item in list(self.queue):
-                if item[1].id == request_id:
-                    self.queue.remove(item)
-                    self.reply(item[0], P.error(request_id, "cancelled", "cancelled before it started"))
-                    return True
-            if self.running is not None and self.running.id == request_id:
+            if task in self.queue:
+                self.queue.remove(task)
+                return "queued"
+            if self.running is task:
                 self.cancel_running = True
-                return True
-        return False
+                return "running"
+        return ""
+
+    def state(self, task: Task) -> dict:
+        with self.cond:
+            if self.running is task:
+                return {"job": "running", "progress": self.progress.value if self.progress else 0.0}
+            for position, queued in enumerate(self.queue):
+                if queued is task:
+                    return {"job": "queued", "position": position, "progress": 0.0}
+        return {"job": "done", "progress": 1.0}
+
+    def load(self) -> tuple[int, int]:
+        with self.cond:
+            return len(self.queue), sum(t.size for t in self.queue)
 
     def status(self) -> dict:
         with self.cond:
-            return {"queued": len(self.queue), "running": self.running.id if self.running else None,
+            return {"queued": len(self.queue), "running": self.running.job.id if self.running else None,
                     "done": self.done}
 
-    def stop(self) -> None:
+    def stop(self) -> list[Task]:
+        """Stop after the running job (asked to cancel); the tasks still queued are returned."""
         with self.cond:
             self.stopping, self.cancel_running = True, True
+            pending = list(self.queue)
+            self.queue.clear()
             self.cond.notify()
+        return pending
 
     # -- worker thread ----------------------------------------------------------------
-    def reply(self, identity: bytes, message: dict) -> None:
-        self.outbox.append((identity, message))
-        if threading.current_thread() is self:
-            self.wake.send(b"")
-
     def run(self) -> None:
-        self.wake = self.ctx.socket(zmq.PUSH)
-        self.wake.connect(self.wake_endpoint)
+        wake = self.ctx.socket(zmq.PUSH)
+        wake.connect(self.wake_endpoint)
         while True:
             with self.cond:
                 while not self.queue and not self.stopping:
                     self.cond.wait()
                 if self.stopping:
                     break
-                identity, job = self.queue.popleft()
-                self.running, self.cancel_running = job, False
-            try:
-                message = self.process(job)
-            except Cancelled:
-                message = P.error(job.id, "cancelled", "cancelled while running")
-            except P.ProtocolError as exc:
-                message = P.error(job.id, exc.code, exc.message)
-            except Exception as exc:  # an engine bug must not take the daemon down
-                log.exception("job %s failed", job.id)
-                message = P.error(job.id, "internal", f"tinctd failed on this request: {exc}")
+                task = self.queue.popleft()
+                self.running, self.cancel_running, self.progress = task, False, None
+            reply = self.answer(task.job)
             with self.cond:
                 self.running = None
                 self.done += 1
-            self.reply(identity, message)
-        self.wake.close(0)
+                self.finished.append((task, reply))
+            wake.send(b"")
+        wake.close(0)
 
-    def check_cancel(self, *_):
+    def on_iteration(self, iteration: int, residual: float) -> None:
+        """The engines' per-iteration callback: where a running job notices `cancel`."""
+        if self.progress is not None:
+            self.progress.update(iteration, residual)
         if self.cancel_running:
             raise Cancelled()
+
+    def answer(self, job: P.Colorize) -> dict:
+        try:
+            return self.process(job)
+        except Cancelled:
+            why = ("tinctd was stopped while working on this image; start it again and retry" if self.stopping
+                   else "cancelled while running")
+            return P.error(job.id, "cancelled", why)
+        except P.ProtocolError as exc:
+            return P.error(job.id, exc.code, exc.message)
+        except MemoryError:
+            log.warning("job %s: out of memory", job.id)
+            return P.error(job.id, "too_large", f"tinctd ran out of memory on this {job.image.width}x"
+                                                f"{job.image.height} layer; try a smaller layer or selection")
+        except Exception as exc:  # an engine bug must not take the daemon down
+            log.exception("job %s failed", job.id)
+            return P.error(job.id, "internal", f"tinctd failed on this request ({type(exc).__name__}: {exc}); "
+                                               "its log has the details")
+
+    def scratch(self, which: str, size: int) -> memoryview:
+        """A buffer for shared-memory requests ("in") or their results ("out"), kept between jobs:
+        touching fresh memory costs several times the copy itself."""
+        if len(self.buffers.get(which, b"")) < size:
+            buffer = bytearray(size)
+            if size <= RETAIN_SCRATCH:
+                self.buffers[which] = buffer
+            return memoryview(buffer)
+        return memoryview(self.buffers[which])[:size]
 
     def process(self, job: P.Colorize) -> dict:
         import torch
 
-        import tinct
-        from tinct.api import ModelNotInstalled
+        from tinct import api
 
         start = time.perf_counter()
-        image = job.image.array()
-        hints = job.hints.array() if job.hints is not None else None
-        if hints is not None and hints.dtype != np.uint8:  # hints carry colour, 8 bits are plenty
-            hints = (hints.astype(np.float32) * (255.0 / (65535.0 if hints.dtype == np.uint16 else 1.0)) + 0.5)
-            hints = np.clip(hints, 0, 255).astype(np.uint8)
-        options = {k: v for k, v in job.options.items() if k in ENGINE_OPTIONS.get(job.engine, ())}
-        if job.engine == "optimization":
-            options["callback"] = self.check_cancel
-        decoded = time.perf_counter()
-        note = None
+        if job.shared is not None:
+            view = self.scratch("in", job.shared.size)
+            shm.read(self.shm_dir, job.shared.file, view)
+            job.attach(view)
+        original = job.image.raw()
+        image = job.image.engine_input(original)
+        hints = job.hints.rgba() if job.hints is not None else None
         try:
-            result = self.run_engine(tinct, job, image, hints, options, self.device)
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            note = "the GPU ran out of memory; this result was computed on the CPU"
-            log.warning("job %s: CUDA out of memory, retrying on the CPU", job.id)
-            result = self.run_engine(tinct, job, image, hints, options, "cpu")
-        except ModelNotInstalled as exc:
+            engine = api.get_engine(job.engine)
+        except api.ModelNotInstalled as exc:
+            self.engines[job.engine] = f"not installed: {exc}"
             raise P.ProtocolError("unsupported", str(exc)) from None
-        except ValueError as exc:
+        self.engines[job.engine] = "ready"
+        options = {k: v for k, v in job.options.items() if k in engine.OPTIONS}
+        if "callback" in engine.OPTIONS:
+            options["callback"] = self.on_iteration
+            self.progress = Progress(options.get("quality") or default_quality(engine))
+        decoded = time.perf_counter()
+        note, device = None, self.device
+        try:
+            try:
+                result = self.run_engine(job, image, hints, options, device)
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                note, device = "the GPU ran out of memory; this result was computed on the CPU", torch.device("cpu")
+                log.warning("job %s: CUDA out of memory, retrying on the CPU", job.id)
+                result = self.run_engine(job, image, hints, options, device)
+        except ValueError as exc:  # tinct's own sentence about the input
             raise P.ProtocolError("bad_request", str(exc)) from None
         engine_done = time.perf_counter()
+        reply = {"v": P.VERSION, "id": job.id, "ok": True, "type": job.type, "engine": job.engine,
+                 "device": str(device)}
         if job.type == "suggest":
-            reply = {"colors": [list(map(int, c)) for c in result]}
+            reply["colors"] = [[int(v) for v in c] for c in result]
         else:
-            if job.selection is not None:
-                result = P.blend(result, image, job.selection)
-            layout, data = P.result_bytes(job.image, result)
-            reply = {"width": job.image.width, "height": job.image.height, "layout": layout,
-                     "sample": job.image.sample, "pixels": data}
-        reply.update(v=P.VERSION, id=job.id, ok=True, type=job.type, engine=job.engine,
-                     device=str(self.device),
-                     timings={"decode": decoded - start, "engine": engine_done - decoded,
-                              "total": time.perf_counter() - start})
+            out = None
+            if job.shared is not None:  # written to the client's file before the next job: reusable
+                out = self.scratch("out", P.result_bytes(job.image))
+            layout, data = P.encode_result(job, result, original, out)
+            reply.update(width=job.image.width, height=job.image.height, layout=layout, sample=job.image.sample)
+            if job.shared is not None:
+                shm.write(self.shm_dir, job.shared.reply, data)
+                reply["shm"] = {"file": job.shared.reply, "blobs": ["pixels"], "lengths": [len(data)]}
+            else:
+                reply["pixels"] = data
         if note:
             reply["note"] = note
+        done = time.perf_counter()
+        reply["timings"] = {"decode": decoded - start, "engine": engine_done - decoded,
+                            "encode": done - engine_done, "total": done - start}
+        log.info("%s %s: %dx%d %s %s, %s on %s, %.3f s", job.type, job.id, job.image.width, job.image.height,
+                 job.image.layout, job.image.sample, job.engine, device, done - start)
         return reply
 
     @staticmethod
-    def run_engine(tinct, job, image, hints, options, device):
+    def run_engine(job, image, hints, options, device):
+        import tinct
+
         if job.type == "suggest":
-            suggest = getattr(tinct, "suggest_colors", None)
-            if suggest is None:
-                raise P.ProtocolError("unsupported", "colour suggestions need the learned engine, "
-                                                     "which is not installed in this tinctd")
-            return suggest(image, hints, job.x, job.y, job.k, device=device)
+            return tinct.suggest_colors(image, hints, job.x, job.y, job.k, device=device)
         return tinct.colorize(image, hints, engine=job.engine, device=device, **options)
 
 
 class Daemon:
-    """The socket side: receives, validates cheap things, queues, and sends replies."""
+    """The socket side: receives, validates, queues, answers what needs no engine, sends replies."""
 
     def __init__(self, endpoint: str, max_pixels: int, device, curve=None):
         self.endpoint, self.max_pixels, self.device = endpoint, max_pixels, device
         self.max_bytes = P.max_message_bytes(max_pixels)
+        self.max_queued_bytes = 2 * self.max_bytes
         self.started = time.time()
-        self.engines = self.warm_engines()
+        self.shm_dir = shm.directory() if P.is_loopback(endpoint) else None
+        if self.shm_dir is not None and shm.sweep(self.shm_dir):
+            log.info("removed shared-memory files of plugins that are gone from %s", self.shm_dir)
+        self.engines = warm_engines(device)
+        self.active: dict[tuple, Task] = {}                 # queued, running, or answered but not yet sent
+        self.recent: collections.OrderedDict = collections.OrderedDict()  # keys answered lately
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -202,71 +308,120 @@ class Daemon:
             self.auth.configure_curve(domain="*", location=str(curve["clients"]))
             public, secret = zmq.auth.load_certificate(str(curve["secret"]))
             self.sock.curve_secretkey, self.sock.curve_publickey, self.sock.curve_server = secret, public, True
-        self.sock.bind(endpoint)
+        try:
+            self.sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            self.close_sockets()
+            raise SystemExit(f"tinctd cannot listen on {endpoint} ({exc}); is another program using it? "
+                             "Choose another with --endpoint") from None
         self.wake = self.ctx.socket(zmq.PULL)
         wake = f"inproc://tinctd-wake-{id(self)}"
         self.wake.bind(wake)
-        self.worker = Worker(self.ctx, wake, device)
+        self.worker = Worker(self.ctx, wake, device, self.engines, self.shm_dir)
         self.worker.start()
         self.stopping = False
-
-    def warm_engines(self) -> dict:
-        """Load every engine once; note which are missing and why."""
-        from tinct import api
-
-        engines = {}
-        for name in api.ENGINES:
-            try:
-                api.get_engine(name)
-                engines[name] = "ready"
-            except api.ModelNotInstalled as exc:
-                engines[name] = f"not installed: {exc}"
-                log.warning("engine %s: %s", name, exc)
-        grey = np.zeros((16, 16), np.uint8)
-        api.colorize(grey, device=self.device)  # first call pays for kernels and threads
-        return engines
 
     def hello(self) -> dict:
         import torch
 
-        devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-        return {"version": P.VERSION, "tinct": __version__, "engines": self.engines, "devices": devices,
-                "device": str(self.device), "limits": {"max_pixels": self.max_pixels, "max_bytes": self.max_bytes},
-                "layouts": list(P.LAYOUTS), "samples": list(P.SAMPLES)}
+        from tinct import api
 
-    def handle(self, identity: bytes, payload: list) -> dict | None:
+        devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        models = {name: getattr(api.get_engine(name), "version", None) for name, state in self.engines.items()
+                  if state == "ready"}
+        info = {"version": P.VERSION, "tinct": __version__, "engines": dict(self.engines),
+                "models": {k: v for k, v in models.items() if v}, "devices": devices, "device": str(self.device),
+                "limits": {"max_pixels": self.max_pixels, "max_bytes": self.max_bytes, "max_queued": MAX_QUEUED},
+                "layouts": list(P.LAYOUTS), "samples": list(P.SAMPLES)}
+        if self.shm_dir is not None:
+            st = self.shm_dir.stat()
+            info.update(shm_dir=str(self.shm_dir), shm_id=[st.st_dev, st.st_ino])
+        return info
+
+    def handle(self, identity: bytes, frames: list) -> dict | None:
         """A reply to send now, or None when the worker will answer later."""
         request_id = None
         try:
-            message = P.unpack(payload, self.max_bytes)
+            message = P.unpack(frames, self.max_bytes)
             request_id = message.get("id") if isinstance(message.get("id"), str) else None
-            kind = P.field(message, "type", str)
             version = P.field(message, "v", int)
             if version != P.VERSION:
                 raise P.ProtocolError("unsupported", f"this tinctd speaks protocol {P.VERSION}, the plugin "
                                                      f"{version}; update the plugin or tinct")
+            kind = P.field(message, "type", str)
             if kind not in P.REQUESTS:
-                raise P.ProtocolError("bad_request", f"unknown request type {kind!r}")
+                raise P.ProtocolError("bad_request", f"unknown request type {kind!r}; "
+                                                     f"known: {', '.join(P.REQUESTS)}")
+            ok = {"v": P.VERSION, "id": request_id, "ok": True, "type": kind}
+            client = P.field(message, "client", str, required=False, default="")
             if kind == "hello":
-                return {"v": P.VERSION, "id": request_id, "ok": True, "type": kind, **self.hello()}
+                return {**ok, **self.hello()}
             if kind == "status":
-                return {"v": P.VERSION, "id": request_id, "ok": True, "type": kind, "uptime": time.time() - self.started,
-                        **self.worker.status()}
+                return {**ok, **self.status(client, P.field(message, "target", str, required=False))}
             if kind == "cancel":
-                target = P.field(message, "target", str)
-                return {"v": P.VERSION, "id": request_id, "ok": True, "type": kind,
-                        "found": self.worker.cancel(target)}
-            job = P.parse_job(message, self.max_pixels, self.engines)
-            self.worker.submit(identity, job)
+                return {**ok, "found": self.cancel(client, P.field(message, "target", str))}
+            self.enqueue(identity, P.parse_job(message, self.max_pixels, self.engines))
             return None
         except P.ProtocolError as exc:
+            log.debug("refused a request: %s", exc.message)
             return P.error(request_id, exc.code, exc.message)
+
+    def enqueue(self, identity: bytes, job: P.Colorize) -> None:
+        task = self.active.get(job.key)
+        if task is not None:  # the same request again: one job, everyone gets its answer
+            if task.job.signature != job.signature:
+                raise P.ProtocolError("bad_request", f"request id {job.id!r} is already in use for a different "
+                                                     "request; give every request a new id")
+            task.waiters.append(identity)
+            return
+        if job.shared is not None:
+            if self.shm_dir is None:
+                raise P.ProtocolError("unsupported", "this tinctd takes no shared memory on this endpoint; "
+                                                     "send the pixels as frames")
+            shm.check(self.shm_dir, job.shared.file, job.shared.size)
+            shm.check(self.shm_dir, job.shared.reply, 0)
+        size = 0 if job.shared else sum(len(b) for b in (job.image.data, job.hints and job.hints.data,
+                                                           job.selection) if b is not None)
+        count, held = self.worker.load()
+        if count >= MAX_QUEUED or held + size > self.max_queued_bytes:
+            raise P.ProtocolError("busy", f"tinctd already has {count} requests waiting; try again in a moment")
+        task = Task(job, [identity], size)
+        self.active[job.key] = task
+        for old in self.worker.submit(task):
+            self.finish(old, P.error(old.job.id, "cancelled", "superseded by a newer request for the same document"))
+
+    def status(self, client: str, target: str | None) -> dict:
+        info = {"uptime": time.time() - self.started, **self.worker.status()}
+        if target is not None:
+            task = self.active.get((client, target))
+            if task is not None:
+                info.update(self.worker.state(task))
+            else:
+                info["job"] = "done" if (client, target) in self.recent else "unknown"
+        return info
+
+    def cancel(self, client: str, target: str) -> bool:
+        task = self.active.get((client, target))
+        where = self.worker.withdraw(task) if task is not None else ""
+        if where == "queued":
+            self.finish(task, P.error(target, "cancelled", "cancelled before it started"))
+        return bool(where)
+
+    def finish(self, task: Task, reply: dict) -> None:
+        self.active.pop(task.job.key, None)
+        self.recent[task.job.key] = None
+        while len(self.recent) > RECENT:
+            self.recent.popitem(last=False)
+        frames = P.frames_of(reply)
+        for identity in task.waiters:
+            self.send(identity, frames)
 
     def serve(self) -> None:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         poller.register(self.wake, zmq.POLLIN)
-        log.info("tinctd %s listening on %s (device %s)", __version__, self.endpoint, self.device)
+        log.info("tinctd %s listening on %s (device %s, shared memory %s)", __version__, self.endpoint,
+                 self.device, self.shm_dir or "off")
         while not self.stopping:
             try:
                 events = dict(poller.poll(200))
@@ -277,10 +432,12 @@ class Daemon:
             if self.wake in events:
                 while self.wake.poll(0):
                     self.wake.recv()
-            while self.worker.outbox:
-                identity, message = self.worker.outbox.popleft()
-                self.send(identity, message)
+            self.drain()
         self.close()
+
+    def drain(self) -> None:
+        while self.worker.finished:
+            self.finish(*self.worker.finished.popleft())
 
     def receive(self) -> None:
         while self.sock.poll(0):
@@ -289,28 +446,55 @@ class Daemon:
             except zmq.ZMQError:
                 return
             if len(frames) < 3 or len(frames[1]) or len(frames) > 3 + len(P.BLOBS):
-                log.debug("ignoring a message of %d frames without the DEALER envelope", len(frames))
+                log.debug("ignoring a message of %d frames without the REQ/DEALER envelope", len(frames))
                 continue
             identity = frames[0].bytes
             reply = self.handle(identity, [f.buffer for f in frames[2:]])
             if reply is not None:
-                self.send(identity, reply)
+                self.send(identity, P.frames_of(reply))
 
-    def send(self, identity: bytes, message: dict) -> None:
+    def send(self, identity: bytes, frames: list) -> None:
         try:  # a client that went away is silently dropped by ROUTER
-            self.sock.send_multipart([identity, b""] + P.frames_of(message), zmq.NOBLOCK, copy=False)
+            self.sock.send_multipart([identity, b""] + frames, zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as exc:
             log.info("could not reply to a client: %s", exc)
 
     def close(self) -> None:
-        self.worker.stop()
-        self.worker.join(5)
+        """Answer everyone still waiting, then stop: queued work `busy`, the running job `cancelled`."""
+        for task in self.worker.stop():
+            self.finish(task, P.error(task.job.id, "busy", "tinctd is shutting down; start it again and retry"))
+        self.worker.join(10)
+        self.drain()
+        self.sock.setsockopt(zmq.LINGER, 2000)  # let those last replies leave
+        self.close_sockets()
+        log.info("tinctd stopped")
+
+    def close_sockets(self) -> None:
         if self.auth:
             self.auth.stop()
-        self.sock.close(0)
-        self.wake.close(0)
+        for sock in (self.sock, getattr(self, "wake", None)):
+            if sock is not None:
+                sock.close()
         self.ctx.term()
-        log.info("tinctd stopped")
+
+
+def warm_engines(device) -> dict:
+    """Load every engine once and run it on a tiny image; name -> "ready" or why not."""
+    from tinct import api
+
+    engines = {}
+    grey = np.zeros((16, 16), np.uint8)
+    for name in api.ENGINES:
+        try:
+            api.colorize(grey, engine=name, device=device)  # the first call pays for kernels and weights
+            engines[name] = "ready"
+        except api.ModelNotInstalled as exc:
+            engines[name] = f"not installed: {exc}"
+            log.warning("engine %s: %s", name, exc)
+        except Exception as exc:  # a broken engine must not keep the others from serving
+            engines[name] = f"failed: {exc}"
+            log.exception("engine %s failed to start", name)
+    return engines
 
 
 def acquire_lock(directory: Path, endpoint: str):
@@ -326,7 +510,8 @@ def acquire_lock(directory: Path, endpoint: str):
         except ValueError:
             info = {}
         raise SystemExit(f"tinctd is already running (pid {info.get('pid', '?')}) at "
-                         f"{info.get('endpoint', '?')}; stop it first or use --state-dir for a second one")
+                         f"{info.get('endpoint', '?')}; stop it first, or give a second one its own "
+                         "--state-dir and --endpoint") from None
     handle.seek(0)
     handle.truncate()
     handle.write(json.dumps({"pid": os.getpid(), "endpoint": endpoint}))
@@ -335,51 +520,67 @@ def acquire_lock(directory: Path, endpoint: str):
 
 
 def check(device) -> int:
-    """tinctd --check: device, engines and model, and a real colorization; 0 when usable."""
+    """tinctd --check: device, engines and their models, and a real colorization each; 0 when usable."""
     import torch
 
     from tinct import api
 
-    print(f"tinct {__version__}, torch {torch.__version__}")
+    print(f"tinct {__version__}, torch {torch.__version__}, protocol {P.VERSION}")
     print(f"device: {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    print(f"shared memory: {shm.directory() or 'unavailable (pixels travel as frames)'}")
+    img = np.tile(np.linspace(0, 255, 32, dtype=np.uint8), (32, 1))
+    hints = np.zeros((32, 32, 4), np.uint8)
+    hints[4:8, 4:8] = (200, 50, 50, 255)
     ok = True
     for name in api.ENGINES:
         try:
-            eng = api.get_engine(name)
-            print(f"engine {name}: ready" + (f", model {eng.version}" if hasattr(eng, "version") else ""))
+            engine = api.get_engine(name)
         except api.ModelNotInstalled as exc:
             print(f"engine {name}: not installed ({exc})")
-    try:
-        img = np.tile(np.linspace(0, 255, 32, dtype=np.uint8), (32, 1))
-        hints = np.zeros((32, 32, 4), np.uint8)
-        hints[4:8, 4:8] = (200, 50, 50, 255)
-        out = api.colorize(img, hints, device=device)
-        print(f"colorize: ok ({out.shape[1]}x{out.shape[0]})")
-    except Exception as exc:
-        print(f"colorize: FAILED ({exc})")
-        ok = False
+            continue
+        try:
+            out = api.colorize(img, hints, engine=name, device=device)
+            model = f", model {engine.version}" if hasattr(engine, "version") else ""
+            print(f"engine {name}: ready{model}; colorize ok ({out.shape[1]}x{out.shape[0]})")
+        except Exception as exc:
+            print(f"engine {name}: FAILED ({type(exc).__name__}: {exc})")
+            ok = False
     return 0 if ok else 1
 
 
+def setup_logging(directory: Path, verbose: bool) -> None:
+    file = logging.handlers.RotatingFileHandler(directory / "tinctd.log", maxBytes=5 << 20, backupCount=2)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        handlers=[logging.StreamHandler(sys.stderr), file])
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="tinctd", description="Tinct's colorization daemon for the GIMP and Krita plugins.")
+    ap = argparse.ArgumentParser(prog="tinctd", description="Tinct's colorization daemon for the GIMP and Krita "
+                                                            "plugins (protocol: docs/protocol.md).")
     ap.add_argument("--endpoint", default=os.environ.get("TINCT_ENDPOINT", P.DEFAULT_ENDPOINT),
-                    help=f"ZeroMQ endpoint, tcp:// or ipc:// (default {P.DEFAULT_ENDPOINT})")
+                    help=f"ZeroMQ endpoint, tcp:// or ipc:// (default $TINCT_ENDPOINT or {P.DEFAULT_ENDPOINT})")
     ap.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
-    ap.add_argument("--max-megapixels", type=float, default=P.DEFAULT_MAX_PIXELS / 1e6)
-    ap.add_argument("--state-dir", help="lock and log folder (default $XDG_STATE_HOME/tinct)")
+    ap.add_argument("--max-megapixels", type=float, default=P.DEFAULT_MAX_PIXELS / 1e6,
+                    help="largest layer accepted (default %(default)g)")
+    ap.add_argument("--state-dir", help="lock and log folder (default $TINCT_STATE_DIR or $XDG_STATE_HOME/tinct)")
     ap.add_argument("--allow-remote", action="store_true",
                     help="bind a non-loopback address (needs --curve-secret and --curve-clients)")
     ap.add_argument("--curve-secret", help="this server's zmq.auth secret certificate file")
     ap.add_argument("--curve-clients", help="folder of the allowed clients' public certificates")
     ap.add_argument("--check", action="store_true", help="print device, engines, models; exit 0 if usable")
-    ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--verbose", action="store_true", help="log every refused request too")
     args = ap.parse_args(argv)
     if args.state_dir:
         os.environ["TINCT_STATE_DIR"] = args.state_dir
+    if args.max_megapixels <= 0:
+        ap.error("--max-megapixels must be positive")
     from tinct.api import default_device
 
-    device = default_device(args.device)
+    try:
+        device = default_device(args.device)
+    except ValueError as exc:
+        ap.error(str(exc))
     if args.check:
         return check(device)
     if not P.is_loopback(args.endpoint):
@@ -390,9 +591,7 @@ def main(argv=None) -> int:
             ap.error("a remote endpoint needs --curve-secret and --curve-clients (see docs/protocol.md)")
     directory = state_dir()
     lock = acquire_lock(directory, args.endpoint)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        handlers=[logging.StreamHandler(sys.stderr), logging.FileHandler(directory / "tinctd.log")])
+    setup_logging(directory, args.verbose)
     curve = {"secret": args.curve_secret, "clients": args.curve_clients} if args.curve_secret else None
     daemon = Daemon(args.endpoint, int(args.max_megapixels * 1e6), device, curve)
 

@@ -4,16 +4,21 @@ Pure Python with pyzmq and msgpack only (no numpy, no torch), so both plugins ve
 one file.  Every failure, from a daemon that is not running to a refused request, becomes
 one `TinctError` whose text a photographer can act on.
 
-Small requests (hello, status, cancel) are retried Lazy-Pirate style: on silence the socket
-is thrown away, tinctd is started if a start command is configured, and the request is sent
-again.  A colorize is sent once (it is not idempotent work) and then watched: while it runs,
-the client pings the daemon, so a daemon that dies mid-request is noticed within
-`timeout` seconds while a long job on a live daemon may take as long as it needs.
+Lazy Pirate: every request goes out on a REQ socket; when the daemon falls silent the
+socket is thrown away, tinctd is started if a start command is configured, and the same
+request, with the same id, is sent again.  That is safe because tinctd treats a request
+id it already knows as a resend of that request, not new work.  While a colorize runs the
+client asks tinctd every half second how it is going, so a daemon that dies is noticed
+at once while a long job on a live one may take as long as it needs.
+
+On the same machine the pixels go through two files in tinctd's private shared-memory
+folder instead of the socket, which saves copying them through the kernel twice.
 """
 from __future__ import annotations
 
 import os
 import shlex
+import socket
 import subprocess
 import time
 import uuid
@@ -23,15 +28,21 @@ import zmq
 
 # Copies of tinct.protocol's constants (this file must not import tinct); a test keeps them equal.
 PROTOCOL_VERSION = 1
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5571"
+DEFAULT_PORT = 5571
+DEFAULT_ENDPOINT = f"tcp://127.0.0.1:{DEFAULT_PORT}"
 LAYOUTS = {"GRAY": 1, "GRAYA": 2, "RGB": 3, "RGBA": 4, "BGRA": 4}
 SAMPLE_BYTES = {"u8": 1, "u16": 2, "f32": 4}
-BLOBS = ("pixels", "hints", "selection")  # binary fields, each a frame of its own
-START_WAIT = 30.0  # seconds a freshly started tinctd gets to load its engines
+BLOBS = ("pixels", "hints", "selection")  # binary fields: frames of their own, or in shared memory
+START_WAIT = 60.0    # seconds a freshly started tinctd gets to load its engines
+PROBE_EVERY = 0.5    # seconds between "how is my request going" questions while one runs
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 class TinctError(Exception):
-    """Anything that went wrong; `code` for programs, `str(err)` for people."""
+    """Anything that went wrong: `code` for programs, `str(err)` (== `message`) for people.
+
+    code is one of bad_request, too_large, unsupported, busy, cancelled, internal (from tinctd)
+    or unavailable, timeout (from this client)."""
 
     def __init__(self, code: str, message: str):
         super().__init__(message)
@@ -39,19 +50,31 @@ class TinctError(Exception):
 
 
 class Client:
-    def __init__(self, endpoint=None, timeout=10.0, retries=2, start_command=None, curve=None):
-        """`curve`: {"server_key": public key of tinctd, "public": ours, "secret": ours} (bytes, Z85)."""
+    def __init__(self, endpoint=None, timeout=30.0, retries=2, start_command=None, curve=None,
+                 shared_memory=True, client_id=None):
+        """Talk to tinctd at `endpoint` (default $TINCT_ENDPOINT or DEFAULT_ENDPOINT).
+
+        timeout: seconds of silence before the daemon counts as gone; retries: how many times a
+        request is re-sent after that.  start_command: list[str] (default $TINCTD_COMMAND,
+        shlex-split) run detached when nothing answers.  curve: {"server_key", "public", "secret"}
+        (Z85 bytes, from zmq.auth.load_certificate) for a remote tinctd.  shared_memory=False
+        always sends pixels through the socket.  client_id: requests with the same client_id and
+        document supersede each other while queued (default: one id per Client).
+        """
         self.endpoint = endpoint or os.environ.get("TINCT_ENDPOINT") or DEFAULT_ENDPOINT
         self.timeout, self.retries, self.curve = float(timeout), int(retries), curve
         command = start_command if start_command is not None else os.environ.get("TINCTD_COMMAND")
-        self.start_command = shlex.split(command) if isinstance(command, str) else command
-        self.client_id = uuid.uuid4().hex
+        self.start_command = shlex.split(command) if isinstance(command, str) else list(command or [])
+        self.client_id = client_id or uuid.uuid4().hex
+        self.shared_memory = shared_memory
         self.ctx = zmq.Context()
-        self.sock = None
-        self.inbox: dict[str, dict] = {}
+        self.sock = None          # the REQ socket for hello/status/cancel, replaced after silence
+        self.files = None         # _SharedFiles once set up, False when shared memory cannot be used
+        self.started = False
 
     # -- public requests ------------------------------------------------------------
     def hello(self) -> dict:
+        """Protocol version, engines (name -> "ready" or why not), devices, limits."""
         return self._call({"type": "hello"})
 
     def status(self) -> dict:
@@ -59,21 +82,30 @@ class Client:
 
     def cancel(self, request_id: str) -> None:
         """Cancel a queued or running request; safe to call from another thread."""
-        other = Client(self.endpoint, self.timeout, 0, [], self.curve)
+        sock = self._socket()
         try:
-            other._call({"type": "cancel", "target": request_id})
+            reply = self._exchange(sock, self._frames({"type": "cancel", "target": request_id}), self.timeout)
         finally:
-            other.close()
+            sock.close(0)
+        if reply is None:
+            raise TinctError("unavailable", f"The Tinct daemon is not answering at {self.endpoint}, so nothing "
+                                            "could be cancelled.")
+        self._checked(reply)
 
     def colorize(self, *, width, height, layout, sample, pixels, hints=None, hints_layout="RGBA",
                  hints_sample="u8", engine="optimization", options=None, selection=None, document=None,
                  request_id=None, progress=None) -> dict:
+        """Colorize one layer; see docs/protocol.md for the fields and the reply.
+
+        progress: called about twice a second while the daemon works, with the fraction done
+        (0..1, an estimate; 0 while queued)."""
         message = self._layer_message("colorize", width, height, layout, sample, pixels, hints, hints_layout,
                                       hints_sample, engine, options, selection, document, request_id)
         return self._job(message, progress)
 
     def suggest(self, *, width, height, layout, sample, pixels, hints=None, hints_layout="RGBA",
                 hints_sample="u8", x, y, k=8) -> list:
+        """The k most likely sRGB u8 colours at (x, y) from the learned engine, most likely first."""
         message = self._layer_message("suggest", width, height, layout, sample, pixels, hints, hints_layout,
                                       hints_sample, "learned", None, None, None, None)
         message.update(x=int(x), y=int(y), k=int(k))
@@ -83,6 +115,9 @@ class Client:
         if self.sock is not None:
             self.sock.close(0)
             self.sock = None
+        if self.files:
+            self.files.close()
+        self.files = None
         self.ctx.term()
 
     def __enter__(self):
@@ -91,28 +126,65 @@ class Client:
     def __exit__(self, *exc):
         self.close()
 
-    # -- plumbing -------------------------------------------------------------------
+    # -- building requests ----------------------------------------------------------
     @staticmethod
     def _layer_message(kind, width, height, layout, sample, pixels, hints, hints_layout, hints_sample,
                        engine, options, selection, document, request_id) -> dict:
         if layout not in LAYOUTS or sample not in SAMPLE_BYTES:
-            raise TinctError("unsupported", f"Tinct cannot read {layout} {sample} layers.")
+            raise TinctError("unsupported", f"Tinct cannot read {layout} {sample} layers; it reads "
+                                            f"{', '.join(LAYOUTS)} in {', '.join(SAMPLE_BYTES)}.")
         need = width * height * LAYOUTS[layout] * SAMPLE_BYTES[sample]
         if len(pixels) != need:
-            raise TinctError("bad_request", f"The layer data is {len(pixels)} bytes, expected {need}.")
+            raise TinctError("bad_request", f"The layer data is {len(pixels)} bytes; a {width}x{height} {layout} "
+                                            f"{sample} layer needs {need}.")
         message = {"type": kind, "id": request_id or uuid.uuid4().hex, "width": int(width), "height": int(height),
-                   "layout": layout, "sample": sample, "pixels": bytes(pixels), "engine": engine,
+                   "layout": layout, "sample": sample, "pixels": pixels, "engine": engine,
                    "options": dict(options or {})}
         if hints is not None:
-            message.update(hints=bytes(hints), hints_layout=hints_layout, hints_sample=hints_sample)
+            message.update(hints=hints, hints_layout=hints_layout, hints_sample=hints_sample)
         if selection is not None:
-            message["selection"] = bytes(selection)
+            message["selection"] = selection
         if document is not None:
             message["document"] = str(document)
         return message
 
+    def _frames(self, message: dict, info: dict | None = None) -> list:
+        """[header, blob...]: binary fields as frames, or written to shared memory when tinctd offers it."""
+        header = {"v": PROTOCOL_VERSION, "client": self.client_id, "id": uuid.uuid4().hex}
+        header.update((k, v) for k, v in message.items() if k not in BLOBS)
+        blobs = [(k, message[k]) for k in BLOBS if message.get(k) is not None]
+        files = self._shared_files(info) if blobs and info else None
+        if files is not None:
+            try:
+                lengths = files.write([v for _, v in blobs])
+                header["shm"] = {"file": files.names[0], "reply": files.names[1], "blobs": [k for k, _ in blobs],
+                                 "lengths": lengths}
+                blobs = []
+            except OSError:  # e.g. the shared-memory folder is full: the socket still works
+                files.close()
+                self.files = False
+        header["blobs"] = [k for k, _ in blobs]
+        return [msgpack.packb(header, use_bin_type=True)] + [v for _, v in blobs]
+
+    def _shared_files(self, info: dict):
+        """This client's shared-memory files, if tinctd offers a folder we can see as the same one."""
+        if self.files is None:
+            self.files = False
+            folder, ident = info.get("shm_dir"), info.get("shm_id")
+            scheme, _, rest = self.endpoint.partition("://")
+            local = scheme == "ipc" or (scheme == "tcp" and rest.rpartition(":")[0] in LOOPBACK)
+            if self.shared_memory and folder and local and hasattr(os, "pwrite"):
+                try:
+                    st = os.stat(folder)
+                    if [st.st_dev, st.st_ino] == ident:  # not a same-named folder in another namespace
+                        self.files = _SharedFiles(folder)
+                except OSError:
+                    pass
+        return self.files or None
+
+    # -- plumbing -------------------------------------------------------------------
     def _socket(self):
-        sock = self.ctx.socket(zmq.DEALER)
+        sock = self.ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
         if self.curve:
             sock.curve_serverkey = self.curve["server_key"]
@@ -121,69 +193,126 @@ class Client:
         sock.connect(self.endpoint)
         return sock
 
-    def _send(self, message: dict) -> str:
-        message = {"v": PROTOCOL_VERSION, "client": self.client_id, **message}
-        message.setdefault("id", uuid.uuid4().hex)
-        if self.sock is None:
-            self.sock = self._socket()
-        blobs = [k for k in BLOBS if message.get(k) is not None]
-        header = {k: v for k, v in message.items() if k not in BLOBS}
-        header["blobs"] = blobs
-        frames = [b"", msgpack.packb(header, use_bin_type=True)] + [message[k] for k in blobs]
-        self.sock.send_multipart(frames, copy=False)  # pixels go straight from the caller's memory
-        return message["id"]
+    def _exchange(self, sock, frames: list, timeout: float) -> dict | None:
+        """Send `frames` and wait for the reply; None after `timeout` s of silence, or as soon as
+        nothing is listening at the endpoint at all."""
+        sock.send_multipart(frames, copy=False)
+        got = self._await(sock, timeout)
+        return got and got[1]
 
-    def _wait(self, request_id: str, seconds: float) -> dict | None:
-        """The reply to `request_id`, or None after `seconds` of nothing; other replies are kept."""
-        deadline = time.monotonic() + seconds
-        while request_id not in self.inbox:
+    def _await(self, sock, timeout: float, job=None):
+        """(socket, reply) for the first reply on `sock` or on the `job` socket; None after `timeout` s
+        of silence, or as soon as nothing is listening at the endpoint at all."""
+        poller = zmq.Poller()
+        for s in (job, sock):
+            if s is not None:
+                poller.register(s, zmq.POLLIN)
+        deadline = time.monotonic() + timeout
+        checked = False
+        while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not self.sock.poll(int(left * 1000)):
+            if left <= 0:
                 return None
-            frames = self.sock.recv_multipart(copy=False)
-            try:
-                reply = msgpack.unpackb(frames[1].buffer, raw=False)
-                names = reply.pop("blobs", [])
-                reply.update((name, frame.bytes) for name, frame in zip(names, frames[2:]))
-            except Exception:
-                continue
-            if isinstance(reply, dict) and isinstance(reply.get("id"), str):
-                self.inbox[reply["id"]] = reply
-        return self.inbox.pop(request_id)
+            events = dict(poller.poll(int(min(left, 0.3) * 1000) + 1))
+            for s in (job, sock):
+                if s is not None and s in events:
+                    return s, self._decode(s.recv_multipart(copy=False))
+            if not checked:
+                if not self._listening():
+                    return None
+                checked = True
 
     def _call(self, message: dict) -> dict:
-        """An idempotent request, retried on silence (Lazy Pirate), starting tinctd if configured."""
-        started = False
-        for attempt in range(self.retries + 1):
-            request_id = self._send(dict(message, id=uuid.uuid4().hex))
-            reply = self._wait(request_id, START_WAIT if started else self.timeout)
+        """A small request, Lazy Pirate style: resent after silence, starting tinctd if configured."""
+        frames = self._frames(message)
+        for _ in range(self.retries + 1):
+            if self.sock is None:
+                self.sock = self._socket()
+            reply = self._exchange(self.sock, frames, self.timeout)
             if reply is not None:
                 return self._checked(reply)
-            self.sock.close(0)  # its queue may hold a request nobody will answer
+            self.sock.close(0)  # a REQ socket that got no answer cannot send again
             self.sock = None
-            if not started and self.start_command:
-                started = self._start_daemon()
-        hint = ("" if self.start_command else
-                " Start it with the command 'tinctd' (or set TINCTD_COMMAND so the plugin can start it).")
-        raise TinctError("unavailable", f"The Tinct daemon is not answering at {self.endpoint}.{hint}")
+            if not self._listening():
+                if self.started or not self.start_command:
+                    break
+                self._start_daemon()
+        if self._listening():
+            raise TinctError("timeout", f"The Tinct daemon at {self.endpoint} did not answer within "
+                                        f"{self.timeout:g} s. It may be stuck; restart it ('tinctd').")
+        how = ("" if self.start_command else
+               " Start it with the command 'tinctd' (or set TINCTD_COMMAND so the plugin can start it).")
+        raise TinctError("unavailable", f"The Tinct daemon is not running at {self.endpoint}.{how}")
 
     def _job(self, message: dict, progress) -> dict:
-        """Send work once and wait for it, pinging the daemon so that a dead one is noticed."""
-        self.hello()  # reaches (or starts) the daemon first
-        request_id = self._send(message)
-        began = time.monotonic()
-        while True:
-            reply = self._wait(request_id, min(1.0, self.timeout))
+        """Send work and wait for it, resending the same request id if the daemon goes silent."""
+        info = self.hello()  # reaches (or starts) the daemon; says its limits and shared-memory folder
+        limit = info.get("limits", {}).get("max_pixels")
+        if limit and message["width"] * message["height"] > limit:
+            raise TinctError("too_large", f"The layer is {message['width'] * message['height'] / 1e6:.1f} "
+                                          f"megapixels; this Tinct daemon accepts at most {limit / 1e6:g}. "
+                                          "Colorize a smaller layer, or start tinctd with a larger "
+                                          "--max-megapixels.")
+        frames = self._frames(message, info)
+        for _ in range(self.retries + 1):
+            reply = self._watch(frames, message["id"], progress)
             if reply is not None:
                 return self._checked(reply)
-            if progress:
-                progress(time.monotonic() - began)
-            ping = self._send({"type": "status"})
-            if self._wait(ping, self.timeout) is None and request_id not in self.inbox:
-                self.sock.close(0)
-                self.sock = None
-                raise TinctError("unavailable", "The Tinct daemon stopped while working on this image; "
-                                                "nothing was changed. Start it again and retry.")
+            try:
+                self.hello()  # gone: reach it again (or start it), then resend
+            except TinctError:
+                break
+        raise TinctError("unavailable", "The Tinct daemon stopped while working on this image; nothing was "
+                                        "changed. Start it again ('tinctd') and retry.")
+
+    def _watch(self, frames: list, request_id: str, progress) -> dict | None:
+        """One attempt: the reply, or None when tinctd is silent or has not known the request for `timeout` s.
+
+        Every PROBE_EVERY s without the reply, tinctd is asked about the request on the small-request
+        socket; the reply may still arrive meanwhile, so both sockets are watched."""
+        sock = self._socket()
+        try:
+            sock.send_multipart(frames, copy=False)
+            lost_since = None
+            while True:
+                if sock.poll(int(PROBE_EVERY * 1000)):
+                    return self._decode(sock.recv_multipart(copy=False))
+                if self.sock is None:
+                    self.sock = self._socket()
+                self.sock.send_multipart(self._frames({"type": "status", "target": request_id}), copy=False)
+                got = self._await(self.sock, self.timeout, job=sock)
+                if got is None or got[0] is sock:  # silence, or the answer overtook the question
+                    self.sock.close(0)  # either way this REQ socket has a question left unanswered
+                    self.sock = None
+                    return got and got[1]
+                state = got[1]
+                if progress is not None:
+                    progress(float(state.get("progress", 0.0)))
+                if state.get("job") in ("queued", "running"):
+                    lost_since = None
+                elif lost_since is None:  # not arrived yet, or answered and the answer on its way
+                    lost_since = time.monotonic()
+                elif time.monotonic() - lost_since > self.timeout:
+                    return None
+        finally:
+            sock.close(0)
+
+    def _decode(self, frames) -> dict:
+        try:
+            reply = msgpack.unpackb(frames[0].buffer, raw=False)
+            names = reply.pop("blobs", [])
+            reply.update((name, frame.bytes) for name, frame in zip(names, frames[1:]))
+            spec = reply.pop("shm", None)
+            if spec is not None:
+                data = self.files.read(sum(spec["lengths"]))
+                offset = 0
+                for name, length in zip(spec["blobs"], spec["lengths"]):
+                    reply[name] = data if len(spec["blobs"]) == 1 else data[offset:offset + length]
+                    offset += length
+        except Exception as exc:
+            raise TinctError("internal", f"The Tinct daemon's answer could not be read ({exc}); update the "
+                                         "plugin and tinct together.") from None
+        return reply
 
     @staticmethod
     def _checked(reply: dict) -> dict:
@@ -192,10 +321,83 @@ class Client:
         err = reply.get("error") if isinstance(reply.get("error"), dict) else {}
         raise TinctError(str(err.get("code", "internal")), str(err.get("message", "tinctd refused the request.")))
 
-    def _start_daemon(self) -> bool:
+    def _listening(self) -> bool:
+        """Whether anything accepts connections at the endpoint; a refused TCP connect is immediate."""
+        scheme, _, rest = self.endpoint.partition("://")
+        if scheme == "ipc":
+            return os.path.exists(rest)
+        if scheme != "tcp":
+            return True
+        host, _, port = rest.rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=1.0).close()
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def _start_daemon(self) -> None:
+        """Run the start command detached and wait until it listens (it loads its engines first)."""
+        self.started = True
         try:
             subprocess.Popen(self.start_command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
         except OSError as exc:
-            raise TinctError("unavailable", f"Could not start the Tinct daemon ({exc}).") from None
-        return True
+            raise TinctError("unavailable", f"Could not start the Tinct daemon with "
+                                            f"'{shlex.join(self.start_command)}' ({exc}).") from None
+        deadline = time.monotonic() + START_WAIT
+        while not self._listening():
+            if time.monotonic() > deadline:
+                raise TinctError("unavailable", f"Started the Tinct daemon ('{shlex.join(self.start_command)}') "
+                                                f"but it did not answer within {START_WAIT:g} s; its log "
+                                                "(~/.local/state/tinct/tinctd.log) says why.")
+            time.sleep(0.2)
+
+
+class _SharedFiles:
+    """This client's request and reply files in tinctd's shared-memory folder (docs/protocol.md)."""
+
+    def __init__(self, folder: str):
+        base = f"{os.getpid()}-{uuid.uuid4().hex}"
+        self.names = (base + ".in", base + ".out")
+        self.paths = [os.path.join(folder, name) for name in self.names]
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        self.fds = []
+        try:
+            for path in self.paths:
+                self.fds.append(os.open(path, flags, 0o600))
+        except OSError:
+            self.close()
+            raise
+
+    def write(self, blobs: list) -> list[int]:
+        """Write the binary fields back to back from the start of the request file; their lengths."""
+        lengths, offset = [], 0
+        for blob in blobs:
+            view = memoryview(blob).cast("B")
+            done = 0
+            while done < len(view):
+                done += os.pwrite(self.fds[0], view[done:], offset + done)
+            lengths.append(len(view))
+            offset += len(view)
+        return lengths
+
+    def read(self, length: int) -> bytes:
+        """The first `length` bytes of the reply file."""
+        data = os.pread(self.fds[1], length, 0)
+        parts = [data]
+        while sum(map(len, parts)) < length:
+            more = os.pread(self.fds[1], length - sum(map(len, parts)), sum(map(len, parts)))
+            if not more:
+                raise OSError("the reply file is shorter than the reply says")
+            parts.append(more)
+        return data if len(parts) == 1 else b"".join(parts)
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+        for path in self.paths:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
