@@ -119,3 +119,6 @@ def test_training_runs_two_steps_and_resumes(tmp_path):
     assert train.main(args[:1] + ["3"] + args[2:]) == 0
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 3
     assert learned.LearnedEngine(tmp_path / "m.pt").meta["step"] == 3
+    fresh = ["--run", str(tmp_path / "run2"), "--init", str(tmp_path / "m.pt"), "--export", str(tmp_path / "m2.pt")]
+    assert train.main(["--steps", "4"] + args[2:10] + fresh) == 0  # another machine, committed weights only
+    assert learned.LearnedEngine(tmp_path / "m2.pt").meta["step"] == 4

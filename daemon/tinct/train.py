@@ -39,6 +39,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--device", default=None)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N photos (tests)")
+    parser.add_argument("--init", default=None, help="start from exported weights (e.g. the committed "
+                        "models/tinct-hint-v1.pt) when the run folder has no checkpoint")
 
 
 def nearest_bin(ab: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
@@ -111,9 +113,13 @@ def run(args) -> int:
         photos = photos[:args.limit]
     train_count = len(photos) - min(VAL_PHOTOS, len(photos) // 4)
     ckpt_path = run_dir / "checkpoint.pt"
+    init = None
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=True, map_location="cpu")
         bins, weights, width = ckpt["bins"], ckpt["class_weights"], ckpt["width"]
+    elif args.init:  # a new machine: continue from the committed weights (the optimizer starts afresh)
+        init = torch.load(args.init, weights_only=True, map_location="cpu")
+        ckpt, bins, weights, width = None, init["bins"], init["class_weights"], init["width"]
     else:
         ckpt, bins, width = None, net.ab_bins(), args.width
         weights = class_weights(photos[:train_count], bins)
@@ -127,6 +133,11 @@ def run(args) -> int:
         gen.set_state(ckpt["generator"])
         step, seconds, history = ckpt["step"], ckpt["seconds"], list(ckpt["history"])
         print(f"resumed {ckpt_path} at step {step}")
+    elif init:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in init["state"].items()})
+        step, history = init["step"], list(init["history"])
+        seconds = 60 * history[-1]["minutes"] if history else 0.0
+        print(f"started from {args.init} at step {step}")
     bins_d, weights_d = bins.to(device), weights.to(device)
     params = sum(p.numel() for p in model.parameters())
     print(f"{params / 1e6:.2f} M parameters, {len(bins)} ab bins, {train_count} training photos, device {device}")
