@@ -392,7 +392,7 @@ def test_the_client_starts_tinctd_when_told_how(tmp_path):
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     cmd = [sys.executable, "-m", "tinct.server", "--endpoint", endpoint, "--state-dir", str(tmp_path)]
     try:
-        with tinct_client.Client(endpoint, timeout=5, retries=1, start_command=cmd) as c:
+        with tinct_client.Client(endpoint, timeout=5, retries=0, start_command=cmd) as c:
             r = c.colorize(width=W, height=H, layout="RGB", sample="u8", pixels=photo("RGB", "u8").tobytes())
         assert r["layout"] == "RGB"
     finally:

@@ -287,8 +287,8 @@ def parse_job(message: dict, max_pixels: int, engines) -> Colorize:
     if width <= 0 or height <= 0:
         raise bad(f"the layer size {width}x{height} is empty")
     if width * height > max_pixels:
-        raise ProtocolError("too_large", f"the layer is {width * height / 1e6:.1f} megapixels; this tinctd accepts "
-                                         f"at most {max_pixels / 1e6:g} (tinctd --max-megapixels)")
+        raise ProtocolError("too_large", f"the layer is {width * height / 1e6:.3g} megapixels; this tinctd accepts "
+                                         f"at most {max_pixels / 1e6:.3g} (tinctd --max-megapixels)")
     kind = field(message, "type", str)
     engine = field(message, "engine", str, required=False, default="learned" if kind == "suggest" else "optimization")
     if engine not in engines:

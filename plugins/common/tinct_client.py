@@ -225,7 +225,8 @@ class Client:
     def _call(self, message: dict) -> dict:
         """A small request, Lazy Pirate style: resent after silence, starting tinctd if configured."""
         frames = self._frames(message)
-        for _ in range(self.retries + 1):
+        attempts = 0
+        while attempts <= self.retries:
             if self.sock is None:
                 self.sock = self._socket()
             reply = self._exchange(self.sock, frames, self.timeout)
@@ -236,7 +237,9 @@ class Client:
             if not self._listening():
                 if self.started or not self.start_command:
                     break
-                self._start_daemon()
+                self._start_daemon()  # starting it does not use up a retry
+            else:
+                attempts += 1
         if self._listening():
             raise TinctError("timeout", f"The Tinct daemon at {self.endpoint} did not answer within "
                                         f"{self.timeout:g} s. It may be stuck; restart it ('tinctd').")
@@ -249,8 +252,8 @@ class Client:
         info = self.hello()  # reaches (or starts) the daemon; says its limits and shared-memory folder
         limit = info.get("limits", {}).get("max_pixels")
         if limit and message["width"] * message["height"] > limit:
-            raise TinctError("too_large", f"The layer is {message['width'] * message['height'] / 1e6:.1f} "
-                                          f"megapixels; this Tinct daemon accepts at most {limit / 1e6:g}. "
+            raise TinctError("too_large", f"The layer is {message['width'] * message['height'] / 1e6:.3g} "
+                                          f"megapixels; this Tinct daemon accepts at most {limit / 1e6:.3g}. "
                                           "Colorize a smaller layer, or start tinctd with a larger "
                                           "--max-megapixels.")
         frames = self._frames(message, info)
