@@ -282,3 +282,45 @@ def test_an_engine_failure_is_an_internal_error_not_a_crash(monkeypatch):
     monkeypatch.setattr(server.Worker, "run_engine", staticmethod(broken))
     reply = worker().answer(striped())
     assert reply["error"]["code"] == "internal" and "kernel exploded" in reply["error"]["message"]
+
+
+def shared_job(folder, files):
+    grey = np.tile(np.linspace(0, 255, 32, dtype=np.uint8), (32, 1))
+    header = {k: v for k, v in message(width=32, height=32, layout="GRAY").items() if k != "pixels"}
+    header["shm"] = {"file": files.names[0], "reply": files.names[1], "blobs": ["pixels"],
+                     "lengths": files.write([grey.tobytes()])}
+    return P.parse_job(P.unpack([P.pack(header)], 10 ** 6), 10 ** 6, ["optimization"]), grey
+
+
+def test_a_shared_memory_job_reads_and_answers_through_the_files(tmp_path, monkeypatch):
+    files = tinct_client._SharedFiles(str(tmp_path))
+    try:
+        w = server.Worker(None, "", torch.device("cpu"), {}, tmp_path)
+        j, grey = shared_job(tmp_path, files)
+        reply = w.answer(j)
+        assert "pixels" not in reply and reply["shm"]["file"] == files.names[1]
+        through_file = files.read(reply["shm"]["lengths"][0])
+        assert np.array_equal(np.frombuffer(through_file, np.uint8).reshape(32, 32, 3)[..., 0], grey)
+
+        def full(*_):
+            raise OSError(28, "No space left on device")
+
+        j, _ = shared_job(tmp_path, files)
+        monkeypatch.setattr(shm, "write", full)  # a full tmpfs: the result comes back as a frame instead
+        reply = w.answer(j)
+        assert "shm" not in reply and reply["pixels"] == through_file
+    finally:
+        files.close()
+
+
+def test_big_shared_memory_files_give_their_pages_back(tmp_path, monkeypatch):
+    files = tinct_client._SharedFiles(str(tmp_path))
+    try:
+        files.write([bytes(1000)])
+        files.trim()
+        assert os.path.getsize(files.paths[0]) == 1000  # small: kept for the next request
+        monkeypatch.setattr(tinct_client, "KEEP_SHARED", 500)
+        files.trim()
+        assert os.path.getsize(files.paths[0]) == 0
+    finally:
+        files.close()

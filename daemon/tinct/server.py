@@ -259,8 +259,12 @@ class Worker(threading.Thread):
             layout, data = P.encode_result(job, result, original, out)
             reply.update(width=job.image.width, height=job.image.height, layout=layout, sample=job.image.sample)
             if job.shared is not None:
-                shm.write(self.shm_dir, job.shared.reply, data)
-                reply["shm"] = {"file": job.shared.reply, "blobs": ["pixels"], "lengths": [len(data)]}
+                try:
+                    shm.write(self.shm_dir, job.shared.reply, data)
+                    reply["shm"] = {"file": job.shared.reply, "blobs": ["pixels"], "lengths": [len(data)]}
+                except OSError as exc:  # e.g. a full tmpfs: the socket still works (a copy: `out` is reused)
+                    log.warning("job %s: result sent as a frame, the shared-memory file failed: %s", job.id, exc)
+                    reply["pixels"] = bytes(data)
             else:
                 reply["pixels"] = data
         if note:
@@ -445,7 +449,7 @@ class Daemon:
                 frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.ZMQError:
                 return
-            if len(frames) < 3 or len(frames[1]) or len(frames) > 3 + len(P.BLOBS):
+            if len(frames) < 3 or len(frames[1]):
                 log.debug("ignoring a message of %d frames without the REQ/DEALER envelope", len(frames))
                 continue
             identity = frames[0].bytes

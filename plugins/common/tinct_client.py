@@ -36,6 +36,7 @@ BLOBS = ("pixels", "hints", "selection")  # binary fields: frames of their own, 
 START_WAIT = 60.0    # seconds a freshly started tinctd gets to load its engines
 PROBE_EVERY = 0.5    # seconds between "how is my request going" questions while one runs
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+KEEP_SHARED = 256 << 20  # shared-memory files up to this size keep their pages between requests
 
 
 class TinctError(Exception):
@@ -257,14 +258,18 @@ class Client:
                                           "Colorize a smaller layer, or start tinctd with a larger "
                                           "--max-megapixels.")
         frames = self._frames(message, info)
-        for _ in range(self.retries + 1):
-            reply = self._watch(frames, message["id"], progress)
-            if reply is not None:
-                return self._checked(reply)
-            try:
-                self.hello()  # gone: reach it again (or start it), then resend
-            except TinctError:
-                break
+        try:
+            for _ in range(self.retries + 1):
+                reply = self._watch(frames, message["id"], progress)
+                if reply is not None:
+                    return self._checked(reply)
+                try:
+                    self.hello()  # gone: reach it again (or start it), then resend
+                except TinctError:
+                    break
+        finally:
+            if self.files:
+                self.files.trim()
         raise TinctError("unavailable", "The Tinct daemon stopped while working on this image; nothing was "
                                         "changed. Start it again ('tinctd') and retry.")
 
@@ -394,6 +399,12 @@ class _SharedFiles:
                 raise OSError("the reply file is shorter than the reply says")
             parts.append(more)
         return data if len(parts) == 1 else b"".join(parts)
+
+    def trim(self) -> None:
+        """Give big files' memory back after a request; small ones keep their pages for the next."""
+        if sum(os.fstat(fd).st_size for fd in self.fds) > KEEP_SHARED:
+            for fd in self.fds:
+                os.ftruncate(fd, 0)
 
     def close(self) -> None:
         for fd in self.fds:
