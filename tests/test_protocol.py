@@ -324,3 +324,13 @@ def test_big_shared_memory_files_give_their_pages_back(tmp_path, monkeypatch):
         assert os.path.getsize(files.paths[0]) == 0
     finally:
         files.close()
+
+
+def test_the_client_refuses_what_it_cannot_send_before_touching_the_network():
+    with tinct_client.Client("tcp://127.0.0.1:9", start_command=[]) as c:
+        for over, code in [({"pixels": [0] * 48}, "bad_request"), ({"pixels": bytes(47)}, "bad_request"),
+                           ({"hints": 5}, "bad_request"), ({"layout": "CMYK"}, "unsupported")]:
+            kw = {**dict(width=4, height=3, layout="RGBA", sample="u8", pixels=bytes(48)), **over}
+            with pytest.raises(tinct_client.TinctError) as err:
+                c.colorize(**kw)
+            assert err.value.code == code and str(err.value).endswith(".")

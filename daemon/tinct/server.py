@@ -35,7 +35,7 @@ from . import protocol as P
 log = logging.getLogger("tinctd")
 MAX_QUEUED = 64               # requests waiting for the worker; more are answered `busy`
 RECENT = 1024                 # finished request keys remembered, so a status probe can say "done"
-RETAIN_SCRATCH = 512 << 20    # shared-memory buffers are kept between jobs up to this size
+RETAIN_SCRATCH = 256 << 20    # shared-memory buffers are kept between jobs up to this size (each)
 
 
 class Cancelled(Exception):

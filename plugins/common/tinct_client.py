@@ -135,9 +135,14 @@ class Client:
             raise TinctError("unsupported", f"Tinct cannot read {layout} {sample} layers; it reads "
                                             f"{', '.join(LAYOUTS)} in {', '.join(SAMPLE_BYTES)}.")
         need = width * height * LAYOUTS[layout] * SAMPLE_BYTES[sample]
-        if len(pixels) != need:
-            raise TinctError("bad_request", f"The layer data is {len(pixels)} bytes; a {width}x{height} {layout} "
-                                            f"{sample} layer needs {need}.")
+        for name, data in (("layer", pixels), ("hints layer", hints), ("selection", selection)):
+            try:
+                memoryview(data if data is not None else b"")
+            except TypeError:
+                raise TinctError("bad_request", f"The {name} data must be bytes, not {type(data).__name__}.") from None
+        if memoryview(pixels).nbytes != need:
+            raise TinctError("bad_request", f"The layer data is {memoryview(pixels).nbytes} bytes; a {width}x{height} "
+                                            f"{layout} {sample} layer needs {need}.")
         message = {"type": kind, "id": request_id or uuid.uuid4().hex, "width": int(width), "height": int(height),
                    "layout": layout, "sample": sample, "pixels": pixels, "engine": engine,
                    "options": dict(options or {})}
