@@ -71,7 +71,7 @@ def plot(means, counts, path: Path, size=(640, 400)) -> None:
     left, right, top, bottom = 60, size[0] - 130, 20, size[1] - 50
     values = [v for m in means.values() for v in m.values()]
     lo, hi = np.floor(min(values)) - 1, np.ceil(max(values)) + 1
-    xs = {n: left + (right - left) * np.log1p(n) / np.log1p(max(counts)) for n in counts}
+    xs = {n: left + (right - left) * np.log1p(n) / np.log1p(max(max(counts), 1)) for n in counts}
 
     def y(v):
         return bottom - (bottom - top) * (v - lo) / (hi - lo)

@@ -22,6 +22,7 @@ from .api import ModelNotInstalled, prepare
 MODEL_PATH = Path(__file__).resolve().parents[2] / "models" / "tinct-hint-v1.pt"
 AUTO_TEMPERATURE = 0.38   # Zhang et al. 2016's annealed mean for the automatic (no hints) case
 PRIOR_WEIGHT = 1e-4       # pull towards the network's colours; hints carry ~100 px (tuned at step ~500)
+AUTO_PRIOR_WEIGHT = 1.0   # with no hints the network is all there is: keep its colours, only align edges
 
 
 def model_path() -> Path:
@@ -80,7 +81,8 @@ class LearnedEngine:
             dist = net.decode(logits[None], self.bins.to(L.device), t)
             ab = F.interpolate(dist, size=size, mode="bilinear", align_corners=False)[0][..., :size[0], :size[1]]
         prior = F.interpolate(ab[None], size=L.shape[-2:], mode="bilinear", align_corners=False)[0]
-        out, _ = levin.solve_ab(L, hint_ab, hint_weight, prior_ab=prior, prior_weight=PRIOR_WEIGHT,
+        out, _ = levin.solve_ab(L, hint_ab, hint_weight, prior_ab=prior,
+                                prior_weight=AUTO_PRIOR_WEIGHT if automatic else PRIOR_WEIGHT,
                                 quality=quality, callback=callback)
         return out
 
