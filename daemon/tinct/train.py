@@ -11,6 +11,7 @@ run killed at any moment resumes where it stopped, on this machine or a GPU one.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -32,8 +33,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--crop", type=int, default=128, help="training crop side (multiple of 8)")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--decay-from", type=int, default=None,
+                        help="step where the learning rate starts its cosine decay to lr/20 at --steps "
+                        "(default: half of --steps)")
     parser.add_argument("--width", type=int, default=32, help="channels of the first level")
-    parser.add_argument("--run", default="runs/hint-v1", help="checkpoint folder (resumed if present)")
+    parser.add_argument("--run", dest="run_dir", default="runs/hint-v1",
+                        help="checkpoint folder (resumed if present)")
     parser.add_argument("--export", default="models/tinct-hint-v1.pt", help="fp16 weights for the engine")
     parser.add_argument("--data", default=None, help="folder with train-*.tar (default: shared/data)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -62,9 +67,18 @@ def class_weights(photos: np.ndarray, bins: torch.Tensor, sample: int = 2000) ->
     return (w / (p * w).sum()).float()
 
 
+def learning_rate(step: int, args) -> float:
+    """Constant, then a cosine down to lr/20 at the last step: a short run still ends settled."""
+    start = args.steps // 2 if args.decay_from is None else args.decay_from
+    if step < start or args.steps <= start:
+        return args.lr
+    t = min(1.0, (step - start) / (args.steps - start))
+    return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
 def losses(model, lab_batch, hint_ab, hint_w, bins, weights):
     L, ab = lab_batch[:, :1], lab_batch[:, 1:]
-    pred, logits = model(net.network_input(L, hint_ab, hint_w))
+    pred, logits = model(net.network_input(L, hint_ab, hint_w).contiguous(memory_format=torch.channels_last))
     target = nearest_bin(F.avg_pool2d(ab, 4), bins)
     ce = F.cross_entropy(logits, target, weight=weights)
     reg = F.smooth_l1_loss(pred, lab.normalize_ab(ab), beta=0.05)
@@ -84,8 +98,9 @@ def validate(model, photos: np.ndarray, bins) -> dict:
         pairs = [from_layer(layer) for layer in layers]
         hint_ab = torch.stack([p[0] for p in pairs])
         hint_w = torch.stack([p[1] for p in pairs])
-        pred, _ = model(net.network_input(labs[:, :1], hint_ab, hint_w))
-        res = lab.lab_to_srgb_keep_l(labs[:, :1], lab.denormalize_ab(pred))
+        device = next(model.parameters()).device
+        pred, _ = model(net.network_input(labs[:, :1], hint_ab, hint_w).to(device))
+        res = lab.lab_to_srgb_keep_l(labs[:, :1], lab.denormalize_ab(pred.float().cpu()))
         ref_u8 = np.array(photos[-VAL_PHOTOS:])
         got = (res.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
         out[n] = float(np.mean([measure.psnr(g, r) for g, r in zip(got, ref_u8)]))
@@ -106,7 +121,7 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    run_dir = Path(args.run)
+    run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     photos = data.load_shards(Path(args.data) if args.data else data.default_data_dir(), run_dir.parent / "train160.npy")
     if args.limit:
@@ -123,25 +138,27 @@ def run(args) -> int:
     else:
         ckpt, bins, width = None, net.ab_bins(), args.width
         weights = class_weights(photos[:train_count], bins)
-    model = net.HintNet(len(bins), width).to(device)
+    model = net.HintNet(len(bins), width).to(device, memory_format=torch.channels_last)  # ~10 % faster on CPU
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(0)
-    step, seconds, history = 0, 0.0, []
+    step, seconds, history, images = 0, 0.0, [], 0
     if ckpt:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["generator"])
         step, seconds, history = ckpt["step"], ckpt["seconds"], list(ckpt["history"])
+        images = ckpt.get("images", history[-1]["images"] if history else 0)
         print(f"resumed {ckpt_path} at step {step}")
     elif init:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in init["state"].items()})
         step, history = init["step"], list(init["history"])
         seconds = 60 * history[-1]["minutes"] if history else 0.0
+        images = history[-1]["images"] if history else 0
         print(f"started from {args.init} at step {step}")
     bins_d, weights_d = bins.to(device), weights.to(device)
     params = sum(p.numel() for p in model.parameters())
     print(f"{params / 1e6:.2f} M parameters, {len(bins)} ab bins, {train_count} training photos, device {device}")
-    last_save, started = time.monotonic(), time.monotonic() - seconds
+    last_save, started, saved_step = time.monotonic(), time.monotonic() - seconds, step
     use_bf16 = device.type == "cuda"
     while step < args.steps:
         index = torch.randint(0, train_count, (args.batch,), generator=gen).numpy()
@@ -149,26 +166,32 @@ def run(args) -> int:
         hint_ab, hint_w = data.simulate_hints(labs[:, 1:], gen)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             loss, ce, reg = losses(model, labs.to(device), hint_ab.to(device), hint_w.to(device), bins_d, weights_d)
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(step, args)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         step += 1
+        images += args.batch
         if step % 20 == 0 or step == args.steps:
             el = time.monotonic() - started
+            rate = (time.monotonic() - last_save) / max(step - saved_step, 1)  # this session's pace
             print(f"step {step}/{args.steps} loss {loss.item():.4f} (ce {ce.item():.3f}, l1 {reg.item():.4f}) "
-                  f"{el / 60:.1f} min, {el / step:.2f} s/step", flush=True)
+                  f"lr {learning_rate(step, args):.2e} {el / 60:.1f} min, {rate:.2f} s/step, "
+                  f"{rate * (args.steps - step) / 60:.0f} min to go", flush=True)
         if time.monotonic() - last_save > EXPORT_EVERY or step == args.steps:
             val = validate(model, photos, bins)
-            history.append({"step": step, "images": step * args.batch, "minutes": (time.monotonic() - started) / 60,
-                            "val_psnr_0": val[0], "val_psnr_10": val[10], "device": str(device)})
+            history.append({"step": step, "images": images, "minutes": (time.monotonic() - started) / 60,
+                            "val_psnr_0": val[0], "val_psnr_10": val[10], "device": str(device),
+                            "lr": learning_rate(step, args), "batch": args.batch, "crop": args.crop})
             print(f"validation at step {step}: PSNR {val[0]:.2f} dB (0 hints), {val[10]:.2f} dB (10 hints)", flush=True)
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                        "step": step, "seconds": time.monotonic() - started, "history": history, "bins": bins,
+                        "step": step, "images": images, "seconds": time.monotonic() - started, "history": history, "bins": bins,
                         "class_weights": weights, "width": width}, ckpt_path.with_suffix(".tmp"))
             ckpt_path.with_suffix(".tmp").replace(ckpt_path)
             export(model, bins, weights, {"width": width, "step": step, "history": history,
                                           "crop": args.crop, "batch": args.batch}, Path(args.export))
-            last_save = time.monotonic()
+            last_save, saved_step = time.monotonic(), step
     return 0
 
 
