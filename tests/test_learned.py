@@ -1,4 +1,5 @@
 """The hint network and the learned engine, with weights exported by our own training code."""
+import argparse
 import io
 import tarfile
 
@@ -101,16 +102,53 @@ def test_missing_or_corrupt_weights_say_so(tmp_path):
         learned.LearnedEngine(bad)
 
 
-def test_training_runs_two_steps_and_resumes(tmp_path):
+def test_options_reach_the_solve_and_unknown_ones_are_refused(weights_file):
+    from tinct import levin
+    engine = learned.LearnedEngine(weights_file)
+    L = torch.linspace(20, 80, 24 * 32).reshape(1, 24, 32)
+    hint_ab, hint_w = torch.zeros(2, 24, 32), torch.zeros(1, 24, 32)
+    hint_ab[:, 3:6, 3:6] = torch.tensor([30.0, 20.0])[:, None, None]
+    hint_w[:, 3:6, 3:6] = 1
+    # no pull towards the network: exactly the optimization engine's answer
+    torch.testing.assert_close(engine.predict_ab(L, hint_ab, hint_w, prior_weight=0.0),
+                               levin.solve_ab(L, hint_ab, hint_w, quality="final")[0])
+    assert not torch.allclose(engine.predict_ab(L, hint_ab, hint_w, prior_weight=1.0),
+                              engine.predict_ab(L, hint_ab, hint_w, prior_weight=0.0), atol=1e-2)
+    with pytest.raises(ValueError, match="unknown option.*sharpness"):
+        engine.predict_ab(L, hint_ab, hint_w, sharpness=2)
+
+
+def tiny_shards(folder, count=40, side=40):
+    """A shard of random JPEGs laid out like shared/data/train-*.tar."""
     rng = np.random.default_rng(0)
-    with tarfile.open(tmp_path / "train-000.tar", "w") as tar:
-        for i in range(40):
+    with tarfile.open(folder / "train-000.tar", "w") as tar:
+        for i in range(count):
             buf = io.BytesIO()
-            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(buf, "JPEG")
+            Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(buf, "JPEG")
             info = tarfile.TarInfo(f"test_{i:03d}.jpg")
             info.size = buf.tell()
             buf.seek(0)
             tar.addfile(info, buf)
+
+
+def test_learning_rate_is_constant_then_decays_to_a_twentieth():
+    args = argparse.Namespace(lr=1e-3, steps=100, decay_from=40)
+    assert train.learning_rate(0, args) == train.learning_rate(39, args) == 1e-3
+    assert 1e-3 > train.learning_rate(70, args) > 5e-5
+    assert train.learning_rate(100, args) == pytest.approx(5e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+def test_training_on_cuda_in_bf16(tmp_path):
+    tiny_shards(tmp_path)
+    assert train.main(["--steps", "2", "--batch", "2", "--crop", "32", "--width", "8", "--data", str(tmp_path),
+                       "--run", str(tmp_path / "run"), "--export", str(tmp_path / "m.pt"), "--device", "cuda"]) == 0
+    assert learned.LearnedEngine(tmp_path / "m.pt").meta["history"][-1]["device"].startswith("cuda")
+
+
+def test_training_runs_two_steps_and_resumes(tmp_path):
+    tiny_shards(tmp_path)
     args = ["--steps", "2", "--batch", "2", "--crop", "32", "--width", "8", "--data", str(tmp_path),
             "--run", str(tmp_path / "run"), "--export", str(tmp_path / "m.pt")]
     assert train.main(args) == 0

@@ -1,12 +1,14 @@
 """Evaluate the engines: PSNR against the number of hints, and colourfulness without hints.
 
     tinct eval [--engines learned optimization] [--hints 0 1 2 5 10 20 50 100] [--out eval-out]
+    tinct eval --photos val --set prior_weight=1e-4 ...   (tune on held-out training photos)
 
 The protocol of shared/bench (tinct.measure): the eval photos resized to 256x256, grey
 input = the photo's Lab lightness, N hints = 6x6 patches of the photo's mean ab at
 Gaussian-distributed centres with a fixed seed per photo, PSNR on 8-bit RGB.  Writes a
 CSV of every (engine, hints, photo) and a PNG plot of the mean curves beside the grey
-baseline.
+baseline.  Engine settings are chosen with `--photos val` (the training shards' held-out
+slice) so that the eval set only ever measures.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from . import api, measure
+from . import api, data, measure, train
 
 HINT_COUNTS = (0, 1, 2, 5, 10, 20, 50, 100)
 COLOURS = {"learned": (200, 60, 40), "optimization": (40, 90, 200), "grey": (120, 120, 120)}
@@ -31,9 +33,35 @@ def configure(parser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N photos")
     parser.add_argument("--out", default="eval-out", help="folder for eval.csv and eval.png")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--photos", choices=["eval", "val"], default="eval",
+                        help="eval: the evaluation photos; val: the shards' held-out photos (160x160), for tuning")
+    parser.add_argument("--cache", default="runs/train160.npy", help="decoded shards (made by tinct train)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="options",
+                        help="a learned-engine option, e.g. prior_weight=1e-4 or vibrancy=0.5 (repeatable)")
 
 
-def sweep(engines, counts, photos, device=None):
+def engine_options(pairs: list[str]) -> dict:
+    """["vibrancy=0.5", "quality=preview"] -> {"vibrancy": 0.5, "quality": "preview"}."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes KEY=VALUE, not {pair!r}")
+        try:
+            options[key] = float(value)
+        except ValueError:
+            options[key] = value
+    return options
+
+
+def validation_photos(cache: Path):
+    """(name, rgb) for the shards' last photos, which training never sees."""
+    photos = data.load_shards(data.default_data_dir(), Path(cache))
+    for i, rgb in enumerate(photos[len(photos) - train.VAL_PHOTOS:]):
+        yield f"val/{i:03d}", np.array(rgb)
+
+
+def sweep(engines, counts, photos, device=None, options=None):
     """Rows of (engine, hints, photo, psnr, colourfulness of output, colourfulness of original)."""
     rows = []
     for name, rgb in photos:
@@ -45,7 +73,8 @@ def sweep(engines, counts, photos, device=None):
             for engine in engines:
                 if engine == "optimization" and n == 0:
                     continue  # needs strokes: it would return the grey input
-                out = api.colorize(grey, layer, engine=engine, device=device)
+                opts = (options or {}) if engine == "learned" else {}
+                out = api.colorize(grey, layer, engine=engine, device=device, **opts)
                 rows.append((engine, n, name, measure.psnr(out, rgb), measure.colorfulness(out),
                              measure.colorfulness(rgb)))
     return rows
@@ -98,8 +127,12 @@ def plot(means, counts, path: Path, size=(640, 400)) -> None:
 
 
 def run(args) -> int:
-    photos = list(measure.eval_images(args.eval_dir, size=args.size))[:args.limit]
-    rows = sweep(args.engines, args.hints, photos, args.device)
+    options = engine_options(args.options)
+    if args.photos == "val":
+        photos = list(validation_photos(args.cache))[:args.limit]
+    else:
+        photos = list(measure.eval_images(args.eval_dir, size=args.size))[:args.limit]
+    rows = sweep(args.engines, args.hints, photos, args.device, options)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "eval.csv", "w", newline="") as f:
@@ -109,7 +142,9 @@ def run(args) -> int:
     means, ratio = summary(rows)
     plot(means, args.hints, out / "eval.png")
     grey = means["grey"][0]
-    print(f"{len(photos)} photos at {args.size}x{args.size}; grey baseline {grey:.2f} dB")
+    side = photos[0][1].shape[0]
+    print(f"{len(photos)} {args.photos} photos at {side}x{side}{' with ' + str(options) if options else ''}; "
+          f"grey baseline {grey:.2f} dB")
     print("hints  " + "  ".join(f"{n:>6}" for n in args.hints))
     for engine, m in means.items():
         if engine != "grey":

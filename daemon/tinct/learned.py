@@ -21,7 +21,7 @@ from .api import ModelNotInstalled, prepare
 
 MODEL_PATH = Path(__file__).resolve().parents[2] / "models" / "tinct-hint-v1.pt"
 AUTO_TEMPERATURE = 0.38   # Zhang et al. 2016's annealed mean for the automatic (no hints) case
-PRIOR_WEIGHT = 1e-4       # pull towards the network's colours; hints carry ~100 px (tuned at step ~500)
+PRIOR_WEIGHT = 1e-5       # pull towards the network's colours where strokes do not reach (validation slice)
 AUTO_PRIOR_WEIGHT = 1.0   # with no hints the network is all there is: keep its colours, only align edges
 
 
@@ -50,7 +50,7 @@ def load(path: Path):
 
 class LearnedEngine:
     name = "learned"
-    OPTIONS = {"vibrancy", "quality", "max_side", "callback"}
+    OPTIONS = {"vibrancy", "quality", "max_side", "prior_weight", "callback"}
 
     def __init__(self, path: Path | None = None):
         self.model, self.bins, self.meta = load(path or model_path())
@@ -73,16 +73,23 @@ class LearnedEngine:
         ab = lab.denormalize_ab(pred[0, :, :size[0], :size[1]])
         return ab, logits[0], size
 
-    def predict_ab(self, L, hint_ab, hint_weight, vibrancy=None, quality="preview", max_side=512, callback=None):
+    def predict_ab(self, L, hint_ab, hint_weight, vibrancy=None, quality="final", max_side=512, prior_weight=None,
+                   callback=None, **unknown):
+        """ab (2,H,W); `prior_weight` is how strongly the solve keeps the network's colours against
+        the strokes' spread (default: PRIOR_WEIGHT with strokes, AUTO_PRIOR_WEIGHT without)."""
+        if unknown:
+            raise ValueError(f"unknown option(s) for the learned engine: {', '.join(sorted(unknown))}")
         ab, logits, size = self.network(L, hint_ab, hint_weight, max_side)
         automatic = not bool((hint_weight > 0).any())
+        if prior_weight is None:
+            prior_weight = AUTO_PRIOR_WEIGHT if automatic else PRIOR_WEIGHT
         if vibrancy is not None or automatic:
             t = AUTO_TEMPERATURE if vibrancy is None else float(vibrancy)
             dist = net.decode(logits[None], self.bins.to(L.device), t)
-            ab = F.interpolate(dist, size=size, mode="bilinear", align_corners=False)[0][..., :size[0], :size[1]]
+            # the logits cover the padded input at 1/4 scale: upsample 4x, then drop the padding
+            ab = F.interpolate(dist, scale_factor=4, mode="bilinear", align_corners=False)[0][..., :size[0], :size[1]]
         prior = F.interpolate(ab[None], size=L.shape[-2:], mode="bilinear", align_corners=False)[0]
-        out, _ = levin.solve_ab(L, hint_ab, hint_weight, prior_ab=prior,
-                                prior_weight=AUTO_PRIOR_WEIGHT if automatic else PRIOR_WEIGHT,
+        out, _ = levin.solve_ab(L, hint_ab, hint_weight, prior_ab=prior, prior_weight=float(prior_weight),
                                 quality=quality, callback=callback)
         return out
 
