@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     name, photo = next(measure.eval_images(size=None))
     params = sum(p.numel() for p in engine.model.parameters())
     print(f"{engine.version}, {params / 1e6:.2f} M parameters, device {device}, photo {name}")
-    print(f"{"what":<32}{'side':>6}{'threads':>9}{'seconds':>10}")
+    print(f"{'what':<32}{'side':>6}{'threads':>9}{'seconds':>10}")
     for threads in args.threads if device.type == "cpu" else [torch.get_num_threads()]:
         torch.set_num_threads(threads)
         for side, full in [(s, False) for s in args.sides] + [(s, True) for s in args.full]:
