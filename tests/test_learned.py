@@ -160,3 +160,10 @@ def test_training_runs_two_steps_and_resumes(tmp_path):
     fresh = ["--run", str(tmp_path / "run2"), "--init", str(tmp_path / "m.pt"), "--export", str(tmp_path / "m2.pt")]
     assert train.main(["--steps", "4"] + args[2:10] + fresh) == 0  # another machine, committed weights only
     assert learned.LearnedEngine(tmp_path / "m2.pt").meta["step"] == 4
+
+
+def test_vibrancy_is_boldness_from_zero_to_one():
+    assert learned.temperature(0.0) == 1.0 and learned.temperature(1.0) == pytest.approx(0.05)
+    assert learned.temperature(learned.DEFAULT_VIBRANCY) == pytest.approx(learned.AUTO_TEMPERATURE)
+    with pytest.raises(ValueError, match="between 0"):
+        learned.temperature(1.5)

@@ -21,8 +21,18 @@ from .api import ModelNotInstalled, prepare
 
 MODEL_PATH = Path(__file__).resolve().parents[2] / "models" / "tinct-hint-v1.pt"
 AUTO_TEMPERATURE = 0.38   # Zhang et al. 2016's annealed mean for the automatic (no hints) case
+# "vibrancy" 0..1 is what users see (more is bolder); the annealing temperature it sets falls from
+# 1 (the distribution's mean: muted, safe) to 0.05 (near its mode: bold).  The default gives 0.38.
+DEFAULT_VIBRANCY = (1.0 - AUTO_TEMPERATURE) / 0.95
 PRIOR_WEIGHT = 1e-5       # pull towards the network's colours where strokes do not reach (validation slice)
 AUTO_PRIOR_WEIGHT = 1.0   # with no hints the network is all there is: keep its colours, only align edges
+
+
+def temperature(vibrancy: float) -> float:
+    """Vibrancy 0..1 -> annealed-mean temperature (Zhang et al. 2016), one mapping for every plugin."""
+    if not 0.0 <= vibrancy <= 1.0:
+        raise ValueError(f"vibrancy must be between 0 (muted) and 1 (bold), not {vibrancy}")
+    return 1.0 - 0.95 * vibrancy
 
 
 def model_path() -> Path:
@@ -75,17 +85,20 @@ class LearnedEngine:
 
     def predict_ab(self, L, hint_ab, hint_weight, vibrancy=None, quality="final", max_side=512, prior_weight=None,
                    callback=None, **unknown):
-        """ab (2,H,W); `prior_weight` is how strongly the solve keeps the network's colours against
-        the strokes' spread (default: PRIOR_WEIGHT with strokes, AUTO_PRIOR_WEIGHT without)."""
+        """ab (2,H,W).  `vibrancy` (0..1) decodes the colour distribution at that boldness instead
+        of taking the regression head (the automatic case always decodes, by default at
+        DEFAULT_VIBRANCY); `prior_weight` is how strongly the solve keeps the network's colours against the
+        strokes' spread (default: PRIOR_WEIGHT with strokes, AUTO_PRIOR_WEIGHT without)."""
         if unknown:
             raise ValueError(f"unknown option(s) for the learned engine: {', '.join(sorted(unknown))}")
         ab, logits, size = self.network(L, hint_ab, hint_weight, max_side)
         automatic = not bool((hint_weight > 0).any())
         if prior_weight is None:
             prior_weight = AUTO_PRIOR_WEIGHT if automatic else PRIOR_WEIGHT
-        if vibrancy is not None or automatic:
-            t = AUTO_TEMPERATURE if vibrancy is None else float(vibrancy)
-            dist = net.decode(logits[None], self.bins.to(L.device), t)
+        if vibrancy is None and automatic:
+            vibrancy = DEFAULT_VIBRANCY
+        if vibrancy is not None:
+            dist = net.decode(logits[None], self.bins.to(L.device), temperature(float(vibrancy)))
             # the logits cover the padded input at 1/4 scale: upsample 4x, then drop the padding
             ab = F.interpolate(dist, scale_factor=4, mode="bilinear", align_corners=False)[0][..., :size[0], :size[1]]
         prior = F.interpolate(ab[None], size=L.shape[-2:], mode="bilinear", align_corners=False)[0]

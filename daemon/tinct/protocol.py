@@ -27,7 +27,7 @@ SAMPLES = {"u8": np.dtype(np.uint8), "u16": np.dtype(np.uint16), "f32": np.dtype
 ERRORS = ("bad_request", "too_large", "unsupported", "busy", "cancelled", "internal")
 REQUESTS = ("hello", "colorize", "suggest", "cancel", "status")
 BLOBS = ("pixels", "hints", "selection")  # binary fields: frames of their own, or in a shared-memory file
-NUMBER_OPTIONS = {"vibrancy": (0.0, 10.0), "edge_sensitivity": (0.01, 100.0)}  # inclusive ranges
+NUMBER_OPTIONS = {"vibrancy": (0.0, 1.0), "edge_sensitivity": (0.01, 100.0)}  # inclusive ranges
 HEADER_BYTES = 1 << 16  # a header is a few hundred bytes; anything longer is not one of ours
 
 
