@@ -13,13 +13,19 @@ at once while a long job on a live one may take as long as it needs.
 
 On the same machine the pixels go through two files in tinctd's private shared-memory
 folder instead of the socket, which saves copying them through the kernel twice.
+
+Where tinctd listens and how to start it come from the arguments, else $TINCT_ENDPOINT and
+$TINCTD_COMMAND, else the settings file the installer writes (`config_path()`): an editor
+started from a desktop menu has none of our environment variables.
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import socket
 import subprocess
+import sys
 import time
 import uuid
 
@@ -50,21 +56,73 @@ class TinctError(Exception):
         self.code, self.message = code, message
 
 
+def config_path() -> str:
+    """The per-user settings file the installers write: tinct/client.json in the platform's
+    settings folder (%APPDATA%, ~/Library/Application Support, $XDG_CONFIG_HOME or ~/.config)."""
+    if sys.platform == "win32":
+        base = os.environ.get("APPDATA") or os.path.join(os.path.expanduser("~"), "AppData", "Roaming")
+    elif sys.platform == "darwin":
+        base = os.path.join(os.path.expanduser("~"), "Library", "Application Support")
+    else:
+        base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "tinct", "client.json")
+
+
+def load_config(path=None) -> dict:
+    """{"endpoint": str, "start_command": list[str]} as far as the settings file gives them; {} without one.
+
+    A file that is there but unusable is a TinctError naming it, never silently ignored."""
+    path = path or config_path()
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise TinctError("unavailable", f"Tinct's settings file {path} cannot be read ({exc}); correct it, "
+                                        "or delete it and run Tinct's installer again.") from None
+    wrong = TinctError("unavailable", f"Tinct's settings file {path} needs \"endpoint\" as text and "
+                                      "\"start_command\" as a list of words; correct it, or delete it and run "
+                                      "Tinct's installer again.")
+    if not isinstance(data, dict):
+        raise wrong
+    config = {}
+    endpoint, command = data.get("endpoint"), data.get("start_command")
+    if endpoint is not None:
+        if not isinstance(endpoint, str) or not endpoint:
+            raise wrong
+        config["endpoint"] = endpoint
+    if command is not None:
+        command = shlex.split(command) if isinstance(command, str) else command
+        if not isinstance(command, list) or not all(isinstance(part, str) for part in command):
+            raise wrong
+        config["start_command"] = command
+    return config
+
+
 class Client:
     def __init__(self, endpoint=None, timeout=30.0, retries=2, start_command=None, curve=None,
                  shared_memory=True, client_id=None):
-        """Talk to tinctd at `endpoint` (default $TINCT_ENDPOINT or DEFAULT_ENDPOINT).
+        """Talk to tinctd at `endpoint` (default $TINCT_ENDPOINT, else the settings file's, else
+        DEFAULT_ENDPOINT).
 
         timeout: seconds of silence before the daemon counts as gone; retries: how many times a
         request is re-sent after that.  start_command: list[str] (default $TINCTD_COMMAND,
-        shlex-split) run detached when nothing answers.  curve: {"server_key", "public", "secret"}
+        shlex-split, else the settings file's when the endpoint is the one the file names) run
+        detached when nothing answers.  curve: {"server_key", "public", "secret"}
         (Z85 bytes, from zmq.auth.load_certificate) for a remote tinctd.  shared_memory=False
         always sends pixels through the socket.  client_id: requests with the same client_id and
         document supersede each other while queued (default: one id per Client).
         """
-        self.endpoint = endpoint or os.environ.get("TINCT_ENDPOINT") or DEFAULT_ENDPOINT
+        self.endpoint = endpoint or os.environ.get("TINCT_ENDPOINT")
         self.timeout, self.retries, self.curve = float(timeout), int(retries), curve
         command = start_command if start_command is not None else os.environ.get("TINCTD_COMMAND")
+        if not self.endpoint or command is None:
+            config = load_config()
+            self.endpoint = self.endpoint or config.get("endpoint") or DEFAULT_ENDPOINT
+            # the file describes one daemon: its start command is no use for another endpoint
+            if command is None and config.get("endpoint", DEFAULT_ENDPOINT) == self.endpoint:
+                command = config.get("start_command")
         self.start_command = shlex.split(command) if isinstance(command, str) else list(command or [])
         self.client_id = client_id or uuid.uuid4().hex
         self.shared_memory = shared_memory
