@@ -36,7 +36,11 @@ def temperature(vibrancy: float) -> float:
 
 
 def model_path() -> Path:
-    return Path(os.environ.get("TINCT_MODEL", MODEL_PATH))
+    """$TINCT_MODEL, else the checkout's models/ (where `tinct train` exports), else the copy that an
+    installed, non-editable tinct carries inside the package (setup.py puts it there)."""
+    if "TINCT_MODEL" in os.environ:
+        return Path(os.environ["TINCT_MODEL"])
+    return MODEL_PATH if MODEL_PATH.parent.is_dir() else Path(__file__).resolve().parent / "models" / MODEL_PATH.name
 
 
 def load(path: Path):
