@@ -11,7 +11,10 @@ from dataclasses import dataclass
 
 RESULT_NAME = "Colorized"
 HINTS_NAME = "Colorize hints"
-ENGINES = ("optimization", "learned")
+DEFAULT_VIBRANCY = 0.65  # the learned engine's own default boldness (tinct.learned), 0 muted .. 1 bold
+# The codes of tinctd's own refusals (docs/protocol.md), worded as fragments about the request;
+# the client's codes (unavailable, timeout) come as whole sentences written for people.
+DAEMON_CODES = ("bad_request", "too_large", "unsupported", "busy", "cancelled", "internal")
 # Parasites mark the layers this plug-in made; the payload is the source layer's tattoo, so
 # running Colorize with the result or the hints layer selected still finds the photo.
 RESULT_PARASITE = "tinct-colorized"
@@ -166,9 +169,17 @@ def decode_tattoo(data):
 
 
 def error_sentence(exc):
-    """The message GIMP shows for a failure: the client's and our own sentences as they are."""
-    if isinstance(exc, ColorizeError) or hasattr(exc, "code") and hasattr(exc, "message"):
+    """The message GIMP shows for a failure: our own and the client's sentences as they are,
+    tinctd's refusals ("the layer is 30 megapixels; ...") made into one that says what happened."""
+    if isinstance(exc, ColorizeError):
         return str(exc)
+    if hasattr(exc, "code") and hasattr(exc, "message"):  # tinct_client.TinctError
+        if exc.code not in DAEMON_CODES:
+            return exc.message
+        text = exc.message.strip().rstrip(".")
+        if text[1:2].islower():  # "The layer ..." but not "GPU ..."
+            text = text[0].lower() + text[1:]
+        return f"Tinct could not colorize this layer: {text}. The image was not changed."
     if isinstance(exc, ImportError) and exc.name in ("zmq", "msgpack"):
         version = "%d.%d" % sys.version_info[:2]
         return (f"Colorize needs pyzmq and msgpack in GIMP's Python {version}, and {exc.name} "

@@ -204,8 +204,9 @@ class TinctColorize(Gimp.PlugIn):
             engines.add("learned", 1, "Learned", "A trained network; colorizes even without strokes")
             procedure.add_choice_argument("engine", "_Engine", "Colorization engine", engines,
                                           "optimization", GObject.ParamFlags.READWRITE)
-            procedure.add_double_argument("vibrancy", "_Vibrancy", "How saturated the learned engine's colours are",
-                                          0.0, 1.0, 0.5, GObject.ParamFlags.READWRITE)
+            procedure.add_double_argument("vibrancy", "_Vibrancy",
+                                          "Learned engine: how bold its colours are, 0 muted .. 1 bold",
+                                          0.0, 1.0, logic.DEFAULT_VIBRANCY, GObject.ParamFlags.READWRITE)
             procedure.add_string_argument("hints-layer", "_Hints layer", "Name of the layer with the colour strokes",
                                           logic.HINTS_NAME, GObject.ParamFlags.READWRITE)
             procedure.add_boolean_argument("keep-hints-visible", "_Keep hints visible",
