@@ -1,0 +1,61 @@
+"""installers/install-gimp-plugin.sh on the host (the chroot run in test_gimp.py covers Debian's packages)."""
+
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+INSTALLER = REPO / "installers" / "install-gimp-plugin.sh"
+VERSION = "python%d.%d" % sys.version_info[:2]
+FILES = {"tinct-colorize.py", "colorize_logic.py", "tinct_client.py"}
+
+
+def _install(plug_ins, *options):
+    return subprocess.run(["bash", str(INSTALLER), "--plug-ins", str(plug_ins), "--python", sys.executable, *options],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_installs_the_plugin_with_the_python_that_has_the_packages(tmp_path):
+    done = _install(tmp_path)
+    assert done.returncode == 0, done.stderr
+    plugin = tmp_path / "tinct-colorize"
+    assert {p.name for p in plugin.iterdir()} == FILES  # this Python has pyzmq/msgpack: no private folder
+    assert stat.S_IMODE((plugin / "tinct-colorize.py").stat().st_mode) == 0o755  # GIMP runs only executables
+    assert (plugin / "tinct_client.py").read_bytes() == (REPO / "plugins/common/tinct_client.py").read_bytes()
+    assert "Filters → Colorize" in done.stdout
+
+
+def test_a_failed_install_leaves_the_previous_one(tmp_path):
+    assert _install(tmp_path).returncode == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "tinct-colorize").iterdir()}
+    done = subprocess.run(["bash", str(INSTALLER), "--plug-ins", str(tmp_path), "--python", "/nonexistent/python3"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "no /nonexistent/python3" in done.stderr
+    assert {p.name: p.read_bytes() for p in (tmp_path / "tinct-colorize").iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["tinct-colorize"]  # no staging folder left
+
+
+def _pypi_reachable():
+    try:
+        socket.create_connection(("pypi.org", 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _pypi_reachable(), reason="pypi.org unreachable: the private folder is fetched with pip")
+def test_private_folder_for_gimps_python_version(tmp_path):
+    done = _install(tmp_path, "--private-deps")
+    assert done.returncode == 0, done.stderr
+    private = tmp_path / "tinct-colorize" / VERSION
+    # -S: no site-packages, so pyzmq and msgpack can only come from the private folder, which the
+    # plug-in puts first on sys.path under exactly this name
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import zmq, msgpack; "
+             "print(zmq.__file__); print(msgpack.__file__)")
+    found = subprocess.run([sys.executable, "-S", "-c", probe, str(private)], capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr
+    assert all(line.startswith(str(private)) for line in found.stdout.split())
