@@ -1,0 +1,219 @@
+"""The one object behind the Filter actions and the Tinct docker (Krita glue).
+
+It holds the settings (kept in kritarc), runs requests through live.Runner, applies finished
+ones on the GUI thread, and, while a Tinct docker is on screen or Live mode is on, watches
+the active photo's hints layer: 300 ms after a change (live.ChangeWatch) the changed spot
+gets colour suggestions and, in Live mode, the photo is colorized again.  Changes are
+noticed through the layer's thumbnail, which Krita caches until the layer changes, so
+watching an idle image costs next to nothing.
+"""
+
+import hashlib
+import sys
+import time
+import traceback
+
+from krita import Krita, ManagedColor
+from PyQt5.QtCore import QObject, Qt, QTimer, pyqtSignal
+from PyQt5.QtGui import QColor
+from PyQt5.QtWidgets import QMessageBox
+
+from . import document, job, live
+
+POLL_MS = 100
+THUMBNAIL = 256
+
+
+def _client(client_id):
+    from . import tinct_client  # vendored by the installer; imported late so a missing pyzmq is a sentence
+
+    return tinct_client.Client(client_id=client_id)
+
+
+def _doc_key(doc):
+    return document.key(doc.rootNode())
+
+
+def _find_doc(doc_key):
+    return next((d for d in Krita.instance().documents() if _doc_key(d) == doc_key), None)
+
+
+def _log(text):
+    # Krita's stderr may be ASCII-only; a UnicodeEncodeError here would become Krita's own error box
+    print(f"[tinct] {text}".encode("ascii", "backslashreplace").decode(), file=sys.stderr, flush=True)
+
+
+class Controller(QObject):
+    changed = pyqtSignal()   # status or suggestions changed: the dockers redraw
+
+    def __init__(self):
+        super().__init__()
+        app = Krita.instance()
+        self.settings = job.saved_settings(app.readSetting("tinct", "engine", ""),
+                                           app.readSetting("tinct", "vibrancy", ""))
+        self.runner = live.Runner(_client)
+        self.watch = live.ChangeWatch(job.LIVE_DEBOUNCE)
+        self.viewers = set()       # dockers on screen
+        self.snapshot = None       # document.Hints as of the last settled change
+        self.suggestions = []      # [(r, g, b)] for the spot last painted
+        self.status = ""
+        self.timer = QTimer(self)
+        self.timer.setInterval(POLL_MS)
+        self.timer.timeout.connect(self._tick)
+        app.notifier().applicationClosing.connect(self.runner.close)
+
+    # -- settings -------------------------------------------------------------------
+    def set_settings(self, engine=None, vibrancy=None, live_mode=None):
+        app = Krita.instance()
+        if engine is not None:
+            self.settings.engine = engine
+            app.writeSetting("tinct", "engine", engine)
+        if vibrancy is not None:
+            self.settings.vibrancy = int(vibrancy)
+            app.writeSetting("tinct", "vibrancy", str(int(vibrancy)))
+        if live_mode is not None:
+            self.settings.live = bool(live_mode)
+        if self.settings.live:
+            self.watch.poke(time.monotonic())  # colorize soon with what is there now
+        self.changed.emit()
+        self._wake()
+
+    # -- actions ----------------------------------------------------------------------
+    def colorize(self, live_mode=False, hints=None):
+        """Colorize the active photo; the answer is applied when it arrives.  Live requests for one
+        photo supersede each other; one from the Filter menu always runs to the end."""
+        doc = Krita.instance().activeDocument()
+        try:
+            kwargs, target = document.prepare(doc, self.settings, live_mode, hints)
+            self.runner.submit("colorize", kwargs, document=target.source if live_mode else None,
+                               tag=("colorize", _doc_key(doc), target, live_mode, time.monotonic()))
+        except Exception as exc:
+            self.fail(exc, quiet=live_mode)
+            return
+        self._say(f"Colorizing with the {self.settings.engine} engine…")
+        self._wake()
+
+    def add_hints_layer(self):
+        doc = Krita.instance().activeDocument()
+        try:
+            hints = document.add_hints_layer(doc)
+        except Exception as exc:
+            self.fail(exc)
+            return
+        QTimer.singleShot(0, lambda: doc.setActiveNode(hints))  # paint on it next
+
+    def set_foreground(self, rgb):
+        window = Krita.instance().activeWindow()
+        view = window.activeView() if window is not None else None
+        if view is not None:
+            view.setForeGroundColor(ManagedColor.fromQColor(QColor(*rgb)))
+
+    # -- reporting ----------------------------------------------------------------------
+    def _say(self, text):
+        self.status = text
+        self.changed.emit()
+
+    def fail(self, exc, quiet=False):
+        """Say what went wrong: a message box for what the user asked for; the docker's status and
+        a floating message for Live mode and suggestions, which run by themselves."""
+        text = job.error_sentence(exc)
+        _log(text)
+        if not job.expected(exc):
+            _log("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        self._say(text)
+        window = Krita.instance().activeWindow()
+        if quiet:
+            view = window.activeView() if window is not None else None
+            if view is not None:
+                view.showFloatingMessage(text, Krita.instance().icon("warning"), 4000, 1)
+            return
+        box = QMessageBox(QMessageBox.Warning, "Tinct", text, QMessageBox.Ok,
+                          window.qwindow() if window is not None else None)
+        box.setObjectName("tinct_error")
+        box.setAttribute(Qt.WA_DeleteOnClose)
+        box.open()            # not exec_(): no nested event loop inside a timer callback
+
+    # -- the GUI-thread loop --------------------------------------------------------------
+    def show_docker(self, key, on):
+        """Docker `key` came on screen (on) or went off it; watching runs while one is on or Live mode is on."""
+        (self.viewers.add if on else self.viewers.discard)(key)
+        self._wake()
+
+    def _wake(self):
+        if not self.timer.isActive():
+            self.timer.start()
+
+    def _tick(self):
+        for outcome in self.runner.poll():
+            self._finish(outcome)
+        watching = bool(self.viewers) or self.settings.live
+        if watching:
+            try:
+                self._look()
+            except Exception as exc:  # e.g. an image closed mid-look; tell, and keep watching
+                self.fail(exc, quiet=True)
+        if not watching and not self.runner.busy():
+            self.timer.stop()
+
+    def _finish(self, outcome):
+        kind, doc_key = outcome.tag[:2]
+        if outcome.error is not None:
+            self.fail(outcome.error, quiet=kind == "suggest" or outcome.tag[3])
+            return
+        if kind == "suggest":
+            self.suggestions = list(outcome.result)
+            self.changed.emit()
+            return
+        target, live_mode, started = outcome.tag[2:]
+        doc = _find_doc(doc_key)
+        if doc is None:
+            return  # closed meanwhile: nothing to show it on
+        active = doc.activeNode()
+        try:
+            document.apply(doc, target, outcome.result, in_place=live_mode)
+        except Exception as exc:
+            self.fail(exc, quiet=live_mode)
+            return
+        if active is not None and document.find_node(doc, document.key(active)) is not None:
+            # Krita makes a new layer the active one; painting goes on where it was
+            QTimer.singleShot(0, lambda: doc.setActiveNode(active))
+        self._say(f"Colorized with the {outcome.result.get('engine', self.settings.engine)} engine in "
+                  f"{time.monotonic() - started:.1f} s.")
+
+    def _look(self):
+        """Notice changes to the active photo's hints layer; once they settle, suggest and colorize."""
+        now = time.monotonic()
+        doc = Krita.instance().activeDocument()
+        hints_node = document.hints_layer(doc)
+        if hints_node is None:
+            self.watch.see(now, None, None)
+            self.snapshot = None
+        else:
+            image = hints_node.thumbnail(THUMBNAIL, THUMBNAIL)
+            digest = hashlib.blake2b(image.constBits().asstring(image.sizeInBytes())).digest()
+            if self.watch.see(now, document.key(hints_node), digest):
+                self.snapshot = document.read_hints(doc)   # the "before" of the first stroke
+        if doc is not None and self.watch.due(now):
+            self._changed(doc)
+
+    def _changed(self, doc):
+        hints = document.read_hints(doc) if self.snapshot is not None else None
+        before, self.snapshot = self.snapshot, hints
+        if self.viewers and before is not None and hints is not None and before.rect == hints.rect:
+            point = job.changed_point(before.pixels, hints.pixels, hints.rect[2], hints.fmt.bytes_per_pixel)
+            kwargs = document.suggestion_request(doc, before, point) if point is not None else None
+            if kwargs is not None:
+                self.runner.submit("suggest", kwargs, document="suggest", tag=("suggest", _doc_key(doc)))
+        if self.settings.live:
+            self.colorize(live_mode=True, hints=hints)
+
+
+_controller = None
+
+
+def controller():
+    """The plugin's one controller, made on first use (after Krita's application object exists)."""
+    global _controller
+    if _controller is None:
+        _controller = Controller()
+    return _controller

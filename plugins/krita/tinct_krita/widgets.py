@@ -1,0 +1,147 @@
+"""The Tinct docker and the Colorize dialog (Krita glue; all they do goes through the controller)."""
+
+from krita import DockWidget, Krita
+from PyQt5.QtCore import Qt
+from PyQt5.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout,
+                             QLabel, QPushButton, QSlider, QVBoxLayout, QWidget)
+
+from . import job
+from .controller import controller
+
+DOCKER_ID = "tinct_docker"
+ENGINE_LABELS = {"optimization": "Optimization", "learned": "Learned"}
+
+
+class SettingsForm(QWidget):
+    """Engine and vibrancy; vibrancy only applies to the learned engine, so it is greyed out otherwise."""
+
+    def __init__(self, settings, parent=None):
+        super().__init__(parent)
+        self.engine = QComboBox(objectName="tinct_engine")
+        for name in job.ENGINES:
+            self.engine.addItem(ENGINE_LABELS[name], name)
+        self.vibrancy = QSlider(Qt.Horizontal, objectName="tinct_vibrancy")
+        self.vibrancy.setRange(0, 100)
+        self.vibrancy.setToolTip("Learned engine: from muted, safe colours (left) to bold ones (right)")
+        layout = QFormLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addRow("Engine", self.engine)
+        layout.addRow("Vibrancy", self.vibrancy)
+        self.load(settings)
+        self.engine.currentIndexChanged.connect(self._enable)
+
+    def load(self, settings):
+        """Show `settings` without sending them back as changes."""
+        for widget in (self.engine, self.vibrancy):
+            widget.blockSignals(True)
+        self.engine.setCurrentIndex(job.ENGINES.index(settings.engine))
+        self.vibrancy.setValue(settings.vibrancy)
+        for widget in (self.engine, self.vibrancy):
+            widget.blockSignals(False)
+        self._enable()
+
+    def _enable(self):
+        self.vibrancy.setEnabled(self.engine.currentData() == "learned")
+
+    def values(self):
+        return self.engine.currentData(), self.vibrancy.value()
+
+
+class ColorizeDialog(QDialog):
+    """Filter → Colorize (Tinct)…: confirm engine and vibrancy, then run."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent, objectName="tinct_colorize_dialog")
+        self.setWindowTitle("Colorize (Tinct)")
+        self.form = SettingsForm(controller().settings)
+        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("Colorize the selected photo layer from the strokes on its "
+                                f'"{job.HINTS_NAME}" layer.', wordWrap=True))
+        layout.addWidget(self.form)
+        layout.addWidget(buttons)
+
+
+class TinctDocker(DockWidget):
+    """Engine, vibrancy, Live mode, suggested colours for the spot last painted, and status."""
+
+    def __init__(self):
+        super().__init__()
+        self.setWindowTitle("Tinct")
+        self.control = controller()
+        body = QWidget(self)
+        self.form = SettingsForm(self.control.settings)
+        self.live = QCheckBox("Live", objectName="tinct_live",
+                              toolTip="Colorize again a moment after every stroke on the hints layer")
+        add = QPushButton("Add Hints Layer", objectName="tinct_add_hints")
+        run = QPushButton("Colorize", objectName="tinct_run")
+        self.swatches = [QPushButton(objectName=f"tinct_swatch_{i}", enabled=False) for i in range(job.SUGGESTIONS)]
+        self.status = QLabel(wordWrap=True, objectName="tinct_status")
+        buttons, row = QHBoxLayout(), QHBoxLayout()
+        buttons.addWidget(add)
+        buttons.addWidget(run)
+        row.setSpacing(2)
+        for swatch in self.swatches:
+            swatch.setFixedSize(26, 22)
+            row.addWidget(swatch)
+            swatch.clicked.connect(lambda _=False, s=swatch: self._pick(s))
+        row.addStretch(1)
+        layout = QVBoxLayout(body)
+        layout.addWidget(self.form)
+        layout.addWidget(self.live)
+        layout.addLayout(buttons)
+        layout.addWidget(QLabel("Suggested colours for the spot last painted:", wordWrap=True))
+        layout.addLayout(row)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        self.setWidget(body)
+        self.form.engine.currentIndexChanged.connect(self._settings)
+        self.form.vibrancy.valueChanged.connect(self._settings)
+        self.live.toggled.connect(lambda on: self.control.set_settings(live_mode=on))
+        add.clicked.connect(self.control.add_hints_layer)
+        run.clicked.connect(lambda: self.control.colorize())
+        self.control.changed.connect(self._show)
+        # suggestions are worked out only while a docker is there to show them
+        key = id(self)
+        self.visibilityChanged.connect(lambda on: controller().show_docker(key, on))
+        self.destroyed.connect(lambda: controller().show_docker(key, False))
+
+    def canvasChanged(self, canvas):
+        pass  # everything follows Krita's active document, read when needed
+
+    def _settings(self):
+        engine, vibrancy = self.form.values()
+        self.control.set_settings(engine=engine, vibrancy=vibrancy)
+
+    def _pick(self, swatch):
+        colour = swatch.property("rgb")
+        if colour:
+            self.control.set_foreground(tuple(colour))
+
+    def _show(self):
+        # the Colorize dialog or another window's docker may have changed the settings
+        self.form.load(self.control.settings)
+        self.live.blockSignals(True)
+        self.live.setChecked(self.control.settings.live)
+        self.live.blockSignals(False)
+        self.status.setText(self.control.status)
+        for i, swatch in enumerate(self.swatches):
+            colour = self.control.suggestions[i] if i < len(self.control.suggestions) else None
+            swatch.setEnabled(colour is not None)
+            swatch.setProperty("rgb", list(colour) if colour else None)
+            swatch.setStyleSheet("background-color: rgb(%d, %d, %d);" % colour if colour else "")
+            swatch.setToolTip("#%02x%02x%02x: set as foreground colour" % colour if colour else "")
+
+
+def run_colorize_dialog():
+    """Filter → Colorize (Tinct)…: the dialog unless Krita runs in batch mode, then the request."""
+    if not Krita.instance().batchmode():
+        window = Krita.instance().activeWindow()
+        dialog = ColorizeDialog(window.qwindow() if window is not None else None)
+        if dialog.exec_() != QDialog.Accepted:
+            return
+        engine, vibrancy = dialog.form.values()
+        controller().set_settings(engine=engine, vibrancy=vibrancy)
+    controller().colorize()
