@@ -1,110 +1,36 @@
-# Executed by GIMP's Python-Fu batch interpreter (session.sh) inside the chroot: drives the
-# installed Tinct plug-in through the PDB the way a batch script would, and records what
-# happened — procedure statuses and messages, layer stacks, exported layers — in
+# Executed by GIMP's Python-Fu batch interpreter in gimp-console (session.sh) inside the chroot:
+# drives the installed Tinct plug-in through the PDB the way a batch script would, and records
+# what happened — procedure statuses and messages, layer stacks, exported layers — in
 # $TINCT_WORK/report.json for tests/test_gimp.py, which makes every assertion on the host.
-# Inputs (written by the test): params.json, photo8.png, photo16.png, photo_gray.png, hints_canvas.png, hints_photo.png.
-import hashlib
-import json
+# Inputs (written by the test): params.json, photo8.png, photo16.png, photo_gray.png, photo_alpha16.png,
+# hints_canvas.png, hints_photo.png.
 import os
 import time
 
-import gi
+from pdb_record import (ADD_HINTS, COLORIZE, P, WORK, Gimp, dump, export, layer, load, procedure, run,
+                        with_hints, write_report)
 
-gi.require_version("Gimp", "3.0")
-gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp, Gio  # noqa: E402
+report = {"menu": {name: list(procedure(name).get_menu_paths()) for name in (COLORIZE, ADD_HINTS)}}
 
-WORK = os.environ["TINCT_WORK"]
-P = json.load(open(os.path.join(WORK, "params.json")))
-COLORIZE, ADD_HINTS = "plug-in-tinct-colorize", "plug-in-tinct-add-hints-layer"
-pdb = Gimp.get_pdb()
-report = {"menu": {}}
+# -- what the dialog is built from: the declared arguments of Colorize… ----------------------
+colorize_procedure = procedure(COLORIZE)
+defaults = colorize_procedure.create_config()
+report["arguments"] = {
+    spec.get_name(): {"default": defaults.get_property(spec.get_name()), "blurb": spec.get_blurb()}
+    for spec in colorize_procedure.get_arguments() if spec.get_name() not in ("run-mode", "image", "drawables")}
+report["arguments"]["engine"]["choices"] = list(
+    Gimp.param_spec_choice_get_choice(colorize_procedure.find_argument("engine")).list_nicks())
 
-
-def log(*args):
-    print("[batch_colorize]", *args, flush=True)
-
-
-def path(name):
-    return Gio.File.new_for_path(os.path.join(WORK, name))
-
-
-def load(name):
-    return Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, path(name))
-
-
-def layer_info(layer):
-    _, x, y = layer.get_offsets()
-    return {"name": layer.get_name(), "visible": layer.get_visible(), "alpha": layer.has_alpha(),
-            "offsets": [x, y], "size": [layer.get_width(), layer.get_height()],
-            "md5": hashlib.md5(bytes(layer.get_buffer().get(
-                Gegl.Rectangle.new(0, 0, layer.get_width(), layer.get_height()), 1.0,
-                "R'G'B'A float", Gegl.AbyssPolicy.NONE))).hexdigest()}
-
-
-def state(image):
-    return {"layers": [layer_info(l) for l in image.get_layers()],
-            "selected": [l.get_name() for l in image.get_selected_layers()],
-            "base": image.get_base_type().value_nick,
-            "precision": image.get_precision().value_nick}
-
-
-def run(name, image, layer, **args):
-    """Call a procedure like a batch script; the image state before and after goes in the record."""
-    procedure = pdb.lookup_procedure(name)
-    assert procedure is not None, f"{name} is not registered (installer? syntax error?)"
-    report["menu"][name] = list(procedure.get_menu_paths())
-    config = procedure.create_config()
-    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
-    config.set_property("image", image)
-    config.set_core_object_array("drawables", [layer])
-    for key, value in args.items():
-        config.set_property(key.replace("_", "-"), value)
-    before = state(image)
-    t = time.monotonic()
-    values = procedure.run(config)
-    status = values.index(0)
-    record = {"status": status.value_nick, "seconds": round(time.monotonic() - t, 2),
-              "error": values.index(1) if status != Gimp.PDBStatusType.SUCCESS else None,
-              "before": before, "after": state(image)}
-    log(name, args, "->", record["status"], record["error"] or "", f"{record['seconds']} s")
-    return record
-
-
-def export(image, layer, name):
-    """One layer alone, at the image's precision, as WORK/name (PNG keeps 16 bits)."""
-    copy_image = Gimp.Image.new_with_precision(layer.get_width(), layer.get_height(),
-                                               image.get_base_type(), image.get_precision())
-    copy = Gimp.Layer.new_from_drawable(layer, copy_image)
-    copy_image.insert_layer(copy, None, 0)
-    copy.set_offsets(0, 0)
-    assert Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, copy_image, path(name), None)
-    copy_image.delete()
-    return name
-
-
-def layer(image, name):
-    found = image.get_layer_by_name(name)
-    assert found is not None, f"no layer {name!r} in {state(image)['layers']}"
-    return found
-
-
-def with_hints(image, source, hints_file):
-    """The painted hints layer, loaded like File → Open as Layers, above the source."""
-    hints = Gimp.file_load_layer(Gimp.RunMode.NONINTERACTIVE, image, path(hints_file))
-    hints.set_name("Colorize hints")
-    image.insert_layer(hints, None, 0)
-    image.set_selected_layers([source])
-    return hints
-
-
-# -- grayscale-mode image: learned without strokes, then Add Hints Layer --------------------
+# -- grayscale-mode image: learned without any hints layer; Add Hints Layer on a fresh copy ----
 gray = load("photo_gray.png")
 gray_photo = gray.get_layers()[0]
 report["gray_learned"] = run(COLORIZE, gray, gray_photo, engine="learned")
 if report["gray_learned"]["status"] == "success":
     report["gray_learned"]["export"] = export(gray, layer(gray, "Colorized"), "gray_learned.png")
     report["gray_learned"]["source_export"] = export(gray, gray_photo, "gray_source.png")
+gray.delete()
+gray = load("photo_gray.png")
+gray_photo = gray.get_layers()[0]
 report["add_hints"] = run(ADD_HINTS, gray, gray_photo)
 report["no_strokes"] = run(COLORIZE, gray, layer(gray, "Colorize hints"), engine="optimization")
 gray.delete()
@@ -133,7 +59,7 @@ report["selection"] = run(COLORIZE, rgb, photo, engine="optimization", keep_hint
 report["selection"]["export"] = export(rgb, layer(rgb, "Colorized"), "selection.png")
 Gimp.Selection.none(rgb)
 
-report["learned"] = run(COLORIZE, rgb, photo, engine="learned", vibrancy=0.5)
+report["learned"] = run(COLORIZE, rgb, photo, engine="learned", vibrancy=P["learned_vibrancy"])
 if report["learned"]["status"] == "success":
     report["learned"]["export"] = export(rgb, layer(rgb, "Colorized"), "learned.png")
 
@@ -149,6 +75,16 @@ report["deep"]["export"] = export(deep, layer(deep, "Colorized"), "deep.png")
 report["deep"]["source_export"] = export(deep, deep_photo, "deep_source.png")
 deep.delete()
 
+# -- 32-bit float with a transparency ramp -------------------------------------------------
+flat = load("photo_alpha16.png")
+flat.convert_precision(Gimp.Precision.FLOAT_NON_LINEAR)
+flat_photo = flat.get_layers()[0]
+with_hints(flat, flat_photo, "hints_photo.png")
+report["float"] = run(COLORIZE, flat, flat_photo, engine="optimization")
+report["float"]["raw"] = dump(layer(flat, "Colorized"), "float.f32")
+report["float"]["source_raw"] = dump(flat_photo, "float_source.f32")
+flat.delete()
+
 # -- tinctd stopped: the test kills it when asked, then the procedure must fail cleanly -------
 open(os.path.join(WORK, "stop-daemon"), "w").close()
 deadline = time.monotonic() + 60
@@ -158,6 +94,4 @@ while not os.path.exists(os.path.join(WORK, "daemon-stopped")):
 report["daemon_stopped"] = run(COLORIZE, rgb, photo, engine="optimization")
 rgb.delete()
 
-with open(os.path.join(WORK, "report.json"), "w") as f:
-    json.dump(report, f, indent=1)
-log("report written")
+write_report("report.json", report)

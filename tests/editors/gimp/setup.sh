@@ -29,9 +29,20 @@ in_chroot() {
          LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"' sh "$ROOT" "$@"
 }
 
-if ! command -v debootstrap >/dev/null; then
+# On the host: debootstrap (bookworm's keyring knows trixie); for the dialog test, which runs the
+# GUI GIMP on a private Xvfb here and types into it with XTest (tests/editors/gimp/xserver.py),
+# Xvfb with libX11 and libXtst.
+HOST_PKGS=""
+command -v debootstrap >/dev/null || HOST_PKGS="debootstrap"
+command -v Xvfb >/dev/null || HOST_PKGS="$HOST_PKGS xvfb"
+LIBS="$(ldconfig -p)"
+for lib in libX11.so.6:libx11-6 libXtst.so.6:libxtst6; do
+  grep -q "[[:space:]]${lib%%:*} " <<<"$LIBS" || HOST_PKGS="$HOST_PKGS ${lib##*:}"
+done
+if [ -n "$HOST_PKGS" ]; then
   apt-get update -q
-  apt-get install -y -q --no-install-recommends debootstrap   # bookworm's keyring knows trixie
+  # shellcheck disable=SC2086
+  apt-get install -y -q --no-install-recommends $HOST_PKGS
 fi
 
 if [ ! -f "$ROOT/.stamp-debootstrap" ]; then

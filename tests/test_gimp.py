@@ -1,0 +1,416 @@
+"""Tinct's GIMP plug-in inside a real GIMP 3.0 (Debian 13 chroot), talking to a real tinctd.
+
+Two GIMP sessions, each installing the plug-in with the project's installer into the same
+throw-away profile.  The full GIMP on a private Xvfb (tests/editors/gimp/dialog_colorize.py)
+opens the Colorize… dialog twice; the test answers it with Escape, then Return.  gimp-console
+(batch_colorize.py) drives both procedures through the PDB as a batch script would and exports
+the layers.  The tests below assert on their reports and on the exported pixels, against what
+the same tinctd answers the host for correctly aligned inputs.  Needs root and the chroot made
+by tests/editors/gimp/setup.sh; skipped with the reason otherwise (the dialog tests alone
+without Xvfb/libXtst on the host).
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from daemon_fixture import RunningDaemon
+from tinct import imagefile, lab
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "tests" / "editors" / "gimp"
+sys.path.insert(0, str(SCRIPTS))
+import xserver  # noqa: E402
+
+sys.path.pop(0)
+
+pytestmark = pytest.mark.editor
+
+ROOT = Path(os.environ.get("TINCT_GIMP_ROOT", "/tmp/tinct-gimp3-trixie"))
+SESSION_TIMEOUT = 300
+
+W, H = 224, 150                       # the photo layer
+CANVAS, OFFSETS = (260, 180), (20, 12)  # 8-bit image: bigger canvas, layer moved inside it
+SELECTION, FEATHER = (70, 50, 120, 80), 6  # canvas coordinates (x, y, w, h), feather radius
+# (colour, x, y, length) of horizontal 3-pixel-thick strokes in photo coordinates
+STROKES = [((205, 120, 50), 30, 20, 50), ((60, 105, 200), 150, 100, 50), ((70, 160, 70), 120, 40, 40)]
+ONE_LEVEL = 100.0 / 255.0             # one 8-bit level of Lab lightness
+DEFAULT_VIBRANCY = 0.65               # the Colorize… dialog's default boldness (0 muted .. 1 bold)
+LEARNED_VIBRANCY = 0.15               # what batch_colorize.py asks the learned engine for, with strokes
+UNSTARTABLE = "/opt/no-such-tinctd"   # GIMP's $TINCTD_COMMAND: how the plug-in tries to start tinctd
+
+
+def _skip_reason():
+    if os.geteuid() != 0:
+        return "the GIMP 3 chroot needs root (chroot, mount namespace)"
+    if not (ROOT / "usr/bin/gimp-console-3.0").exists():
+        return f"no GIMP 3 chroot at {ROOT}: run tests/editors/gimp/setup.sh as root (TINCT_GIMP_ROOT moves it)"
+    return None
+
+
+def _grey_photo():
+    """A real photo (scikit-image's bundled cat), grey, as float in 0..1 at full precision."""
+    from skimage import data
+
+    image = Image.fromarray(data.chelsea()).resize((W, H), Image.LANCZOS)
+    rgb = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
+    grey = lab.lab_to_srgb(torch.cat([lab.srgb_to_lab(rgb)[:1], torch.zeros(2, H, W)]))[0]
+    return grey.numpy()
+
+
+def _hints(shape, origin):
+    hints = np.zeros(shape + (4,), np.uint8)
+    for colour, x, y, length in STROKES:
+        hints[origin[1] + y:origin[1] + y + 3, origin[0] + x:origin[0] + x + length] = colour + (255,)
+    return hints
+
+
+def _with_alpha_ramp(grey16):
+    """RGBA u16: the grey photo, fully transparent at the left edge to opaque at the right."""
+    alpha = np.broadcast_to(np.round(np.linspace(0, 65535, W)).astype(np.uint16), (H, W))
+    return np.dstack([grey16, grey16, grey16, alpha])
+
+
+def _write_inputs(work):
+    """The files batch_colorize.py opens; returns the photos and the layer-aligned hints as arrays."""
+    grey = _grey_photo()
+    grey8 = np.round(grey * 255).astype(np.uint8)
+    inputs = {"photo8": np.repeat(grey8[..., None], 3, axis=2), "photo_gray": grey8,
+              "photo16": np.repeat(np.round(grey * 65535).astype(np.uint16)[..., None], 3, axis=2),
+              "photo_alpha16": _with_alpha_ramp(np.round(grey * 65535).astype(np.uint16)),
+              "hints_photo": _hints((H, W), (0, 0)), "hints_canvas": _hints(CANVAS[::-1], OFFSETS)}
+    for name, array in inputs.items():
+        imagefile.write(work / f"{name}.png", array)
+    (work / "params.json").write_text(json.dumps(
+        {"canvas": CANVAS, "offsets": OFFSETS, "selection": SELECTION, "feather": FEATHER,
+         "learned_vibrancy": LEARNED_VIBRANCY}))
+    return inputs
+
+
+def _stop(process):
+    """End a GIMP session's whole process group (GIMP and its plug-ins)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _reference(client, photo, hints=None, engine="optimization", **options):
+    """What tinctd answers for `photo` with correctly aligned hints, asked from the host the way the
+    plug-in asks (layer at its own depth, hints RGBA u8, the same engine options)."""
+    channels = 1 if photo.ndim == 2 else photo.shape[2]
+    reply = client.colorize(width=W, height=H, layout={1: "GRAY", 3: "RGB", 4: "RGBA"}[channels],
+                            sample={"uint8": "u8", "uint16": "u16", "float32": "f32"}[photo.dtype.name],
+                            pixels=photo.tobytes(), hints=None if hints is None else hints.tobytes(),
+                            engine=engine, options=options)
+    return np.frombuffer(reply["pixels"], photo.dtype).reshape(H, W, max(channels, 3))
+
+
+def _references(client, inputs):
+    photo8, hints = inputs["photo8"], inputs["hints_photo"]
+    return {"photo8": _reference(client, photo8, hints),
+            "photo16": _reference(client, inputs["photo16"], hints),
+            "float": _reference(client, inputs["photo_alpha16"].astype(np.float32) / 65535, hints),
+            "learned": _reference(client, photo8, hints, "learned", vibrancy=LEARNED_VIBRANCY),
+            "gray_learned": _reference(client, inputs["photo_gray"], None, "learned", vibrancy=DEFAULT_VIBRANCY)}
+
+
+def _session(work, inside, logs, script, mode, env, poll):
+    """One GIMP session in the chroot running `script`; poll() is called every 0.1 s meanwhile.
+    Returns its seconds."""
+    log_path = logs / f"gimp-{mode}.log"
+    t0 = time.monotonic()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [str(SCRIPTS / "in-chroot.sh"), str(ROOT), str(REPO), f"HOME={inside}/home", *env,
+             "bash", "/opt/tinct/tests/editors/gimp/session.sh", inside, script, mode],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            while process.poll() is None:
+                poll()
+                if time.monotonic() - t0 > SESSION_TIMEOUT:
+                    pytest.fail(f"GIMP session ({script}) still running after {SESSION_TIMEOUT} s: {log_path}")
+                time.sleep(0.1)
+        finally:
+            _stop(process)
+    tail = log_path.read_text()[-3000:]
+    assert process.returncode == 0, f"GIMP session ({script}) failed ({process.returncode}):\n{tail}"
+    return time.monotonic() - t0
+
+
+def _dialog_session(work, inside, logs, env):
+    """GUI GIMP under a private Xvfb answering the two Colorize… dialogs: Escape, then Return."""
+    x = xserver.Xvfb()
+    try:
+        answers = xserver.DialogAnswers(x, "Colorize", ["Escape", "Return"])
+        seconds = _session(work, inside, logs, "dialog_colorize.py", "gui", env + [f"DISPLAY={x.display}"],
+                           answers.poll)
+    finally:
+        x.stop()
+    assert answers.done, f"only {2 - len(answers.keys)} of 2 Colorize dialogs appeared"
+    return json.loads((work / "dialog.json").read_text()), seconds
+
+
+@pytest.fixture(scope="module")
+def gimp(tmp_path_factory):
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    chroot_work = Path(tempfile.mkdtemp(prefix="tinct-gimp-test-", dir=ROOT / "tmp"))
+    inside = "/" + str(chroot_work.relative_to(ROOT))
+    logs = tmp_path_factory.mktemp("gimp-logs")
+    daemon = None
+    try:
+        inputs = _write_inputs(chroot_work)
+        t0 = time.monotonic()
+        daemon = RunningDaemon(logs)
+        started = time.monotonic() - t0
+        with daemon.client(timeout=30) as client:
+            references = _references(client, inputs)
+        env = [f"TINCT_ENDPOINT={daemon.endpoint}", f"TINCTD_COMMAND={UNSTARTABLE}"]
+        dialog, dialog_skip, gui = None, xserver.missing(), 0.0
+        if dialog_skip is None:  # first: the batch session stops tinctd at its end
+            dialog, gui = _dialog_session(chroot_work, inside, logs, env)
+
+        def stop_daemon_when_asked():
+            if (chroot_work / "stop-daemon").exists() and daemon.alive():
+                daemon.stop()
+                (chroot_work / "daemon-stopped").touch()
+
+        console = _session(chroot_work, inside, logs, "batch_colorize.py", "console", env, stop_daemon_when_asked)
+        report = json.loads((chroot_work / "report.json").read_text())
+        print(f"\n[gimp] tinctd ready in {started:.1f} s, GUI session {gui:.1f} s, console session {console:.1f} s")
+        yield types.SimpleNamespace(report=report, dialog=dialog, dialog_skip=dialog_skip, work=chroot_work,
+                                    references=references)
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        shutil.rmtree(chroot_work, ignore_errors=True)
+
+
+def _read(gimp, name):
+    return imagefile.read(gimp.work / name)
+
+
+def _raw(gimp, name):
+    """A layer batch_colorize.py dumped as raw R'G'B'A float."""
+    return np.fromfile(gimp.work / name, np.float32).reshape(H, W, 4)
+
+
+def _lightness(rgb):
+    scale = np.iinfo(rgb.dtype).max if np.issubdtype(rgb.dtype, np.integer) else 1.0
+    unit = torch.from_numpy(rgb[..., :3].astype(np.float32) / scale).permute(2, 0, 1)
+    return lab.srgb_to_lab(unit).numpy()
+
+
+def _names(record, when="after"):
+    return [layer["name"] for layer in record[when]["layers"]]
+
+
+def _layer(record, name, when="after"):
+    return next(layer for layer in record[when]["layers"] if layer["name"] == name)
+
+
+def _assert_failed_cleanly(record, sentence):
+    assert record["status"] == "execution-error", record
+    assert sentence in record["error"] and "Traceback" not in record["error"]
+    assert record["after"] == record["before"], "the image changed although the procedure failed"
+
+
+def _assert_lightness_kept(result, source):
+    assert result.dtype == source.dtype and result.shape[:2] == source.shape[:2]
+    difference = np.abs(_lightness(result)[0] - _lightness(source)[0])
+    assert difference.max() <= ONE_LEVEL, f"lightness moved by {difference.max():.3f} (> one 8-bit level)"
+
+
+def _assert_hint_colours(result):
+    """Where a stroke was painted, the result has the stroke's hue and clearly some colour."""
+    result_lab = _lightness(result)
+    for colour, x, y, length in STROKES:
+        hint = lab.srgb_to_lab(torch.tensor(colour, dtype=torch.float32).view(3, 1, 1) / 255).flatten().numpy()
+        a, b = (result_lab[1:, y:y + 3, x:x + length].reshape(2, -1)).mean(axis=1)
+        hue_error = np.degrees(np.angle(complex(a, b) / complex(hint[1], hint[2])))
+        assert abs(hue_error) < 10, f"stroke {colour}: hue off by {hue_error:.1f} degrees"
+        assert np.hypot(a, b) > 0.4 * np.hypot(hint[1], hint[2]), f"stroke {colour}: too grey ({a:.1f}, {b:.1f})"
+
+
+def test_colorize_dialog_is_built_from_these_arguments(gimp):
+    """GimpUi.ProcedureDialog shows the declared arguments with these defaults and tooltips."""
+    arguments = gimp.report["arguments"]
+    assert set(arguments) == {"engine", "vibrancy", "hints-layer", "keep-hints-visible"}
+    assert arguments["engine"]["default"] == "optimization"
+    assert arguments["engine"]["choices"] == ["optimization", "learned"]
+    assert arguments["vibrancy"]["default"] == pytest.approx(DEFAULT_VIBRANCY)
+    assert "0 muted" in arguments["vibrancy"]["blurb"] and "1 bold" in arguments["vibrancy"]["blurb"]
+    assert arguments["hints-layer"]["default"] == "Colorize hints"
+    assert arguments["keep-hints-visible"]["default"] is False
+
+
+def test_both_procedures_are_under_filters_colorize(gimp):
+    assert set(gimp.report["menu"]) == {"plug-in-tinct-colorize", "plug-in-tinct-add-hints-layer"}
+    for paths in gimp.report["menu"].values():
+        assert paths == ["<Image>/Filters/Colorize"]
+
+
+def test_add_hints_layer_on_a_grayscale_image(gimp):
+    record = gimp.report["add_hints"]
+    assert record["status"] == "success", record["error"]
+    assert record["before"]["base"] == "gray" and record["after"]["base"] == "rgb"  # strokes need colour
+    photo = record["before"]["layers"][0]
+    assert _names(record) == ["Colorize hints", photo["name"]]
+    assert record["after"]["selected"] == ["Colorize hints"]
+    hints = _layer(record, "Colorize hints")
+    assert hints["alpha"] and hints["size"] == photo["size"] and hints["offsets"] == photo["offsets"]
+    empty = __import__("hashlib").md5(bytes(W * H * 16)).hexdigest()  # RGBA float zeros
+    assert hints["md5"] == empty
+
+
+def test_optimization_without_strokes_explains_what_to_do(gimp):
+    _assert_failed_cleanly(gimp.report["no_strokes"], "paint a few strokes")
+
+
+def test_result_goes_directly_above_the_source(gimp):
+    record = gimp.report["optimization"]
+    assert record["status"] == "success", record["error"]
+    assert _names(record, "before") == ["Top", "Colorize hints", "photo"]
+    assert _names(record) == ["Top", "Colorize hints", "Colorized", "photo"]
+    result, photo = _layer(record, "Colorized"), _layer(record, "photo")
+    assert result["offsets"] == photo["offsets"] == list(OFFSETS) and result["size"] == photo["size"] == [W, H]
+    assert photo == _layer(record, "photo", "before"), "the source layer changed"
+    assert not _layer(record, "Colorize hints")["visible"]  # keep-hints-visible defaults to off
+    assert record["after"]["selected"] == ["Colorized"]
+
+
+def test_result_keeps_the_lightness_and_shows_the_hint_colours(gimp):
+    result = _read(gimp, gimp.report["optimization"]["export"])
+    _assert_lightness_kept(result, _read(gimp, gimp.report["source_export"]))
+    _assert_hint_colours(result)
+
+
+def test_result_equals_the_daemons_answer_for_aligned_hints(gimp):
+    """Offsets honoured: the canvas-sized hints were cropped to the layer exactly."""
+    result = _read(gimp, gimp.report["optimization"]["export"]).astype(int)
+    assert np.abs(result - gimp.references["photo8"].astype(int)).max() <= 1
+
+
+def test_only_selected_pixels_change_and_rerun_replaces_the_result(gimp):
+    record = gimp.report["selection"]
+    assert record["status"] == "success", record["error"]
+    assert _names(record) == _names(record, "before")  # replaced, not stacked
+    assert _layer(record, "Colorize hints")["visible"]  # keep-hints-visible on
+    result = _read(gimp, record["export"]).astype(int)
+    source = _read(gimp, gimp.report["source_export"]).astype(int)
+    full = _read(gimp, gimp.report["optimization"]["export"]).astype(int)
+    x, y, w, h = SELECTION[0] - OFFSETS[0], SELECTION[1] - OFFSETS[1], SELECTION[2], SELECTION[3]
+    outside = np.ones((H, W), bool)
+    outside[max(y - FEATHER, 0):y + h + FEATHER, max(x - FEATHER, 0):x + w + FEATHER] = False
+    assert np.array_equal(result[outside], source[outside]), "pixels outside the selection changed"
+    inside = np.s_[y + FEATHER:y + h - FEATHER, x + FEATHER:x + w - FEATHER]
+    assert np.abs(result[inside] - full[inside]).max() <= 1
+    edge = ~outside
+    edge[inside] = False
+    low, high = np.minimum(source, full)[edge], np.maximum(source, full)[edge]
+    assert np.all((result[edge] >= low - 1) & (result[edge] <= high + 1)), "feathered edge does not blend"
+    assert np.any(result[edge] != source[edge]) and np.any(result[edge] != full[edge])
+
+
+def test_rerun_with_the_result_selected_finds_its_photo(gimp):
+    record = gimp.report["rerun_from_result"]
+    assert record["status"] == "success", record["error"]
+    assert _names(record) == ["Top", "Colorize hints", "Colorized", "photo"]
+    assert _layer(record, "Colorized")["md5"] != _layer(record, "Colorized", "before")["md5"]
+
+
+def test_sixteen_bit_image_stays_sixteen_bit(gimp):
+    record = gimp.report["deep"]
+    assert record["status"] == "success", record["error"]
+    assert record["before"]["precision"] == record["after"]["precision"] == "u16-non-linear"
+    result = _read(gimp, record["export"])
+    assert result.dtype == np.uint16
+    _assert_lightness_kept(result, _read(gimp, record["source_export"]))
+    _assert_hint_colours(result)
+    assert np.mean(result % 257 != 0) > 0.5, "the colours were computed at 8 bits"
+    assert np.abs(result.astype(int) - gimp.references["photo16"].astype(int)).max() <= 257
+
+
+def test_float_image_with_alpha_stays_float_and_keeps_its_alpha(gimp):
+    record = gimp.report["float"]
+    assert record["status"] == "success", record["error"]
+    assert record["before"]["precision"] == record["after"]["precision"] == "float-non-linear"
+    result, source = _raw(gimp, record["raw"]), _raw(gimp, record["source_raw"])
+    assert source[..., 3].min() == 0 and source[..., 3].max() == 1  # the ramp arrived
+    assert np.array_equal(result[..., 3], source[..., 3]), "the alpha channel changed"
+    _assert_lightness_kept(result, source)
+    _assert_hint_colours(result)
+    assert np.abs(result - gimp.references["float"]).max() < 1e-3
+    steps = result[..., :3] * 65535
+    assert np.mean(np.abs(steps - np.round(steps)) > 0.01) > 0.5, "the colours were computed at 16 bits or less"
+
+
+def test_daemon_stopped_and_not_startable_is_an_error_and_changes_nothing(gimp):
+    """tinctd gone and its start command failing: the sentence says so and the image is as it was."""
+    _assert_failed_cleanly(gimp.report["daemon_stopped"], f"Could not start the Tinct daemon with '{UNSTARTABLE}'")
+
+
+def _chroma(rgb):
+    return np.hypot(*_lightness(rgb)[1:])
+
+
+def test_learned_colorizes_a_gray_photo_without_strokes(gimp):
+    """No hints layer at all, default vibrancy: the network's own colours, the photo's lightness."""
+    record = gimp.report["gray_learned"]
+    assert record["status"] == "success", record["error"]
+    assert record["before"]["base"] == "gray" and record["after"]["base"] == "rgb"
+    assert _names(record) == ["Colorized"] + _names(record, "before") and len(_names(record, "before")) == 1
+    assert record["after"]["selected"] == ["Colorized"]
+    result, source = _read(gimp, record["export"]), _read(gimp, record["source_export"])
+    _assert_lightness_kept(result, source)
+    assert _chroma(source).max() < 1 and np.median(_chroma(result)) > 5, "the learned result is not coloured"
+    assert np.abs(result.astype(int) - gimp.references["gray_learned"].astype(int)).max() <= 1
+
+
+def test_learned_with_strokes_keeps_lightness_and_the_chosen_vibrancy(gimp):
+    record = gimp.report["learned"]
+    assert record["status"] == "success", record["error"]
+    assert _names(record) == ["Top", "Colorize hints", "Colorized", "photo"]  # replaced the earlier result
+    result = _read(gimp, record["export"])
+    _assert_lightness_kept(result, _read(gimp, gimp.report["source_export"]))
+    _assert_hint_colours(result)
+    # the daemon's answer for the aligned hints at the vibrancy the batch asked for, not the default
+    assert np.abs(result.astype(int) - gimp.references["learned"].astype(int)).max() <= 1
+
+
+def _dialog(gimp):
+    if gimp.dialog is None:
+        pytest.skip(f"the Colorize… dialog needs a GUI GIMP on an X server: {gimp.dialog_skip}")
+    return gimp.dialog
+
+
+def test_dialog_cancelled_changes_nothing(gimp):
+    record = _dialog(gimp)["cancel"]
+    assert record["status"] == "cancel", record
+    assert record["after"] == record["before"]
+
+
+def test_dialog_ok_colorizes_with_the_values_shown(gimp):
+    """OK with the dialog's defaults: optimization engine, strokes from "Colorize hints"."""
+    record = _dialog(gimp)["ok"]
+    assert record["status"] == "success", record["error"]
+    assert _names(record) == ["Colorize hints", "Colorized", "photo"]
+    result = _read(gimp, record["export"]).astype(int)
+    assert np.abs(result - gimp.references["photo8"].astype(int)).max() <= 1
