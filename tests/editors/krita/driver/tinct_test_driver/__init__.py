@@ -1,0 +1,382 @@
+"""Drives the installed Tinct plugin inside a real Krita window (tests/test_krita.py).
+
+Installed only into the test's throw-away HOME.  With $TINCT_KRITA_TEST (a work folder
+holding params.json and the photos) set, once the main window exists it runs `scenario()`:
+opens the photos, triggers the plugin's real Filter actions (answering its dialog the way a
+user would), uses the Tinct docker's Live toggle and swatches, and records what happened in
+WORK/report.json, with the Colorized layers' pixels in WORK/*.raw and PNG exports.  The
+plugin works asynchronously, so the scenario is a generator that yields conditions to wait
+for while Krita's event loop runs.  Then it closes every document (unmodified, or quitting
+would ask about saving) and quits; a watchdog ends Krita if that hangs.
+"""
+
+import hashlib
+import json
+import os
+import sys
+import time
+import traceback
+
+from krita import Extension, InfoObject, Krita, Selection
+from PyQt5.QtCore import QTimer
+from PyQt5.QtWidgets import QApplication, QCheckBox, QComboBox, QDockWidget, QLabel, QPushButton, QSlider
+
+WORK = os.environ.get("TINCT_KRITA_TEST")
+SRGB = "sRGB-elle-V2-srgbtrc.icc"
+POLL_MS = 20
+
+
+UNCAUGHT = []   # tracebacks Krita would show in its modal "Python error" box (which nobody can click here)
+
+
+def log(*args):
+    text = " ".join(map(str, ("[tinct-driver]",) + args))
+    print(text.encode("ascii", "backslashreplace").decode(), flush=True)  # Krita's stdout may be ASCII-only
+
+
+def _uncaught(kind, value, tb):
+    UNCAUGHT.append("".join(traceback.format_exception(kind, value, tb)))
+    log("uncaught exception:", UNCAUGHT[-1])
+
+
+def rect(node):
+    r = node.bounds()
+    return [r.x(), r.y(), r.width(), r.height()]
+
+
+def layers(doc):
+    """Top-level layers, top to bottom, with what the tests check."""
+    return [{"name": n.name(), "type": n.type(), "model": n.colorModel(), "depth": n.colorDepth(),
+             "profile": n.colorProfile(), "bounds": rect(n), "visible": n.visible(),
+             "id": n.uniqueId().toString(),
+             "md5": hashlib.md5(bytes(n.pixelData(0, 0, doc.width(), doc.height()))).hexdigest()}
+            for n in reversed(doc.rootNode().childNodes())]
+
+
+def node(doc, name):
+    return next((n for n in doc.rootNode().childNodes() if n.name() == name), None)
+
+
+def result_id(doc):
+    n = node(doc, "Colorized")
+    return n.uniqueId().toString() if n is not None else None
+
+
+def result_look(doc):
+    """The Colorized layer's identity and a digest of its pixels: Live mode changes the second only."""
+    n = node(doc, "Colorized")
+    if n is None:
+        return None
+    return n.uniqueId().toString(), hashlib.md5(bytes(n.pixelData(0, 0, doc.width(), doc.height()))).hexdigest()
+
+
+def error_boxes():
+    return [w for w in QApplication.topLevelWidgets() if w.objectName() == "tinct_error" and w.isVisible()]
+
+
+def write_u8(target, x, y, w, h, bgra):
+    """Paint 8-bit sRGB BGRA pixels into a layer of any colour space (as a brush would: converted)."""
+    space = (target.colorModel(), target.colorDepth(), target.colorProfile())
+    if space == ("RGBA", "U8", SRGB):
+        target.setPixelData(bgra, x, y, w, h)
+        return
+    scratch = target.duplicate()
+    scratch.setColorSpace("RGBA", "U8", SRGB)
+    scratch.setPixelData(bgra, x, y, w, h)
+    scratch.setColorSpace(*space)
+    target.setPixelData(bytes(scratch.pixelData(x, y, w, h)), x, y, w, h)
+
+
+def paint(target, strokes, origin):
+    for (r, g, b), x, y, length in strokes:
+        write_u8(target, origin[0] + x, origin[1] + y, length, 3, bytes((b, g, r, 255)) * (length * 3))
+
+
+def dump(doc, name, source_rect):
+    """The Colorized layer over the photo's rectangle: raw as stored, and as 32-bit float sRGB RGBA."""
+    layer = node(doc, "Colorized")
+    x, y, w, h = source_rect
+    with open(os.path.join(WORK, name + ".raw"), "wb") as f:
+        f.write(bytes(layer.pixelData(x, y, w, h)))
+    copy = layer.duplicate()
+    copy.setColorSpace("RGBA", "F32", SRGB)
+    with open(os.path.join(WORK, name + ".f32"), "wb") as f:
+        f.write(bytes(copy.pixelData(x, y, w, h)))
+    return {"raw": name + ".raw", "f32": name + ".f32", "depth": layer.colorDepth(),
+            "model": layer.colorModel(), "profile": layer.colorProfile(), "rect": source_rect}
+
+
+class Driver(Extension):
+    def setup(self):
+        if WORK:
+            Krita.instance().notifier().windowCreated.connect(lambda: QTimer.singleShot(500, self.start))
+
+    def createActions(self, window):
+        pass
+
+    # -- a tiny coroutine runner on Qt timers ---------------------------------------
+    def start(self):
+        self.report = {"ok": False, "python": sys.version.split()[0], "steps": {}}
+        self.t0 = time.monotonic()
+        self.scenario = self.run()
+        self.advance(None)
+
+    def advance(self, value, error=None):
+        try:
+            wanted = self.scenario.throw(error) if error else self.scenario.send(value)
+        except StopIteration:
+            self.report["ok"] = True
+            self.finish()
+            return
+        except Exception:
+            self.report["error"] = traceback.format_exc()
+            self.finish()
+            return
+        condition, timeout, what = wanted
+        log(f"{time.monotonic() - self.t0:6.1f} s: waiting for {what}")
+        deadline = time.monotonic() + timeout
+
+        def check():
+            try:
+                got = condition()
+            except Exception as exc:
+                self.advance(None, exc)
+                return
+            if got:
+                self.advance(got)
+            elif time.monotonic() > deadline:
+                self.advance(None, TimeoutError(f"waited {timeout} s for {what}"))
+            else:
+                QTimer.singleShot(POLL_MS, check)
+
+        QTimer.singleShot(0, check)
+
+    def finish(self):
+        self.report["driver_seconds"] = round(time.monotonic() - self.t0, 1)
+        self.report["uncaught"] = UNCAUGHT
+        log(json.dumps({k: v for k, v in self.report.items() if k != "steps"}))
+        with open(os.path.join(WORK, "report.json"), "w") as f:
+            json.dump(self.report, f, indent=1)
+        app = Krita.instance()
+        for box in error_boxes():
+            box.close()
+        for doc in app.documents():
+            doc.setModified(False)  # else quitting asks "save changes?" and hangs under Xvfb
+            doc.close()
+        QTimer.singleShot(0, lambda: app.action("file_quit").trigger())
+        QTimer.singleShot(30000, lambda: os._exit(3))
+
+    # -- steps ------------------------------------------------------------------------
+    @staticmethod
+    def pause(seconds):
+        until = time.monotonic() + seconds
+        yield (lambda: time.monotonic() >= until, seconds + 5, f"{seconds} s")
+
+    def count_requests(self):
+        """Note the time and kind of every request the plugin makes (observed, not changed)."""
+        from tinct_krita.controller import controller
+
+        runner, submit = controller().runner, controller().runner.submit
+        self.requests = []
+
+        def counted(method, *args, **kwargs):
+            self.requests.append((time.monotonic(), method))
+            return submit(method, *args, **kwargs)
+
+        runner.submit = counted
+        return runner
+
+    @staticmethod
+    def live_result(docker, doc, previous):
+        """True once Live mode changed the Colorized layer; raises with the plugin's sentence if it failed."""
+        if result_look(doc) != previous:
+            return True
+        status = docker.findChild(QLabel, "tinct_status").text()
+        if status and not status.startswith("Coloriz"):
+            raise RuntimeError(f"Live mode failed: {status}")
+        return False
+
+    def colorize(self, doc, engine, vibrancy=None):
+        """Filter → Colorize (Tinct)…, answering its dialog with `engine` (and `vibrancy`); then wait
+        for the result layer to be replaced or an error message.  Returns the step's record."""
+        before, previous = layers(doc), result_id(doc)
+
+        def answer():
+            dialog = next((w for w in QApplication.topLevelWidgets()
+                           if w.objectName() == "tinct_colorize_dialog" and w.isVisible()), None)
+            if dialog is None:
+                QTimer.singleShot(POLL_MS, answer)
+                return
+            combo = dialog.findChild(QComboBox, "tinct_engine")
+            combo.setCurrentIndex(combo.findData(engine))
+            if vibrancy is not None:
+                dialog.findChild(QSlider, "tinct_vibrancy").setValue(vibrancy)
+            dialog.accept()
+
+        QTimer.singleShot(POLL_MS, answer)
+        log(f"{time.monotonic() - self.t0:6.1f} s: Filter → Colorize (Tinct)… with {engine}")
+        started = time.monotonic()
+        Krita.instance().action("tinct_colorize").trigger()
+        yield (lambda: result_id(doc) != previous or error_boxes(), 60, f"a {engine} result or an error")
+        record = {"before": before, "seconds": round(time.monotonic() - started, 2), "error": None}
+        yield from self.pause(0.3)  # what the plugin does after a turn of the event loop
+        for box in error_boxes():
+            record["error"] = box.text()
+            box.close()
+        record["after"] = layers(doc)
+        record["active"] = doc.activeNode().name()
+        return record
+
+    def open_photo(self, name):
+        app = Krita.instance()
+        app.setBatchmode(True)  # else a 16-bit PNG opens a modal dialog; the plugin's own dialogs need it off
+        try:
+            doc = app.openDocument(os.path.join(WORK, name))
+        finally:
+            app.setBatchmode(False)
+        doc.setBatchmode(True)  # else exportImage opens its options dialog and waits forever
+        doc.waitForDone()
+        view = app.activeWindow().addView(doc)
+        doc.setActiveNode(doc.topLevelNodes()[0])
+        doc.topLevelNodes()[0].setName("photo")
+        return doc, view
+
+    def add_hints(self, doc):
+        """Filter → Add Colorize Hints Layer; the layer becomes active a moment later."""
+        Krita.instance().action("tinct_add_hints_layer").trigger()
+        doc.waitForDone()
+        yield (lambda: doc.activeNode().name() == "Colorize hints", 5, "the hints layer to become active")
+        return {"after": layers(doc), "active": doc.activeNode().name()}
+
+    def run(self):
+        app, p = Krita.instance(), json.load(open(os.path.join(WORK, "params.json")))
+        steps = self.report["steps"]
+        window = app.activeWindow()
+        qwindow = window.qwindow()
+        self.report["menus"] = {
+            top.objectName().lower(): [a.objectName() for a in top.menu().actions()
+                                       if a.objectName().startswith("tinct_")]
+            for top in qwindow.menuBar().actions() if top.menu() is not None}
+        self.report["shortcuts"] = {name: app.action(name).shortcut().toString()
+                                    for name in ("tinct_colorize", "tinct_add_hints_layer")}
+        docker = qwindow.findChild(QDockWidget, "tinct_docker")
+        self.report["docker"] = docker is not None
+        docker.show()
+        live = docker.findChild(QCheckBox, "tinct_live")
+        swatches = [docker.findChild(QPushButton, f"tinct_swatch_{i}") for i in range(8)]
+
+        # 8-bit photo moved inside a bigger canvas, an unrelated layer on top
+        doc, _ = self.open_photo("photo8.png")
+        photo = node(doc, "photo")
+        doc.resizeImage(0, 0, *p["canvas"])
+        photo.move(*p["offsets"])
+        top = doc.createNode("Top", "paintlayer")
+        doc.rootNode().addChildNode(top, photo)
+        doc.setActiveNode(photo)
+        doc.waitForDone()
+        source_rect = rect(photo)
+        self.report["source_rect"] = source_rect
+        steps["add_hints"] = yield from self.add_hints(doc)
+        steps["no_strokes"] = yield from self.colorize(doc, "optimization")
+        hints = node(doc, "Colorize hints")
+        paint(hints, p["strokes"], p["offsets"])
+        steps["optimization"] = yield from self.colorize(doc, "optimization")
+        steps["optimization"]["dump"] = dump(doc, "optimization", source_rect)
+        hints.setVisible(False)  # the export flattens: keep the strokes out of it
+        doc.refreshProjection()
+        doc.exportImage(os.path.join(WORK, "optimization.png"), InfoObject())
+        hints.setVisible(True)
+        doc.setActiveNode(photo)
+        steps["learned"] = yield from self.colorize(doc, "learned")
+        steps["learned"]["dump"] = dump(doc, "learned", source_rect)
+
+        x, y, w, h = p["selection"]
+        selection = Selection()
+        selection.select(x, y, w, h, 255)
+        selection.feather(p["feather"])
+        doc.setSelection(selection)
+        steps["selection"] = yield from self.colorize(doc, "optimization")
+        steps["selection"]["dump"] = dump(doc, "selection", source_rect)
+        deselect = app.action("deselect")
+        yield (deselect.isEnabled, 5, "Select → Deselect to be enabled")
+        deselect.trigger()
+        doc.waitForDone()
+        yield (lambda: doc.selection() is None, 5, "the selection to go")
+
+        # Live: the toggle colorizes at once, in place; a new stroke colorizes again and gets suggestions
+        runner = self.count_requests()
+        doc.setActiveNode(node(doc, "Colorize hints"))
+        swatches_before = [s.property("rgb") for s in swatches]
+        previous = result_look(doc)
+        started = time.monotonic()
+        live.setChecked(True)
+        yield (lambda: self.live_result(docker, doc, previous), 60, "the first Live result")
+        steps["live_on"] = {"seconds": round(time.monotonic() - started, 2), "before": previous,
+                            "after": layers(doc)}
+        previous = result_look(doc)
+        started = time.monotonic()
+        paint(node(doc, "Colorize hints"), [p["live_stroke"]], p["offsets"])
+        yield (lambda: self.live_result(docker, doc, previous), 60, "a Live result after the new stroke")
+        steps["live_stroke"] = {"seconds": round(time.monotonic() - started, 2), "before": previous,
+                                "after": layers(doc), "active": doc.activeNode().name(),
+                                "dump": dump(doc, "live", source_rect)}
+        yield (lambda: swatches[0].isEnabled() and [s.property("rgb") for s in swatches] != swatches_before,
+               60, "suggested colours for the new stroke")
+        suggested = [s.property("rgb") for s in swatches]
+        swatches[2].click()
+        colour = window.activeView().foregroundColor().colorForCanvas(window.activeView().canvas())
+        steps["suggestions"] = {"swatches": suggested, "foreground": [colour.red(), colour.green(), colour.blue()],
+                                "seconds": round(time.monotonic() - started, 2)}
+
+        # a quick burst of strokes while Live is on: one request once they stop, its answer shown
+        yield (lambda: not runner.busy(), 60, "the Live requests to finish")
+        previous, first = result_look(doc), len(self.requests)
+        times = []
+        for stroke in p["burst"]:
+            if times:
+                yield from self.pause(times[-1] + p["burst_gap"] - time.monotonic())
+            paint(node(doc, "Colorize hints"), [stroke], p["offsets"])
+            times.append(time.monotonic())
+        yield (lambda: self.live_result(docker, doc, previous), 60, "a Live result after the burst")
+        settled = time.monotonic() + 2 * p["debounce"]
+        yield (lambda: time.monotonic() >= settled and not runner.busy(), 60, "Live mode to settle")
+        steps["burst"] = {"gaps": [round(b - a, 3) for a, b in zip(times, times[1:])],
+                          "requests": [[round(t - times[0], 3), method] for t, method in self.requests[first:]],
+                          "before": previous, "after": layers(doc), "dump": dump(doc, "burst", source_rect)}
+        live.setChecked(False)
+
+        # other depths and colour models: 16-bit, half float in linear light, float, grey
+        for name, file, space in (("f16", "photo8.png", ("RGBA", "F16", "sRGB-elle-V2-g10.icc")),
+                                  ("f32", "photo8.png", ("RGBA", "F32", SRGB)),
+                                  ("gray", "photo8.png", ("GRAYA", "U8", "Gray-D50-elle-V2-srgbtrc.icc")),
+                                  ("u16", "photo16.png", None)):
+            doc, _ = self.open_photo(file)
+            if space:
+                doc.setColorSpace(*space)
+                doc.waitForDone()
+            photo = node(doc, "photo")
+            record = {"source": layers(doc)[0], "hints": (yield from self.add_hints(doc))}
+            paint(node(doc, "Colorize hints"), p["strokes"], (0, 0))
+            record.update((yield from self.colorize(doc, "optimization")))
+            if record["error"] is None:
+                record["dump"] = dump(doc, name, rect(photo))
+            steps[name] = record
+        node(doc, "Colorize hints").setVisible(False)
+        doc.refreshProjection()
+        doc.exportImage(os.path.join(WORK, "u16.png"), InfoObject())
+
+        # no strokes at all: the learned engine colorizes by itself, bolder at a higher vibrancy
+        doc, _ = self.open_photo("photo8.png")
+        for name, vibrancy in (("muted", 0), ("bold", 100)):
+            steps[name] = yield from self.colorize(doc, "learned", vibrancy)
+            steps[name]["dump"] = dump(doc, name, rect(node(doc, "photo")))
+
+        # tinctd stopped: a clear message, nothing changed
+        open(os.path.join(WORK, "stop-daemon"), "w").close()
+        yield (lambda: os.path.exists(os.path.join(WORK, "daemon-stopped")), 30, "the test to stop tinctd")
+        steps["daemon_stopped"] = yield from self.colorize(doc, "learned")
+
+
+if WORK:
+    sys.excepthook = _uncaught
+    Krita.instance().addExtension(Driver(Krita.instance()))

@@ -1,0 +1,375 @@
+"""Tinct's Krita plugin inside a real Krita 5 window (Xvfb), talking to a real tinctd.
+
+One Krita session: the plugin is installed with installers/install-krita-plugin.sh into a
+throw-away HOME, next to a test-only driver plugin (tests/editors/krita/driver) that opens
+the photos, triggers the plugin's real Filter actions, answers its dialog, flips the docker's
+Live toggle and clicks a suggested colour, then records layers and pixels.  The tests below
+assert on that record and on the pixels.  Needs Debian's krita and xvfb-run
+(tests/editors/krita/setup.sh); skipped with the reason otherwise.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from daemon_fixture import RunningDaemon
+from tinct import imagefile, lab
+
+pytestmark = pytest.mark.editor
+
+REPO = Path(__file__).resolve().parents[1]
+DRIVER = REPO / "tests" / "editors" / "krita" / "driver"
+INSTALLER = REPO / "installers" / "install-krita-plugin.sh"
+SESSION_TIMEOUT = 300
+
+W, H = 224, 150                          # the photo
+CANVAS, OFFSETS = (260, 180), (20, 12)   # 8-bit image: bigger canvas, photo layer moved inside it
+SELECTION, FEATHER = (70, 50, 120, 80), 4  # canvas coordinates (x, y, w, h), feather radius
+# (colour, x, y, length) of horizontal 3-pixel-thick strokes in photo coordinates
+STROKES = [((205, 120, 50), 30, 20, 50), ((60, 105, 200), 150, 100, 50), ((70, 160, 70), 120, 40, 40)]
+LIVE_STROKE = ((190, 60, 170), 40, 125, 40)
+# painted while Live mode is on, BURST_GAP s apart: less than the plugin's debounce (0.3 s)
+BURST = [((200, 190, 60), 170, 20, 30), ((200, 190, 60), 170, 26, 30), ((200, 190, 60), 170, 32, 30)]
+BURST_GAP, DEBOUNCE = 0.08, 0.3
+ONE_LEVEL = 100.0 / 255.0                # one 8-bit level of Lab lightness
+
+
+def _skip_reason():
+    missing = [tool for tool in ("krita", "xvfb-run") if shutil.which(tool) is None]
+    if missing:
+        return f"{' and '.join(missing)} not installed: run tests/editors/krita/setup.sh (apt, as root)"
+    return None
+
+
+def _grey_photo():
+    """A real photo (scikit-image's bundled cat) made grey, in 0..1."""
+    from skimage import data
+
+    image = Image.fromarray(data.chelsea()).resize((W, H), Image.LANCZOS)
+    rgb = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
+    return lab.lab_to_srgb(torch.cat([lab.srgb_to_lab(rgb)[:1], torch.zeros(2, H, W)]))[0].numpy()
+
+
+def _hints(strokes=STROKES):
+    hints = np.zeros((H, W, 4), np.uint8)
+    for colour, x, y, length in strokes:
+        hints[y:y + 3, x:x + length] = colour + (255,)
+    return hints
+
+
+def _install(home):
+    env = {"HOME": str(home), "PATH": os.environ["PATH"]}
+    done = subprocess.run(["bash", str(INSTALLER)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    pykrita = home / ".local/share/krita/pykrita"
+    shutil.copytree(DRIVER / "tinct_test_driver", pykrita / "tinct_test_driver")
+    shutil.copy(DRIVER / "tinct_test_driver.desktop", pykrita)
+    kritarc = home / ".config/kritarc"
+    kritarc.write_text(kritarc.read_text().replace("[python]\n", "[python]\nenable_tinct_test_driver=true\n"))
+
+
+def _references(client, photo8, photo16):
+    """What tinctd answers for the photos with aligned hints, and its suggestions at the Live stroke."""
+    def colorize(image, sample):
+        reply = client.colorize(width=W, height=H, layout="RGB", sample=sample, pixels=image.tobytes(),
+                                hints=_hints().tobytes(), options={"quality": "final"})
+        return np.frombuffer(reply["pixels"], image.dtype).reshape(H, W, 3)
+
+    colour, x, y, length = LIVE_STROKE
+    point = (x + (length - 1) // 2, y + 1)   # the centre of the stroke: where the user last painted
+    suggested = client.suggest(width=W, height=H, layout="RGB", sample="u8", pixels=photo8.tobytes(),
+                               hints=_hints().tobytes(), x=point[0], y=point[1], k=8)
+    return {"photo8": colorize(photo8, "u8"), "photo16": colorize(photo16, "u16"),
+            "suggested": [list(c) for c in suggested]}
+
+
+@pytest.fixture(scope="module")
+def krita(tmp_path_factory):
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("krita")
+    work, home, state = root / "work", root / "home", root / "tinctd"
+    for folder in (work, home, state, work / "runtime"):
+        folder.mkdir(mode=0o700)
+    grey = _grey_photo()
+    photo8 = np.repeat(np.round(grey * 255).astype(np.uint8)[..., None], 3, axis=2)
+    photo16 = np.repeat(np.round(grey * 65535).astype(np.uint16)[..., None], 3, axis=2)
+    imagefile.write(work / "photo8.png", photo8)
+    imagefile.write(work / "photo16.png", photo16)
+    (work / "params.json").write_text(json.dumps({
+        "canvas": CANVAS, "offsets": OFFSETS, "selection": SELECTION, "feather": FEATHER,
+        "strokes": STROKES, "live_stroke": LIVE_STROKE, "burst": BURST, "burst_gap": BURST_GAP,
+        "debounce": DEBOUNCE}))
+    t0 = time.monotonic()
+    _install(home)
+    installed = time.monotonic() - t0
+    daemon = RunningDaemon(state)
+    process = None
+    try:
+        with daemon.client(timeout=30) as client:
+            references = _references(client, photo8, photo16)
+        env = {"HOME": str(home), "PATH": os.environ["PATH"], "LANG": "C.UTF-8", "TINCT_KRITA_TEST": str(work),
+               "TINCT_ENDPOINT": daemon.endpoint, "XDG_RUNTIME_DIR": str(work / "runtime"),
+               "PYTHONDONTWRITEBYTECODE": "1"}
+        log = root / "krita.log"
+        t0 = time.monotonic()
+        with open(log, "w") as out:
+            # Krita's window needs an X server (it ignores QT_QPA_PLATFORM=offscreen)
+            process = subprocess.Popen(["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24 -nolisten tcp",
+                                        "krita", "--nosplash"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+            while process.poll() is None:
+                if (work / "stop-daemon").exists() and daemon.alive():
+                    daemon.stop()
+                    (work / "daemon-stopped").touch()
+                if time.monotonic() - t0 > SESSION_TIMEOUT:
+                    pytest.fail(f"Krita still running after {SESSION_TIMEOUT} s: {log}")
+                time.sleep(0.1)
+        session = time.monotonic() - t0
+        # Krita exits 0 whatever its Python did: judge by the report
+        report_file = work / "report.json"
+        tail = log.read_text(errors="replace")[-4000:]
+        assert report_file.exists(), f"the driver wrote no report (Krita exit {process.returncode}):\n{tail}"
+        report = json.loads(report_file.read_text())
+        assert report["ok"], report.get("error", "") + "\n" + tail
+        print(f"\n[krita] install {installed:.1f} s, Krita session {session:.1f} s "
+              f"(driver {report['driver_seconds']} s); colorize: " +
+              ", ".join(f"{k} {v['seconds']} s" for k, v in report["steps"].items() if "seconds" in v))
+        yield types.SimpleNamespace(report=report, steps=report["steps"], work=work, home=home,
+                                    references=references, photo8=photo8, photo16=photo16)
+    finally:
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, 9)
+            process.wait()
+        daemon.stop()
+
+
+# -- helpers -------------------------------------------------------------------------
+def _names(record, when="after"):
+    """The layers' names, top to bottom; Krita's global selection mask is no layer."""
+    return [layer["name"] for layer in record[when] if layer["type"] != "selectionmask"]
+
+
+def _layer(record, name, when="after"):
+    return next(layer for layer in record[when] if layer["name"] == name)
+
+
+def _raw(krita, dump):
+    """A Colorized layer's stored pixels as RGB(A) in their own dtype (Krita keeps 8 and 16 bits as BGRA)."""
+    dtype = {"U8": np.uint8, "U16": np.uint16, "F16": np.float16, "F32": np.float32}[dump["depth"]]
+    pixels = np.fromfile(krita.work / dump["raw"], dtype).reshape(dump["rect"][3], dump["rect"][2], 4)
+    return pixels[..., [2, 1, 0, 3]] if dump["depth"] in ("U8", "U16") else pixels
+
+
+def _srgb(krita, dump):
+    """A Colorized layer as Krita converts it to float sRGB, (H, W, 4) in 0..1."""
+    return np.fromfile(krita.work / dump["f32"], np.float32).reshape(dump["rect"][3], dump["rect"][2], 4)
+
+
+def _lab(rgb):
+    """Lab of an (H, W, >=3) array: integers scaled by their dtype's maximum, floats as 0..1."""
+    scale = np.iinfo(rgb.dtype).max if rgb.dtype.kind == "u" else 1.0
+    unit = torch.from_numpy(np.ascontiguousarray(rgb[..., :3], dtype=np.float32) / scale).permute(2, 0, 1)
+    return lab.srgb_to_lab(unit.clamp(0, 1)).numpy()
+
+
+def _assert_lightness_kept(result, source, tolerance=ONE_LEVEL):
+    assert result.shape[:2] == source.shape[:2]
+    difference = np.abs(_lab(result)[0] - _lab(source)[0])
+    assert difference.max() <= tolerance, f"lightness moved by {difference.max():.3f} (> {tolerance:.3f})"
+
+
+def _assert_hint_colours(result, strokes=STROKES, degrees=10):
+    """Where a stroke was painted, the result has the stroke's hue and clearly some colour."""
+    result_lab = _lab(result)
+    for colour, x, y, length in strokes:
+        hint = _lab(np.array([[colour]], np.uint8))[:, 0, 0]
+        a, b = result_lab[1:, y:y + 3, x:x + length].reshape(2, -1).mean(axis=1)
+        hue_error = np.degrees(np.angle(complex(a, b) / complex(hint[1], hint[2])))
+        assert abs(hue_error) < degrees, f"stroke {colour}: hue off by {hue_error:.1f} degrees"
+        assert np.hypot(a, b) > 0.4 * np.hypot(hint[1], hint[2]), f"stroke {colour}: too grey ({a:.1f}, {b:.1f})"
+
+
+def _assert_failed_cleanly(record, sentence):
+    assert record["error"] is not None and sentence in record["error"], record["error"]
+    assert "Traceback" not in record["error"]
+    assert record["after"] == record["before"], "a layer changed although Colorize failed"
+
+
+# -- the tests -----------------------------------------------------------------------
+def test_actions_are_in_the_filter_menu_and_the_docker_is_there(krita):
+    assert set(krita.report["menus"]["filter"]) == {"tinct_colorize", "tinct_add_hints_layer"}
+    assert [name for name, actions in krita.report["menus"].items() if actions] == ["filter"]
+    assert krita.report["docker"]
+    assert krita.report["python"].startswith("3.")
+
+
+def test_shortcuts_come_from_the_action_file(krita):
+    assert krita.report["shortcuts"] == {"tinct_colorize": "Ctrl+Alt+Shift+K",
+                                         "tinct_add_hints_layer": "Ctrl+Alt+Shift+H"}
+
+
+def test_add_hints_layer_goes_above_the_photo_and_becomes_active(krita):
+    record = krita.steps["add_hints"]
+    assert _names(record) == ["Top", "Colorize hints", "photo"]
+    assert record["active"] == "Colorize hints"
+    hints = _layer(record, "Colorize hints")
+    assert (hints["model"], hints["depth"]) == ("RGBA", "U8") and hints["bounds"] == [0, 0, 0, 0]
+
+
+def test_optimization_without_strokes_explains_what_to_do(krita):
+    _assert_failed_cleanly(krita.steps["no_strokes"], "paint a few strokes")
+
+
+def test_result_goes_directly_above_the_photo(krita):
+    record = krita.steps["optimization"]
+    assert record["error"] is None
+    assert _names(record, "before") == ["Top", "Colorize hints", "photo"]
+    assert _names(record) == ["Top", "Colorize hints", "Colorized", "photo"]
+    photo, result = _layer(record, "photo"), _layer(record, "Colorized")
+    assert photo["bounds"] == result["bounds"] == [*OFFSETS, W, H] == krita.report["source_rect"]
+    assert photo == _layer(record, "photo", "before"), "the photo layer changed"
+    assert record["active"] == "Colorize hints"  # painting goes on where it was
+
+
+def test_result_keeps_the_lightness_and_shows_the_hint_colours(krita):
+    result = _raw(krita, krita.steps["optimization"]["dump"])
+    assert result.dtype == np.uint8 and np.all(result[..., 3] == 255)
+    _assert_lightness_kept(result, krita.photo8)
+    _assert_hint_colours(result)
+
+
+def test_result_equals_the_daemons_answer_for_aligned_hints(krita):
+    """BGRA read and written the right way round, and the hints cropped to the moved photo exactly."""
+    result = _raw(krita, krita.steps["optimization"]["dump"])[..., :3].astype(int)
+    assert np.abs(result - krita.references["photo8"].astype(int)).max() <= 1
+
+
+def test_exported_png_shows_the_result(krita):
+    exported = imagefile.read(krita.work / "optimization.png")
+    x, y = OFFSETS
+    result = _raw(krita, krita.steps["optimization"]["dump"])
+    assert exported.shape[:2] == CANVAS[::-1]
+    assert np.array_equal(exported[y:y + H, x:x + W, :3], result[..., :3])
+
+
+def test_learned_engine_replaces_the_result(krita):
+    record = krita.steps["learned"]
+    assert record["error"] is None
+    assert _names(record) == _names(record, "before") == ["Top", "Colorize hints", "Colorized", "photo"]
+    assert _layer(record, "Colorized")["id"] != _layer(record, "Colorized", "before")["id"]
+    result = _raw(krita, record["dump"])
+    _assert_lightness_kept(result, krita.photo8)
+    _assert_hint_colours(result)
+    optimization = _raw(krita, krita.steps["optimization"]["dump"])
+    assert np.abs(result.astype(int) - optimization.astype(int)).max() > 2  # a different engine answered
+
+
+def test_learned_engine_without_strokes_is_bolder_at_a_higher_vibrancy(krita):
+    """The photo alone, no hints layer: the learned engine colorizes by itself, and the vibrancy
+    slider (0 % and 100 %) reaches it."""
+    muted, bold = krita.steps["muted"], krita.steps["bold"]
+    assert muted["error"] is None and bold["error"] is None
+    assert _names(muted) == _names(bold) == ["Colorized", "photo"]
+    chroma = []
+    for record in (muted, bold):
+        result = _raw(krita, record["dump"])
+        _assert_lightness_kept(result, krita.photo8)
+        chroma.append(np.hypot(*_lab(result)[1:]).mean())
+    assert chroma[1] > 1.2 * chroma[0] and chroma[1] > 5, chroma
+
+
+def test_only_selected_pixels_change(krita):
+    record = krita.steps["selection"]
+    assert record["error"] is None and _names(record) == _names(record, "before")
+    result = _raw(krita, record["dump"])[..., :3].astype(int)
+    source = krita.photo8.astype(int)
+    full = _raw(krita, krita.steps["optimization"]["dump"])[..., :3].astype(int)
+    x, y, w, h = SELECTION[0] - OFFSETS[0], SELECTION[1] - OFFSETS[1], SELECTION[2], SELECTION[3]
+    margin = 2 * FEATHER
+    outside = np.ones((H, W), bool)
+    outside[max(y - margin, 0):y + h + margin, max(x - margin, 0):x + w + margin] = False
+    assert np.array_equal(result[outside], source[outside]), "pixels outside the selection changed"
+    inside = np.s_[y + margin:y + h - margin, x + margin:x + w - margin]
+    assert np.abs(result[inside] - full[inside]).max() <= 1
+    edge = ~outside
+    edge[inside] = False
+    low, high = np.minimum(source, full)[edge], np.maximum(source, full)[edge]
+    assert np.all((result[edge] >= low - 1) & (result[edge] <= high + 1)), "the feathered edge does not blend"
+    assert np.any(result[edge] != source[edge]) and np.any(result[edge] != full[edge])
+
+
+def test_live_mode_colorizes_again_after_a_stroke_in_place(krita):
+    on, stroke = krita.steps["live_on"], krita.steps["live_stroke"]
+    assert _names(on) == _names(stroke) == ["Top", "Colorize hints", "Colorized", "photo"]
+    assert stroke["active"] == "Colorize hints"  # the result updates without taking the brush away
+    # the same layer each time, with new pixels
+    assert on["before"][0] == _layer(on, "Colorized")["id"] == stroke["before"][0] == _layer(stroke, "Colorized")["id"]
+    assert on["before"][1] != stroke["before"][1] != _layer(stroke, "Colorized")["md5"]
+    result = _raw(krita, stroke["dump"])
+    _assert_lightness_kept(result, krita.photo8)
+    _assert_hint_colours(result, STROKES + [LIVE_STROKE])
+
+
+def test_live_mode_waits_for_a_burst_of_strokes_to_end(krita):
+    """Strokes closer together than the debounce make one request, after the last one; its answer,
+    which has every stroke of the burst, is what the layer shows."""
+    burst = krita.steps["burst"]
+    colorize = [t for t, method in burst["requests"] if method == "colorize"]
+    pauses = sum(gap >= DEBOUNCE for gap in burst["gaps"])  # Krita stalled that long: a request may go out
+    assert 1 <= len(colorize) <= 1 + pauses, burst
+    assert colorize[-1] >= sum(burst["gaps"]) + DEBOUNCE  # once the last stroke had been still that long
+    assert _layer(burst, "Colorized")["id"] == burst["before"][0]
+    _assert_hint_colours(_raw(krita, burst["dump"]), STROKES + [LIVE_STROKE] + BURST)
+
+
+def test_suggested_colours_are_the_learned_engines_and_set_the_foreground(krita):
+    record = krita.steps["suggestions"]
+    assert record["swatches"] == krita.references["suggested"]
+    assert record["foreground"] == record["swatches"][2]
+
+
+@pytest.mark.parametrize("name, model, depth, profile", [
+    ("u16", "RGBA", "U16", "sRGB-elle-V2-srgbtrc.icc"),
+    ("f16", "RGBA", "F16", "sRGB-elle-V2-g10.icc"),      # half float in linear light
+    ("f32", "RGBA", "F32", "sRGB-elle-V2-srgbtrc.icc"),
+    ("gray", "RGBA", "U8", "sRGB-elle-V2-srgbtrc.icc"),  # a grey photo gets an RGB result
+])
+def test_other_depths_and_models_keep_their_format(krita, name, model, depth, profile):
+    record = krita.steps[name]
+    assert record["error"] is None
+    assert _names(record) == ["Colorize hints", "Colorized", "photo"]
+    hints, result = _layer(record["hints"], "Colorize hints"), _layer(record, "Colorized")
+    assert (hints["model"], hints["depth"]) == (model, depth)
+    assert (result["model"], result["depth"], result["profile"]) == (model, depth, profile)
+    if name != "gray":
+        assert (record["source"]["model"], record["source"]["depth"]) == (model, depth)
+    colours = _srgb(krita, record["dump"])
+    _assert_lightness_kept(colours, krita.photo8 if name != "u16" else krita.photo16)
+    _assert_hint_colours(colours)
+
+
+def test_sixteen_bits_stay_sixteen_bits(krita):
+    result = _raw(krita, krita.steps["u16"]["dump"])
+    assert result.dtype == np.uint16
+    assert np.mean(result[..., :3] % 257 != 0) > 0.5, "the colours were computed at 8 bits"
+    assert np.abs(result[..., :3].astype(int) - krita.references["photo16"].astype(int)).max() <= 1
+    exported = imagefile.read(krita.work / "u16.png")
+    assert exported.dtype == np.uint16 and np.mean(exported[..., :3] % 257 != 0) > 0.5
+    # Krita's 16-bit compositing of the flattened export moves some values by a few of 65535 levels
+    assert np.abs(exported[..., :3].astype(int) - result[..., :3]).max() <= 16
+
+
+def test_daemon_stopped_is_a_clear_error_and_changes_nothing(krita):
+    _assert_failed_cleanly(krita.steps["daemon_stopped"], "not running")
