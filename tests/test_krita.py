@@ -41,6 +41,7 @@ LIVE_STROKE = ((190, 60, 170), 40, 125, 40)
 # painted while Live mode is on, BURST_GAP s apart: less than the plugin's debounce (0.3 s)
 BURST = [((200, 190, 60), 170, 20, 30), ((200, 190, 60), 170, 26, 30), ((200, 190, 60), 170, 32, 30)]
 BURST_GAP, DEBOUNCE = 0.08, 0.3
+ALPHA_PATCHES = [(10, 60, 20, 15, 0), (40, 60, 20, 15, 128)]   # (x, y, w, h, alpha) on the float photo
 ONE_LEVEL = 100.0 / 255.0                # one 8-bit level of Lab lightness
 
 
@@ -110,7 +111,7 @@ def krita(tmp_path_factory):
     (work / "params.json").write_text(json.dumps({
         "canvas": CANVAS, "offsets": OFFSETS, "selection": SELECTION, "feather": FEATHER,
         "strokes": STROKES, "live_stroke": LIVE_STROKE, "burst": BURST, "burst_gap": BURST_GAP,
-        "debounce": DEBOUNCE}))
+        "debounce": DEBOUNCE, "alpha_patches": ALPHA_PATCHES}))
     t0 = time.monotonic()
     _install(home)
     installed = time.monotonic() - t0
@@ -184,9 +185,9 @@ def _lab(rgb):
     return lab.srgb_to_lab(unit.clamp(0, 1)).numpy()
 
 
-def _assert_lightness_kept(result, source, tolerance=ONE_LEVEL):
+def _assert_lightness_kept(result, source, tolerance=ONE_LEVEL, where=True):
     assert result.shape[:2] == source.shape[:2]
-    difference = np.abs(_lab(result)[0] - _lab(source)[0])
+    difference = np.abs(_lab(result)[0] - _lab(source)[0])[where]
     assert difference.max() <= tolerance, f"lightness moved by {difference.max():.3f} (> {tolerance:.3f})"
 
 
@@ -356,8 +357,19 @@ def test_other_depths_and_models_keep_their_format(krita, name, model, depth, pr
     if name != "gray":
         assert (record["source"]["model"], record["source"]["depth"]) == (model, depth)
     colours = _srgb(krita, record["dump"])
-    _assert_lightness_kept(colours, krita.photo8 if name != "u16" else krita.photo16)
+    visible = _srgb(krita, record["source_dump"])[..., 3] > 0   # transparent pixels have no lightness to keep
+    _assert_lightness_kept(colours, krita.photo8 if name != "u16" else krita.photo16, where=visible)
     _assert_hint_colours(colours)
+
+
+def test_alpha_is_kept_exactly(krita):
+    record = krita.steps["f32"]
+    source, result = _raw(krita, record["source_dump"]), _raw(krita, record["dump"])
+    assert result.dtype == source.dtype == np.float32
+    assert np.array_equal(result[..., 3], source[..., 3])
+    for x, y, w, h, alpha in ALPHA_PATCHES:   # the photo did have them
+        assert np.allclose(source[y:y + h, x:x + w, 3], alpha / 255, atol=1e-6)
+    assert np.all(result[..., 3][source[..., 3] == 1] == 1)
 
 
 def test_sixteen_bits_stay_sixteen_bits(krita):

@@ -92,9 +92,18 @@ def paint(target, strokes, origin):
         write_u8(target, origin[0] + x, origin[1] + y, length, 3, bytes((b, g, r, 255)) * (length * 3))
 
 
-def dump(doc, name, source_rect):
-    """The Colorized layer over the photo's rectangle: raw as stored, and as 32-bit float sRGB RGBA."""
-    layer = node(doc, "Colorized")
+def set_alpha(target, x, y, w, h, alpha):
+    """Make a rectangle of a layer (partly) transparent, its colour as it was."""
+    scratch = target.duplicate()
+    scratch.setColorSpace("RGBA", "U8", SRGB)
+    data = bytearray(scratch.pixelData(x, y, w, h))
+    data[3::4] = bytes([alpha]) * (w * h)
+    write_u8(target, x, y, w, h, bytes(data))
+
+
+def dump(doc, name, source_rect, layer_name="Colorized"):
+    """A layer over the photo's rectangle: raw as stored, and as 32-bit float sRGB RGBA."""
+    layer = node(doc, layer_name)
     x, y, w, h = source_rect
     with open(os.path.join(WORK, name + ".raw"), "wb") as f:
         f.write(bytes(layer.pixelData(x, y, w, h)))
@@ -355,7 +364,11 @@ class Driver(Extension):
                 doc.setColorSpace(*space)
                 doc.waitForDone()
             photo = node(doc, "photo")
-            record = {"source": layers(doc)[0], "hints": (yield from self.add_hints(doc))}
+            if name == "f32":   # and alpha: a transparent and a half-transparent patch
+                for patch in p["alpha_patches"]:
+                    set_alpha(photo, *patch)
+            record = {"source": layers(doc)[0], "source_dump": dump(doc, name + "-photo", rect(photo), "photo"),
+                      "hints": (yield from self.add_hints(doc))}
             paint(node(doc, "Colorize hints"), p["strokes"], (0, 0))
             record.update((yield from self.colorize(doc, "optimization")))
             if record["error"] is None:
