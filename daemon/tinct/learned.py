@@ -47,7 +47,7 @@ def load(path: Path):
     """(network, bins, metadata) from an exported weights file, refusing anything else clearly."""
     if not path.exists():
         raise ModelNotInstalled(f"the learned engine's model is not installed (no file {path}); "
-                                "train one with 'tinct train' or use the optimization engine")
+                                "reinstall Tinct (installers/install.sh) or choose the Optimization engine")
     try:
         blob = torch.load(path, weights_only=True, map_location="cpu")
         if not isinstance(blob, dict) or blob.get("format") != "tinct-hint":
@@ -58,7 +58,7 @@ def load(path: Path):
         raise
     except Exception as exc:
         raise ModelNotInstalled(f"the learned engine's model file {path} is unreadable or corrupt ({exc}); "
-                                "re-export it with 'tinct train' or reinstall Tinct") from None
+                                "reinstall Tinct (installers/install.sh) or choose the Optimization engine") from None
     return model.eval(), blob["bins"].float(), {k: v for k, v in blob.items() if k not in ("state", "bins")}
 
 
