@@ -174,7 +174,7 @@ def test_sentences_from_the_real_client_and_a_real_tinctd(tmp_path, monkeypatch)
             assert too_large.endswith(UNCHANGED)
             missing = _sentence(lambda: colorize(50, "learned"))
             assert missing.startswith("Tinct could not colorize this layer: the learned engine's model is not installed")
-            assert "use the optimization engine" in missing and missing.endswith(UNCHANGED)
+            assert "choose the Optimization engine" in missing and missing.endswith(UNCHANGED)
             assert colorize(50, "optimization")["layout"] == "RGB"  # and the daemon still serves
     finally:
         assert daemon.stop() == 0
