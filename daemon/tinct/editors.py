@@ -103,6 +103,10 @@ def _sibling_python(command: str) -> str | None:
     return None
 
 
+def _system_python() -> str | None:
+    return "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else shutil.which("python3")
+
+
 def gimp(command: str | None = None) -> Editor:
     """GIMP 3: `command` if given, else the first GIMP on PATH or in the standard places.
 
@@ -111,18 +115,17 @@ def gimp(command: str | None = None) -> Editor:
     found = _installed(GIMP_NAMES, GIMP_PLACES, command)
     plugins = gimp_plug_ins()
     if command and not found:
-        return Editor("GIMP 3", None, None, None, plugins, f"{command} is not an executable")
+        return Editor("GIMP 3", None, None, _system_python(), plugins, f"{command} is not an executable")
     command = found
     if command is None:
         if sys.platform.startswith("linux") and _output(["flatpak", "info", GIMP_FLATPAK], 30) is not None:
             return Editor("GIMP 3", None, None, None, Path.home() / ".var/app" / GIMP_FLATPAK / "config/GIMP/3.0/plug-ins",
                           f"only the Flatpak {GIMP_FLATPAK} is installed; its Python lacks pyzmq and the "
                           "installers do not handle Flatpak yet")
-        return Editor("GIMP 3", None, None, None, plugins, "not found on PATH")
+        return Editor("GIMP 3", None, None, _system_python(), plugins, "not found on PATH")
     said = _output([command, "--version"])
     version = (re.search(r"version\s+(\S+)", said or "") or [None, None])[1]
-    python = _sibling_python(command) or ("/usr/bin/python3" if os.path.exists("/usr/bin/python3")
-                                          else shutil.which("python3"))
+    python = _sibling_python(command) or _system_python()
     note = "" if version is None or version.startswith("3") else f"{command} is GIMP {version}; Tinct needs GIMP 3"
     return Editor("GIMP 3", command, version, python, plugins, note)
 
