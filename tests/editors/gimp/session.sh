@@ -10,7 +10,7 @@ WORK=$1 SCRIPT=$2 MODE=$3
 HERE=/opt/tinct/tests/editors/gimp
 mkdir -m 700 -p "$WORK/runtime"
 export XDG_RUNTIME_DIR="$WORK/runtime" TINCT_WORK="$WORK"
-/opt/tinct/installers/install-gimp-plugin.sh
+[ -n "${TINCT_GIMP_INSTALLED:-}" ] || /opt/tinct/installers/install-gimp-plugin.sh   # set: installed by install.sh
 case "$MODE" in
   console) GIMP=(gimp-console-3.0 -i) ;;
   gui) GIMP=(gimp-3.0 --no-splash) ;;
