@@ -98,6 +98,17 @@ def test_the_daemon_is_started_the_way_the_plugins_start_it(home, tmp_path):
     assert row.status == "ok" and "started it the way the plugins do" in row.detail
 
 
+def test_no_start_leaves_an_on_demand_daemon_alone(home, tmp_path):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    marker = tmp_path / "started"
+    config = home / ".config" / "tinct" / "client.json"
+    config.parent.mkdir(parents=True)
+    config.write_text(json.dumps({"endpoint": endpoint, "start_command": ["touch", str(marker)]}))
+    row = doctor.check_daemon(doctor.load_client([COMMON]), start=False)
+    assert row.status == "-" and "not running" in row.detail and "touch" in row.detail
+    assert not marker.exists()
+
+
 def test_an_absent_plugin_folder_fails_only_when_asked_for(home, tmp_path):
     plugin = doctor.gimp_plugin(command=sys.executable, folder=tmp_path / "none" / "tinct-colorize")
     rows = {row.check: row for row in doctor.check_plugin(plugin, True, "installers/install.sh")}

@@ -117,11 +117,16 @@ def check_daemon(client_module, start: bool) -> Row:
     if client_module is None:
         return _fail("daemon", "no copy of tinct_client to ask with (no plug-in installed, no checkout)",
                      "run installers/install.sh")
-    client = client_module.Client(timeout=10, retries=0, start_command=None if start else [])
+    client = client_module.Client(timeout=10, retries=0)
     command = client.start_command
+    if not start:
+        client.start_command = []
     try:
         info = client.hello()
     except client_module.TinctError as exc:
+        if command and not start and exc.code == "unavailable":
+            return Row("daemon", "-", f"not running at {client.endpoint}; the plugins start it with "
+                                      f"'{shlex.join(command)}' when they need it (--no-start: not tried)")
         how = (f"the plugins start it with '{shlex.join(command)}'; run that and read its output" if command else
                "start it: tinctd (or run installers/install.sh so the plugins can start it)")
         return _fail("daemon", str(exc), how)
