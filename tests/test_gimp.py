@@ -2,7 +2,8 @@
 
 Two GIMP sessions, each installing the plug-in with the project's installer into the same
 throw-away profile.  The full GIMP on a private Xvfb (tests/editors/gimp/dialog_colorize.py)
-opens the Colorize… dialog twice; the test answers it with Escape, then Return.  gimp-console
+opens the Colorize… dialog twice; the test answers it with Escape, then Return, and then types
+Ctrl+Z into the image window, once per Colorize run to take back.  gimp-console
 (batch_colorize.py) drives both procedures through the PDB as a batch script would and exports
 the layers.  The tests below assert on their reports and on the exported pixels, against what
 the same tinctd answers the host for correctly aligned inputs.  Needs root and the chroot made
@@ -154,12 +155,18 @@ def _session(work, inside, logs, script, mode, env, poll):
 
 
 def _dialog_session(work, inside, logs, env):
-    """GUI GIMP under a private Xvfb answering the two Colorize… dialogs: Escape, then Return."""
+    """GUI GIMP under a private Xvfb answering the two Colorize… dialogs (Escape, then Return) and
+    typing into the image window ("… – GIMP") what the script asks for."""
     x = xserver.Xvfb()
     try:
         answers = xserver.DialogAnswers(x, "Colorize", ["Escape", "Return"])
-        seconds = _session(work, inside, logs, "dialog_colorize.py", "gui", env + [f"DISPLAY={x.display}"],
-                           answers.poll)
+        keys = xserver.KeyRequests(x, work / "type-keys", " – GIMP")
+
+        def poll():
+            answers.poll()
+            keys.poll()
+
+        seconds = _session(work, inside, logs, "dialog_colorize.py", "gui", env + [f"DISPLAY={x.display}"], poll)
     finally:
         x.stop()
     assert answers.done, f"only {2 - len(answers.keys)} of 2 Colorize dialogs appeared"
@@ -414,3 +421,26 @@ def test_dialog_ok_colorizes_with_the_values_shown(gimp):
     assert _names(record) == ["Colorize hints", "Colorized", "photo"]
     result = _read(gimp, record["export"]).astype(int)
     assert np.abs(result - gimp.references["photo8"].astype(int)).max() <= 1
+
+
+def _undoable(state):
+    """What undo must bring back: the layers (names, visibility, offsets, pixels), mode, precision.
+    Not which layer is selected: selecting is no undo step in GIMP, undoing selects what it restores."""
+    return {key: value for key, value in state.items() if key != "selected"}
+
+
+def test_one_ctrl_z_takes_a_whole_colorize_run_back(gimp):
+    """Ctrl+Z typed into GIMP's image window after Colorize… (which replaced the first result and
+    hid the hints layer) brings the image back exactly; the next Ctrl+Z already takes back the
+    step before the run, and the one after that the first run, grayscale → RGB included."""
+    dialog = _dialog(gimp)
+    first, ok, undone = dialog["first"], dialog["ok"], dialog["undo"]
+    assert first["status"] == "success", first["error"]
+    assert first["before"]["base"] == "gray" and first["after"]["base"] == "rgb"
+    assert ok["status"] == "success", ok["error"]
+    assert _layer(ok, "Colorize hints", "before")["visible"] and not _layer(ok, "Colorize hints")["visible"]
+    assert _layer(ok, "Colorized")["md5"] != _layer(ok, "Colorized", "before")["md5"]  # replaced
+    assert None not in undone, f"Ctrl+Z was typed only {undone.index(None)} of 3 times"
+    assert _undoable(undone[0]) == _undoable(ok["before"]), "one Ctrl+Z did not restore the image as before Colorize"
+    assert _undoable(undone[1]) == _undoable(first["after"]), "the second Ctrl+Z did not undo adding the hints layer"
+    assert _undoable(undone[2]) == _undoable(first["before"]), "the third Ctrl+Z did not undo the first Colorize"

@@ -1,5 +1,6 @@
 """What the GIMP session scripts share: calling procedures through the PDB like a batch script
-and recording the image before and after, exporting layers for the host to check.
+and recording the image before and after, exporting layers for the host to check, and having
+the test type keys into the image window (a GUI session only).
 
 Imported by batch_colorize.py and dialog_colorize.py, which GIMP's Python-Fu batch interpreter
 runs inside the chroot (session.sh puts this folder on sys.path).  Inputs and outputs live in
@@ -109,6 +110,45 @@ def with_hints(image, source, hints_file):
     image.insert_layer(hints, None, 0)
     image.set_selected_layers([source])
     return hints
+
+
+def _look(image):
+    """The image's state, or None when GIMP changed it midway (a layer gone between two calls)."""
+    try:
+        return state(image)
+    except Exception:  # e.g. AttributeError: a layer the keys removed has no buffer any more
+        return None
+
+
+def type_keys(keys, image, timeout=20):
+    """Has the test type `keys` (as tests/editors/gimp/xserver.py KeyRequests takes them) into the
+    image window, and returns the image's state once it changed and holds still: GIMP acts on
+    the keys whenever it likes, maybe between the many calls one look at the image takes, so
+    only two equal looks in a row count.  None if nobody typed the keys."""
+    request = os.path.join(WORK, "type-keys")
+    before = state(image)
+    with open(request + ".new", "w") as f:
+        f.write(keys)
+    os.rename(request + ".new", request)  # the test never reads half a request
+    t = time.monotonic()
+    deadline = t + timeout
+    while os.path.exists(request):
+        if time.monotonic() > deadline:
+            os.remove(request)
+            log("nobody typed", keys, f"into the image window within {timeout} s")
+            return None
+        time.sleep(0.05)
+    now = _look(image)
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        again = _look(image)
+        if again is not None and again == now != before:
+            break
+        now = again
+    now = now or state(image)
+    log("typed", keys, "->", [(l["name"], l["visible"]) for l in now["layers"]], now["base"],
+        f"{time.monotonic() - t:.2f} s")
+    return now
 
 
 def write_report(name, report):

@@ -4,7 +4,8 @@ Xvfb runs on the host; GIMP in the chroot reaches it through the X server's abst
 (the chroot shares the host's network namespace, so no socket folder is mounted).  Windows
 are found by title and keys typed with XTest, through ctypes: libX11 and libXtst are all the
 host needs, no xdotool.  Without a window manager nothing gets the keyboard by itself, so the
-window is given the input focus before each key.
+window is given the input focus before each key.  DialogAnswers answers dialogs as they open;
+KeyRequests types what the GIMP session asks for, when it asks.
 """
 import ctypes
 import os
@@ -51,7 +52,12 @@ class Xvfb:
         window_p = ctypes.POINTER(ctypes.c_ulong)
         self.x11.XQueryTree.argtypes = [ctypes.c_void_p, ctypes.c_ulong, window_p, window_p,
                                         ctypes.POINTER(window_p), ctypes.POINTER(ctypes.c_uint)]
-        self.x11.XFetchName.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.POINTER(ctypes.c_char_p)]
+        self.x11.XInternAtom.restype = ctypes.c_ulong
+        self.x11.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+        self.x11.XGetWindowProperty.argtypes = [
+            ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_long, ctypes.c_long, ctypes.c_int,
+            ctypes.c_ulong, ctypes.POINTER(ctypes.c_ulong), ctypes.POINTER(ctypes.c_int),
+            ctypes.POINTER(ctypes.c_ulong), ctypes.POINTER(ctypes.c_ulong), ctypes.POINTER(ctypes.c_void_p)]
         self.x11.XFree.argtypes = [ctypes.c_void_p]
         self.x11.XSetInputFocus.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_ulong]
         self.x11.XStringToKeysym.restype = ctypes.c_ulong
@@ -68,29 +74,46 @@ class Xvfb:
         if not self.connection:
             self.stop()
             raise RuntimeError(f"cannot open the X display {self.display}")
+        self._net_wm_name = self.x11.XInternAtom(self.connection, b"_NET_WM_NAME", False)
 
-    def windows(self, title):
-        """The top-level windows called `title`."""
+    def windows(self, title, ending=False):
+        """The top-level windows called `title` (or, with `ending`, whose title ends with it)."""
         root, parent, children, count = ctypes.c_ulong(), ctypes.c_ulong(), ctypes.POINTER(ctypes.c_ulong)(), ctypes.c_uint()
         self.x11.XQueryTree(self.connection, self.x11.XDefaultRootWindow(self.connection), ctypes.byref(root),
                             ctypes.byref(parent), ctypes.byref(children), ctypes.byref(count))
         found = []
         for window in children[:count.value]:
-            name = ctypes.c_char_p()
-            if self.x11.XFetchName(self.connection, window, ctypes.byref(name)) and name.value is not None:
-                if name.value.decode(errors="replace") == title:
-                    found.append(window)
-                self.x11.XFree(name)
+            name = self._title(window)
+            if name == title or (ending and name.endswith(title)):
+                found.append(window)
         if children:
             self.x11.XFree(children)
         return found
 
-    def press(self, window, key):
-        """Type `key` (an X keysym name: Return, Escape) into `window`."""
+    def _title(self, window):
+        """A window's title as GTK sets it, in UTF-8 (_NET_WM_NAME): an image window's title
+        ("… – GIMP") is not Latin-1, so XFetchName would find no name at all; "" when none."""
+        kind, size, items, left = ctypes.c_ulong(), ctypes.c_int(), ctypes.c_ulong(), ctypes.c_ulong()
+        data = ctypes.c_void_p()
+        self.x11.XGetWindowProperty(self.connection, window, self._net_wm_name, 0, 1024, False, 0,  # AnyPropertyType
+                                    ctypes.byref(kind), ctypes.byref(size), ctypes.byref(items),
+                                    ctypes.byref(left), ctypes.byref(data))
+        if not data.value:
+            return ""
+        title = ctypes.string_at(data.value, items.value).decode(errors="replace")
+        self.x11.XFree(data)
+        return title
+
+    def press(self, window, keys):
+        """Type `keys` into `window`: X keysym names, held down together when joined by + (Return,
+        Escape, Control_L+z)."""
         self.x11.XSetInputFocus(self.connection, window, 1, 0)  # RevertToPointerRoot, CurrentTime
-        code = self.x11.XKeysymToKeycode(self.connection, self.x11.XStringToKeysym(key.encode()))
-        self.fake_key(self.connection, code, True, 0)
-        self.fake_key(self.connection, code, False, 0)
+        codes = [self.x11.XKeysymToKeycode(self.connection, self.x11.XStringToKeysym(key.encode()))
+                 for key in keys.split("+")]
+        for code in codes:
+            self.fake_key(self.connection, code, True, 0)
+        for code in reversed(codes):
+            self.fake_key(self.connection, code, False, 0)
         self.x11.XSync(self.connection, False)
 
     def stop(self):
@@ -129,3 +152,23 @@ class DialogAnswers:
     @property
     def done(self):
         return not self.keys
+
+
+class KeyRequests:
+    """Types keys when the GIMP session asks: its script writes them (as press() takes them) into
+    the file `request` and waits; they go to the window whose title ends with `title_end`, and
+    the file is removed once they are typed, which tells the script to look at the result."""
+
+    def __init__(self, x, request, title_end):
+        self.x, self.request, self.title_end = x, request, title_end
+        self.typed = []
+
+    def poll(self):
+        if not self.request.exists():
+            return
+        found = self.x.windows(self.title_end, ending=True)
+        if found:  # else the window is not there yet: the script gives up after its timeout
+            keys = self.request.read_text().strip()
+            self.x.press(found[0], keys)
+            self.typed.append(keys)
+            self.request.unlink()
