@@ -41,6 +41,9 @@ pytestmark = pytest.mark.editor
 
 ROOT = Path(os.environ.get("TINCT_GIMP_ROOT", "/tmp/tinct-gimp3-trixie"))
 SESSION_TIMEOUT = 300
+# A HOME (the same path inside the chroot) where installers/install.sh already put the plug-in
+# (.ci/installed): the sessions use it instead of installing one
+INSTALLED_HOME = os.environ.get("TINCT_GIMP_HOME")
 
 W, H = 224, 150                       # the photo layer
 CANVAS, OFFSETS = (260, 180), (20, 12)  # 8-bit image: bigger canvas, layer moved inside it
@@ -138,7 +141,8 @@ def _session(work, inside, logs, script, mode, env, poll):
     t0 = time.monotonic()
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [str(SCRIPTS / "in-chroot.sh"), str(ROOT), str(REPO), f"HOME={inside}/home", *env,
+            [str(SCRIPTS / "in-chroot.sh"), str(ROOT), str(REPO), f"HOME={INSTALLED_HOME or inside + '/home'}",
+             *(["TINCT_GIMP_INSTALLED=1"] if INSTALLED_HOME else []), *env,
              "bash", "/opt/tinct/tests/editors/gimp/session.sh", inside, script, mode],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
