@@ -29,6 +29,7 @@ REQUESTS = ("hello", "colorize", "suggest", "cancel", "status")
 BLOBS = ("pixels", "hints", "selection")  # binary fields: frames of their own, or in a shared-memory file
 NUMBER_OPTIONS = {"vibrancy": (0.0, 1.0), "edge_sensitivity": (0.01, 100.0)}  # inclusive ranges
 HEADER_BYTES = 1 << 16  # a header is a few hundred bytes; anything longer is not one of ours
+BLOCK_BYTES = 1 << 19   # rows of a result encoded at a time (encode_result): a cache's worth
 
 
 class ProtocolError(Exception):
@@ -337,7 +338,11 @@ def result_bytes(image: Layer) -> int:
 def encode_result(job: Colorize, result: np.ndarray, raw: np.ndarray, buffer=None) -> tuple[str, memoryview]:
     """The engine's (H, W, 3) RGB result as the reply's bytes, written once into the request's layout
     and sample type (into `buffer` when given): the selection applied against the input `raw`, alpha
-    copied from it exactly."""
+    copied from it exactly.
+
+    Interleaving channels is byte-by-byte work, three times a plain copy here: it goes a block of
+    rows at a time (BLOCK_BYTES), each block staying in the CPU cache while its channels are
+    filled, and a 4-channel input's block is copied whole first, alpha with it."""
     layout = output_layout(job.image.layout)
     shape = (job.image.height, job.image.width, LAYOUTS[layout])
     dtype = SAMPLES[job.image.sample]
@@ -346,10 +351,16 @@ def encode_result(job: Colorize, result: np.ndarray, raw: np.ndarray, buffer=Non
     mask = job.selection_mask()
     if mask is not None:
         rgb = blend(rgb, job.image.colour(raw), mask)
-    for target, source in enumerate((2, 1, 0) if layout == "BGRA" else (0, 1, 2)):
-        out[..., target] = rgb[..., source]  # one channel at a time: reads each plane in order
-    if out.shape[-1] == 4:
-        out[..., 3] = raw[..., -1]
+    order = (2, 1, 0) if layout == "BGRA" else (0, 1, 2)
+    rows = max(1, BLOCK_BYTES // out[0].nbytes)
+    for y in range(0, shape[0], rows):
+        block, colour, source = out[y:y + rows], rgb[y:y + rows], raw[y:y + rows]
+        if shape[-1] == 4 and source.shape == block.shape:  # RGBA, BGRA: the input block, alpha included
+            block[...] = source
+        elif shape[-1] == 4:
+            block[..., 3] = source[..., -1]
+        for target, channel in enumerate(order):
+            block[..., target] = colour[..., channel]
     return layout, memoryview(out).cast("B")
 
 
