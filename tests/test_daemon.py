@@ -1,5 +1,6 @@
 """A real tinctd process on a free port, driven through real ZeroMQ sockets and the plugins' client."""
 import json
+import os
 import random
 import signal
 import subprocess
@@ -76,16 +77,22 @@ def wait_for(predicate, seconds=30):
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("shared", [True, False], ids=["shm", "frames"])
+WAYS = {"memfd": True, "files": "files", "frames": False}  # transport -> Client(shared_memory=...)
+
+
+@pytest.mark.parametrize("transport", list(WAYS))
 @pytest.mark.parametrize("layout", list(CHANNELS))
 @pytest.mark.parametrize("sample", list(DTYPES))
-def test_round_trip_of_every_pixel_format(daemon, layout, sample, shared):
+def test_round_trip_of_every_pixel_format(daemon, layout, sample, transport):
     img = photo(layout, sample)
-    with daemon.client(shared_memory=shared) as c:
-        if shared and not c.hello().get("shm_dir"):
+    with daemon.client(shared_memory=WAYS[transport]) as c:
+        info = c.hello()
+        if transport != "frames" and not info.get("shm_dir"):
             pytest.skip("tinctd has no shared-memory folder on this system (no /dev/shm or XDG_RUNTIME_DIR)")
+        if transport == "memfd" and not info.get("memfd"):
+            pytest.skip("no memfd buffers on this system (not Linux, or no /proc)")
         r = c.colorize(width=W, height=H, layout=layout, sample=sample, pixels=img.tobytes(), hints=hints().tobytes())
-        assert bool(c.files) == shared  # the pixels really went the way asked
+        assert c.transport == transport  # the pixels really went the way asked
     out_layout = P.output_layout(layout)
     assert (r["layout"], r["sample"], r["width"], r["height"], r["engine"]) == (out_layout, sample, W, H,
                                                                                  "optimization")
@@ -141,6 +148,7 @@ def test_fuzzed_messages_all_get_errors_and_the_daemon_still_works(daemon):
     valid = {"v": 1, "type": "colorize", "id": "x", "width": W, "height": H, "layout": "RGBA", "sample": "u8",
              "pixels": bytes(W * H * 4)}
     spec = {"file": f"1-{'0' * 32}.in", "reply": f"1-{'0' * 32}.out", "blobs": ["pixels"], "lengths": [W * H * 4]}
+    memfd = {"pid": 1, "in": [0, 1], "out": [1, 2], "key": "0" * 64, "blobs": ["pixels"], "lengths": [W * H * 4]}
     junk = [None, True, -1, 2 ** 40, 2 ** 63, 3.5, float("nan"), "", "RGBA", "../../etc/passwd", b"\x00" * 7,
             [], [1, "a"], {}, {"a": 1}]
 
@@ -162,8 +170,9 @@ def test_fuzzed_messages_all_get_errors_and_the_daemon_still_works(daemon):
             m["type"] = rng.choice(["colourise", "", "HELLO", "shutdown", "cancel", "suggest"])
         elif kind == 6:  # shared memory that is not there, not ours, or lies about its size
             header = {k: v for k, v in m.items() if k != "pixels"}
-            s = dict(spec)
-            s[rng.choice(sorted(s))] = rng.choice(junk + [[10 ** 12], ["pixels", "hints"], f"1-{'9' * 32}.in"])
+            s = dict(rng.choice([spec, memfd, dict(spec, **memfd)]))
+            s[rng.choice(sorted(s))] = rng.choice(junk + [[10 ** 12], ["pixels", "hints"], f"1-{'9' * 32}.in",
+                                                          os.getpid(), [3, 4], [2 ** 62, 0]])
             return [msgpack.packb(dict(header, shm=s), use_bin_type=True)]
         framable = all(isinstance(m.get(k, b""), bytes) for k in P.BLOBS)
         frames = P.frames_of(m) if framable else [P.pack(m)]  # a non-binary blob can only go in the header
@@ -192,15 +201,15 @@ def test_fuzzed_messages_all_get_errors_and_the_daemon_still_works(daemon):
     # A flipped byte may by chance leave a valid request: that one gets a result instead of an error.
     assert answered == n and errors >= n - 100, (answered, errors)
     assert daemon.alive()
-    test_round_trip_of_every_pixel_format(daemon, "RGBA", "u8", True)
+    test_round_trip_of_every_pixel_format(daemon, "RGBA", "u8", "memfd")
 
 
 def test_load_eight_clients_fifty_requests_each(daemon):
     img = photo("RGBA", "u8").tobytes()
     latencies, failures = [], []
 
-    def client(shared):
-        with daemon.client(timeout=30, shared_memory=shared) as c:
+    def client(shared_memory):
+        with daemon.client(timeout=30, shared_memory=shared_memory) as c:
             for _ in range(50):
                 t = time.perf_counter()
                 try:
@@ -211,7 +220,7 @@ def test_load_eight_clients_fifty_requests_each(daemon):
                 except Exception as exc:  # collected, asserted below
                     failures.append(exc)
 
-    threads = [threading.Thread(target=client, args=(i % 2 == 0,)) for i in range(8)]
+    threads = [threading.Thread(target=client, args=(list(WAYS.values())[i % 3],)) for i in range(8)]
     for t in threads:
         t.start()
     for t in threads:
@@ -298,17 +307,18 @@ def test_a_client_vanishing_mid_request_leaves_the_daemon_healthy(daemon):
     time.sleep(0.2)
     sock.close()
     ctx.term()
-    gone = daemon.client()  # one that leaves while its shared-memory request waits in the queue
-    frames = gone._frames(dict(big_job(400), type="colorize", id=uuid.uuid4().hex), gone.hello())
-    req = gone.ctx.socket(zmq.REQ)
-    req.connect(daemon.endpoint)
-    req.send_multipart(frames)
-    req.close(0)
-    gone.close()  # its files are unlinked before tinctd gets to them
+    for way in ("memfd", "files"):  # clients that leave while their shared-memory request waits in the queue
+        gone = daemon.client(shared_memory=WAYS[way])
+        frames = gone._frames(dict(big_job(400), type="colorize", id=uuid.uuid4().hex), gone.hello())
+        req = gone.ctx.socket(zmq.REQ)
+        req.connect(daemon.endpoint)
+        req.send_multipart(frames)
+        req.close(0)
+        gone.close()  # its files unlinked, its buffers closed, maybe before tinctd looked at them
     with daemon.client() as c:
         assert c.hello()["version"] == P.VERSION
         wait_for(lambda: c.status()["queued"] == 0 and c.status()["running"] is None)
-    test_round_trip_of_every_pixel_format(daemon, "RGB", "u16", True)
+    test_round_trip_of_every_pixel_format(daemon, "RGB", "u16", "files")
 
 
 def test_killing_the_daemon_mid_request_gives_a_clear_error(tmp_path):
@@ -364,7 +374,7 @@ def test_limits_and_an_ipc_endpoint(tmp_path):
             info = c.hello()
             assert info["limits"]["max_pixels"] == 1000
             r = c.colorize(width=W, height=H, layout="GRAY", sample="u8", pixels=photo("GRAY", "u8").tobytes())
-            assert bool(c.files) == bool(info.get("shm_dir")) and r["layout"] == "RGB"
+            assert c.transport == ("memfd" if info.get("memfd") else "frames") and r["layout"] == "RGB"
             with pytest.raises(tinct_client.TinctError) as err:  # refused before a byte is sent
                 c.colorize(width=40, height=40, layout="GRAY", sample="u8", pixels=bytes(1600))
             assert err.value.code == "too_large" and "megapixels" in str(err.value)

@@ -36,6 +36,8 @@ def test_client_constants_agree_with_the_protocol(tmp_path):
     assert tinct_client.LAYOUTS == P.LAYOUTS
     assert tinct_client.SAMPLE_BYTES == {k: v.itemsize for k, v in P.SAMPLES.items()}
     assert tinct_client.BLOBS == P.BLOBS
+    assert all(P.output_layout(k) == tinct_client.RESULT_LAYOUTS.get(k, k) for k in P.LAYOUTS)
+    assert tinct_client._Memfd.possible() == shm.memfd_possible()
     files = tinct_client._SharedFiles(str(tmp_path))  # the names the client makes are the ones tinctd takes
     try:
         assert all(shm.NAME.fullmatch(name) for name in files.names)
@@ -111,7 +113,7 @@ def test_shared_memory_fields_become_placeholders_and_lying_specs_are_refused():
     header = {k: v for k, v in message().items() if k != "pixels"}
     back = P.unpack([P.pack(dict(header, shm=spec))], 10_000)
     assert back["pixels"] == P.SharedBlob(0, 48) and back["hints"] == P.SharedBlob(48, 48)
-    assert back["shm"] == P.Shared(spec["file"], spec["reply"], 96)
+    assert back["shm"] == P.Shared(96, file=spec["file"], reply=spec["reply"]) and not back["shm"].memfd
     j = P.parse_job(back, 100, ["optimization"])
     view = memoryview(bytes(range(96)))
     j.attach(view)
@@ -126,6 +128,67 @@ def test_shared_memory_fields_become_placeholders_and_lying_specs_are_refused():
     with pytest.raises(P.ProtocolError) as err:
         P.unpack([P.pack(dict(header, shm=dict(spec, lengths=[48, 10 ** 12])))], 10_000)
     assert err.value.code == "too_large"
+
+
+def test_memfd_specs_parse_and_lying_ones_are_refused():
+    spec = {"pid": 1234, "in": [5, 77], "out": [6, 78], "key": "k" * 64, "blobs": ["pixels"], "lengths": [48]}
+    header = {k: v for k, v in message().items() if k != "pixels"}
+    back = P.unpack([P.pack(dict(header, shm=spec))], 10_000)
+    assert back["shm"] == P.Shared(48, pid=1234, source=(5, 77), target=(6, 78), key="k" * 64)
+    assert back["shm"].memfd and back["shm"].reply_spec(36) == {"out": [6, 78], "blobs": ["pixels"], "lengths": [36]}
+    for bad in (dict(spec, file="1-" + "a" * 32 + ".in"), dict(spec, pid=0), dict(spec, pid=True),
+                dict(spec, pid=2 ** 40), dict(spec, **{"in": [5]}), dict(spec, **{"in": [5, -1]}),
+                dict(spec, out=[6, "78"]), dict(spec, out=[6, True]), dict(spec, out=None), dict(spec, key=5),
+                {k: v for k, v in spec.items() if k != "key"}):
+        with pytest.raises(P.ProtocolError) as err:
+            P.unpack([P.pack(dict(header, shm=bad))], 10_000)
+        assert err.value.code == "bad_request", bad
+
+
+def test_the_key_is_made_once_private_and_replaced_when_unusable(tmp_path):
+    folder = tmp_path / "shm"
+    folder.mkdir(mode=0o700)
+    first = shm.key(folder)
+    assert shm.KEY_TEXT.fullmatch(first) and stat.S_IMODE((folder / "key").stat().st_mode) == 0o600
+    assert shm.key(folder) == first  # kept across restarts
+    (folder / "key").write_text("short")
+    second = shm.key(folder)
+    assert shm.KEY_TEXT.fullmatch(second) and second != first
+    os.chmod(folder / "key", 0o644)  # readable by others: not a secret any more
+    assert shm.key(folder) != second
+    assert sorted(p.name for p in folder.iterdir()) == ["key"]
+
+
+@pytest.mark.skipif(not shm.memfd_possible(), reason="no memfd buffers on this system (not Linux, or no /proc)")
+def test_memfd_mappings_are_cached_by_inode_regrown_and_pruned():
+    import fcntl
+
+    fd = os.memfd_create("unit", os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, 4096)
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
+    ino = os.fstat(fd).st_ino
+    buffers = shm.Buffers("s" * 64)
+    try:
+        first = buffers.get(os.getpid(), fd, ino, 100, False)
+        assert first is buffers.get(os.getpid(), fd, ino, 4096, False)  # cached
+        writable = buffers.get(os.getpid(), fd, ino, 10, True)
+        assert writable not in (None, first)  # asked to write now: mapped again
+        os.ftruncate(fd, 8192)  # grown in place by its client
+        bigger = buffers.get(os.getpid(), fd, ino, 8192, True)
+        assert len(bigger) == 8192
+        bigger[:3] = b"abc"
+        assert os.pread(fd, 3, 0) == b"abc"  # the client's own pages
+        shared = P.Shared(3, pid=os.getpid(), source=(fd, ino), target=(fd, ino), key="x" * 64)
+        with pytest.raises(P.ProtocolError) as err:
+            buffers.attach(shared, 3)
+        assert err.value.transport and "key" in err.value.message
+        buffers.prune()
+        assert list(buffers.maps) == [(os.getpid(), fd)]  # still open: kept
+    finally:
+        os.close(fd)
+    buffers.prune()
+    assert not buffers.maps  # closed by its client: forgotten
+    assert bytes(bigger[:3]) == b"abc"  # and a job still holding the mapping keeps it valid
 
 
 def test_shared_memory_files_are_checked_before_a_byte_is_read(tmp_path):
@@ -287,8 +350,8 @@ def test_an_engine_failure_is_an_internal_error_not_a_crash(monkeypatch):
 def shared_job(folder, files):
     grey = np.tile(np.linspace(0, 255, 32, dtype=np.uint8), (32, 1))
     header = {k: v for k, v in message(width=32, height=32, layout="GRAY").items() if k != "pixels"}
-    header["shm"] = {"file": files.names[0], "reply": files.names[1], "blobs": ["pixels"],
-                     "lengths": files.write([grey.tobytes()])}
+    where, lengths = files.place([grey.tobytes()])
+    header["shm"] = dict(where, blobs=["pixels"], lengths=lengths)
     return P.parse_job(P.unpack([P.pack(header)], 10 ** 6), 10 ** 6, ["optimization"]), grey
 
 
@@ -299,7 +362,7 @@ def test_a_shared_memory_job_reads_and_answers_through_the_files(tmp_path, monke
         j, grey = shared_job(tmp_path, files)
         reply = w.answer(j)
         assert "pixels" not in reply and reply["shm"]["file"] == files.names[1]
-        through_file = files.read(reply["shm"]["lengths"][0])
+        through_file = files.read(reply["shm"], reply["shm"]["lengths"][0])
         assert np.array_equal(np.frombuffer(through_file, np.uint8).reshape(32, 32, 3)[..., 0], grey)
 
         def full(*_):
@@ -316,7 +379,7 @@ def test_a_shared_memory_job_reads_and_answers_through_the_files(tmp_path, monke
 def test_big_shared_memory_files_give_their_pages_back(tmp_path, monkeypatch):
     files = tinct_client._SharedFiles(str(tmp_path))
     try:
-        files.write([bytes(1000)])
+        files.place([bytes(1000)])
         files.trim()
         assert os.path.getsize(files.paths[0]) == 1000  # small: kept for the next request
         monkeypatch.setattr(tinct_client, "KEEP_SHARED", 500)

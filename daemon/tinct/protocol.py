@@ -33,12 +33,15 @@ BLOCK_BYTES = 1 << 19   # rows of a result encoded at a time (encode_result): a 
 
 
 class ProtocolError(Exception):
-    """A request tinctd refuses: `code` is one of ERRORS, `message` a sentence for the user."""
+    """A request tinctd refuses: `code` is one of ERRORS, `message` a sentence for the user.
 
-    def __init__(self, code: str, message: str):
+    `transport`: the shared memory the request names is what failed, so the client may send
+    the same request again another way (files instead of memfd buffers, frames instead of files)."""
+
+    def __init__(self, code: str, message: str, transport: bool = False):
         assert code in ERRORS, code
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.transport = code, message, transport
 
 
 def bad(message: str) -> ProtocolError:
@@ -78,10 +81,27 @@ class SharedBlob:
 
 @dataclass
 class Shared:
-    """A request's shared-memory files: where its binary fields are, where the result goes."""
-    file: str
-    reply: str
+    """A request's shared memory (tinct.shm): where its binary fields are, where the result goes.
+
+    Either two files in tinctd's folder (`file`, `reply`) or the client's two memfd buffers
+    (`pid`, and [fd, inode] of each), with the folder's `key`; `size` bytes of fields from the start."""
     size: int
+    file: str = ""
+    reply: str = ""
+    pid: int = 0
+    source: tuple = ()
+    target: tuple = ()
+    key: str = ""
+    maps: tuple = ()  # memfd: the two buffers as tinctd mapped them, once checked (tinct.shm.Buffers)
+
+    @property
+    def memfd(self) -> bool:
+        return self.pid > 0
+
+    def reply_spec(self, length: int) -> dict:
+        """The reply's `shm` map: the result, `length` bytes from the start of the reply buffer."""
+        where = {"out": list(self.target)} if self.memfd else {"file": self.reply}
+        return {**where, "blobs": ["pixels"], "lengths": [length]}
 
 
 BINARY = (bytes, bytearray, memoryview, SharedBlob)
@@ -94,12 +114,29 @@ def _names(value, what: str) -> list:
     return value
 
 
+def _buffer(spec: dict, name: str) -> tuple[int, int]:
+    value = spec.get(name)
+    if (not isinstance(value, list) or len(value) != 2
+            or any(isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < 1 << 63 for n in value)):
+        raise bad(f"the 'shm' field's '{name}' must be [file descriptor, inode], two whole numbers")
+    return value[0], value[1]
+
+
 def _shared(message: dict, framed: list) -> tuple[Shared, dict]:
-    """Validate the `shm` map: {file, reply, blobs, lengths}; the fields it places, as SharedBlobs."""
+    """Validate the `shm` map: {file, reply | pid, in, out, key; blobs, lengths}; the fields it places,
+    as SharedBlobs."""
     spec = message.pop("shm")
-    if not isinstance(spec, dict):
-        raise bad("the 'shm' field must be a map with file, reply, blobs and lengths")
-    file, reply, lengths = field(spec, "file", str), field(spec, "reply", str), field(spec, "lengths", list)
+    if not isinstance(spec, dict) or ("pid" in spec) == ("file" in spec):
+        raise bad("the 'shm' field must be a map with either file and reply, or pid, in, out and key; "
+                  "and blobs and lengths")
+    if "pid" in spec:
+        pid = field(spec, "pid", int)
+        if not 0 < pid < 1 << 31:
+            raise bad("the 'shm' field's 'pid' must be a process id")
+        where = dict(pid=pid, source=_buffer(spec, "in"), target=_buffer(spec, "out"), key=field(spec, "key", str))
+    else:
+        where = dict(file=field(spec, "file", str), reply=field(spec, "reply", str))
+    lengths = field(spec, "lengths", list)
     names = _names(spec.get("blobs"), "the 'shm' field's 'blobs'")
     if len(lengths) != len(names) or any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in lengths):
         raise bad("the 'shm' field's 'lengths' must give one byte count for each of its blobs")
@@ -109,7 +146,7 @@ def _shared(message: dict, framed: list) -> tuple[Shared, dict]:
     for name, length in zip(names, lengths):
         blobs[name] = SharedBlob(offset, length)
         offset += length
-    return Shared(file, reply, offset), blobs
+    return Shared(offset, **where), blobs
 
 
 def unpack(frames: list, max_bytes: int) -> dict:
@@ -331,7 +368,11 @@ def blend(result: np.ndarray, original: np.ndarray, selection: np.ndarray) -> np
     return out
 
 
-def result_bytes(image: Layer) -> int:
+def result_bytes(job: Colorize) -> int:
+    """How long the reply's pixels are (nothing for `suggest`, which answers colours)."""
+    if job.type != "colorize":
+        return 0
+    image = job.image
     return image.width * image.height * LAYOUTS[output_layout(image.layout)] * SAMPLES[image.sample].itemsize
 
 
@@ -364,8 +405,12 @@ def encode_result(job: Colorize, result: np.ndarray, raw: np.ndarray, buffer=Non
     return layout, memoryview(out).cast("B")
 
 
-def error(request_id, code: str, message: str) -> dict:
-    return {"v": VERSION, "id": request_id, "ok": False, "error": {"code": code, "message": message}}
+def error(request_id, code: str, message: str, transport: bool = False) -> dict:
+    """An error reply; `transport` says the request may succeed sent another way (ProtocolError)."""
+    err = {"code": code, "message": message}
+    if transport:
+        err["transport"] = True
+    return {"v": VERSION, "id": request_id, "ok": False, "error": err}
 
 
 def is_loopback(endpoint: str) -> bool:

@@ -36,6 +36,7 @@ log = logging.getLogger("tinctd")
 MAX_QUEUED = 64               # requests waiting for the worker; more are answered `busy`
 RECENT = 1024                 # finished request keys remembered, so a status probe can say "done"
 RETAIN_SCRATCH = 256 << 20    # shared-memory buffers are kept between jobs up to this size (each)
+PRUNE_EVERY = 1.0             # seconds between looks for memfd buffers their clients closed
 
 
 class Cancelled(Exception):
@@ -174,6 +175,7 @@ class Worker(threading.Thread):
                 self.running = None
                 self.done += 1
                 self.finished.append((task, reply))
+            del task, reply  # while waiting for the next: a job holds its client's buffers (memfd mappings)
             wake.send(b"")
         wake.close(0)
 
@@ -192,7 +194,7 @@ class Worker(threading.Thread):
                    else "cancelled while running")
             return P.error(job.id, "cancelled", why)
         except P.ProtocolError as exc:
-            return P.error(job.id, exc.code, exc.message)
+            return P.error(job.id, exc.code, exc.message, exc.transport)
         except MemoryError:
             log.warning("job %s: out of memory", job.id)
             return P.error(job.id, "too_large", f"tinctd ran out of memory on this {job.image.width}x"
@@ -218,9 +220,12 @@ class Worker(threading.Thread):
         from tinct import api
 
         start = time.perf_counter()
-        if job.shared is not None:
-            view = self.scratch("in", job.shared.size)
-            shm.read(self.shm_dir, job.shared.file, view)
+        shared = job.shared
+        if shared is not None and shared.memfd:  # the client's own pages: nothing to copy
+            job.attach(memoryview(shared.maps[0])[:shared.size] if shared.size else memoryview(b""))
+        elif shared is not None:
+            view = self.scratch("in", shared.size)
+            shm.read(self.shm_dir, shared.file, view)
             job.attach(view)
         original = job.image.raw()
         image = job.image.engine_input(original)
@@ -254,14 +259,18 @@ class Worker(threading.Thread):
             reply["colors"] = [[int(v) for v in c] for c in result]
         else:
             out = None
-            if job.shared is not None:  # written to the client's file before the next job: reusable
-                out = self.scratch("out", P.result_bytes(job.image))
+            if shared is not None and shared.memfd:  # straight into the client's reply buffer
+                out = memoryview(shared.maps[1])[:P.result_bytes(job)]
+            elif shared is not None:  # written to the client's file before the next job: reusable
+                out = self.scratch("out", P.result_bytes(job))
             layout, data = P.encode_result(job, result, original, out)
             reply.update(width=job.image.width, height=job.image.height, layout=layout, sample=job.image.sample)
-            if job.shared is not None:
+            if shared is not None and shared.memfd:
+                reply["shm"] = shared.reply_spec(len(data))
+            elif shared is not None:
                 try:
-                    shm.write(self.shm_dir, job.shared.reply, data)
-                    reply["shm"] = {"file": job.shared.reply, "blobs": ["pixels"], "lengths": [len(data)]}
+                    shm.write(self.shm_dir, shared.reply, data)
+                    reply["shm"] = shared.reply_spec(len(data))
                 except OSError as exc:  # e.g. a full tmpfs: the socket still works (a copy: `out` is reused)
                     log.warning("job %s: result sent as a frame, the shared-memory file failed: %s", job.id, exc)
                     reply["pixels"] = bytes(data)
@@ -296,6 +305,12 @@ class Daemon:
         self.shm_dir = shm.directory() if P.is_loopback(endpoint) else None
         if self.shm_dir is not None and shm.sweep(self.shm_dir):
             log.info("removed shared-memory files of plugins that are gone from %s", self.shm_dir)
+        self.buffers = None  # clients' memfd buffers (tinct.shm.Buffers), where the system has them
+        if self.shm_dir is not None and shm.memfd_possible():
+            try:
+                self.buffers = shm.Buffers(shm.key(self.shm_dir))
+            except OSError as exc:
+                log.warning("no memfd buffers: the shared-memory key cannot be written (%s)", exc)
         self.engines = warm_engines(device)
         self.active: dict[tuple, Task] = {}                 # queued, running, or answered but not yet sent
         self.recent: collections.OrderedDict = collections.OrderedDict()  # keys answered lately
@@ -339,7 +354,7 @@ class Daemon:
                 "layouts": list(P.LAYOUTS), "samples": list(P.SAMPLES)}
         if self.shm_dir is not None:
             st = self.shm_dir.stat()
-            info.update(shm_dir=str(self.shm_dir), shm_id=[st.st_dev, st.st_ino])
+            info.update(shm_dir=str(self.shm_dir), shm_id=[st.st_dev, st.st_ino], memfd=self.buffers is not None)
         return info
 
     def handle(self, identity: bytes, frames: list) -> dict | None:
@@ -368,7 +383,7 @@ class Daemon:
             return None
         except P.ProtocolError as exc:
             log.debug("refused a request: %s", exc.message)
-            return P.error(request_id, exc.code, exc.message)
+            return P.error(request_id, exc.code, exc.message, exc.transport)
 
     def enqueue(self, identity: bytes, job: P.Colorize) -> None:
         task = self.active.get(job.key)
@@ -378,12 +393,17 @@ class Daemon:
                                                      "request; give every request a new id")
             task.waiters.append(identity)
             return
-        if job.shared is not None:
-            if self.shm_dir is None:
-                raise P.ProtocolError("unsupported", "this tinctd takes no shared memory on this endpoint; "
-                                                     "send the pixels as frames")
-            shm.check(self.shm_dir, job.shared.file, job.shared.size)
-            shm.check(self.shm_dir, job.shared.reply, 0)
+        shared = job.shared
+        if shared is not None:
+            if self.shm_dir is None or (shared.memfd and self.buffers is None):
+                raise shm.refused("this tinctd takes no such shared memory on this endpoint; send the pixels "
+                                  "as frames", "unsupported")
+            if shared.memfd:
+                self.buffers.prune()
+                self.buffers.attach(shared, P.result_bytes(job))
+            else:
+                shm.check(self.shm_dir, shared.file, shared.size)
+                shm.check(self.shm_dir, shared.reply, 0)
         size = 0 if job.shared else sum(len(b) for b in (job.image.data, job.hints and job.hints.data,
                                                            job.selection) if b is not None)
         count, held = self.worker.load()
@@ -424,8 +444,9 @@ class Daemon:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         poller.register(self.wake, zmq.POLLIN)
-        log.info("tinctd %s listening on %s (device %s, shared memory %s)", __version__, self.endpoint,
-                 self.device, self.shm_dir or "off")
+        log.info("tinctd %s listening on %s (device %s, shared memory %s%s)", __version__, self.endpoint,
+                 self.device, self.shm_dir or "off", ", memfd buffers" if self.buffers else "")
+        pruned = time.monotonic()
         while not self.stopping:
             try:
                 events = dict(poller.poll(200))
@@ -437,6 +458,9 @@ class Daemon:
                 while self.wake.poll(0):
                     self.wake.recv()
             self.drain()
+            if self.buffers and self.buffers.maps and time.monotonic() - pruned > PRUNE_EVERY:
+                self.buffers.prune()  # a closed or dead client's memory is given back within a second
+                pruned = time.monotonic()
         self.close()
 
     def drain(self) -> None:

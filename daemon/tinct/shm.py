@@ -1,30 +1,52 @@
-"""Shared-memory files: how a plugin on the same machine hands tinctd its pixels without a socket.
+"""Shared memory: how a plugin on the same machine hands tinctd its pixels without a socket.
 
 A 12 MP layer is 48 MB; pushing it through a TCP socket and back costs several times a
-memory copy.  A local client instead writes the layer into a file of its own in a private
-tmpfs folder that tinctd names in its `hello` reply, and sends only the file's name; tinctd
-writes the result into the client's reply file the same way (docs/protocol.md).
+memory copy.  A local client instead leaves the layer in memory tinctd can reach and sends
+only where it is; tinctd puts the result back the same way (docs/protocol.md).  Two ways:
+
+- **memfd buffers** (Linux): the client keeps two sealed memfds (`memfd_create`) mapped for
+  its lifetime; tinctd opens them through /proc/<client pid>/fd/<n> and maps them too,
+  caching the mappings while the client keeps them, so pixels are decoded straight from
+  the client's pages and the result encoded straight into its reply buffer: no copy and no
+  fresh page beyond what the client itself does.  A mapping can only crash the daemon
+  (SIGBUS) if the file shrinks under it; tinctd maps only memfds sealed against shrinking
+  (seals can never be removed).  Only tinctd's own user can use them: the request must show
+  the secret in the private folder's `key` file, and each buffer must be that user's.
+- **files** in tinctd's private tmpfs folder, read and written with system calls (never
+  mmap, so a file that shrinks is an error, not a crash) into buffers of tinctd's own:
+  where there is no memfd, or tinctd cannot open the client's /proc folder.
 
 Every name is checked before a byte is read: it must match NAME (no paths), the folder is
 tinctd's own (mode 0700), the file a regular one owned by tinctd's user, opened without
-following links, and long enough.  tinctd reads and writes with system calls, never mmap,
-so a client that shrinks its file mid-request gets an error instead of crashing the daemon.
-Files of clients that died are removed when tinctd starts.
+following links, and long enough.  Files of clients that died are removed when tinctd starts.
 """
 from __future__ import annotations
 
+import fcntl
+import hmac
+import mmap
 import os
 import re
+import secrets
 import stat
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from .protocol import ProtocolError
+from .protocol import ProtocolError, Shared
 
 NAME = re.compile(r"([0-9]{1,10})-[0-9a-f]{32}\.(in|out)")  # <client pid>-<random>.in / .out
+KEY = "key"                         # the folder's secret, shown by clients that use memfd buffers
+KEY_TEXT = re.compile(r"[0-9a-f]{64}")
+
+
+def refused(message: str, code: str = "bad_request") -> ProtocolError:
+    """A shared-memory problem: the client can send the same request another way (`transport`)."""
+    return ProtocolError(code, message, transport=True)
 
 
 def directory() -> Path | None:
-    """tinctd's private folder for shared-memory files, created if needed; None where there is none."""
+    """tinctd's private folder for shared memory, created if needed; None where there is none."""
     if os.name != "posix" or not hasattr(os, "preadv"):
         return None
     runtime = os.environ.get("XDG_RUNTIME_DIR")
@@ -61,6 +83,7 @@ def sweep(folder: Path) -> int:
     return removed
 
 
+# -- files -------------------------------------------------------------------------------
 def _open(folder: Path, name: str, flags: int, need: int = 0) -> int:
     """A descriptor for a client's file, refusing anything that is not plainly one."""
     if not isinstance(name, str) or NAME.fullmatch(name) is None:
@@ -69,13 +92,12 @@ def _open(folder: Path, name: str, flags: int, need: int = 0) -> int:
     try:
         fd = os.open(folder / name, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise ProtocolError("bad_request", f"the plugin's shared-memory file {name} cannot be opened "
-                                           f"({exc.strerror}); it may have closed") from None
+        raise refused(f"the plugin's shared-memory file {name} cannot be opened ({exc.strerror}); "
+                      "it may have closed") from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_size < need:
         os.close(fd)
-        raise ProtocolError("bad_request", f"the shared-memory file {name} is not a file of this user at least "
-                                           f"{need} bytes long")
+        raise refused(f"the shared-memory file {name} is not a file of this user at least {need} bytes long")
     return fd
 
 
@@ -92,7 +114,7 @@ def read(folder: Path, name: str, out: memoryview) -> None:
         while done < len(out):
             n = os.preadv(fd, [out[done:]], done)
             if n <= 0:
-                raise ProtocolError("bad_request", f"the shared-memory file {name} shrank while tinctd read it")
+                raise refused(f"the shared-memory file {name} shrank while tinctd read it")
             done += n
     finally:
         os.close(fd)
@@ -108,3 +130,122 @@ def write(folder: Path, name: str, data: memoryview) -> None:
             done += os.pwrite(fd, data[done:], done)
     finally:
         os.close(fd)
+
+
+# -- memfd buffers -------------------------------------------------------------------------
+def key(folder: Path) -> str:
+    """The folder's secret (64 hex digits), made once: only tinctd's user can read the folder, so a
+    request that shows it was sent by one of that user's processes, not by another user through the
+    loopback port.  Kept across restarts so that clients need to read it only once."""
+    path = folder / KEY
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            info = os.fstat(fd)
+            text = os.read(fd, 128).decode("ascii", "replace").strip()
+        finally:
+            os.close(fd)
+        if (stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o077
+                and KEY_TEXT.fullmatch(text)):
+            return text
+    except OSError:
+        pass
+    text = secrets.token_hex(32)
+    fresh = folder / f"{KEY}.{os.getpid()}.{secrets.token_hex(8)}"
+    fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, text.encode() + b"\n")
+    finally:
+        os.close(fd)
+    os.replace(fresh, path)
+    return text
+
+
+def memfd_possible() -> bool:
+    """Whether this system lets tinctd open a client's memfd: Linux's /proc and file seals."""
+    return sys.platform.startswith("linux") and hasattr(fcntl, "F_GET_SEALS") and os.path.isdir("/proc/self/fd")
+
+
+@dataclass
+class Mapped:
+    dev: int
+    ino: int
+    writable: bool
+    map: mmap.mmap
+
+
+class Buffers:
+    """Clients' memfd buffers mapped into tinctd, kept while the client keeps them open.
+
+    Used from tinctd's socket thread only; a job holds the mappings it needs, so dropping one
+    here never unmaps memory a running job reads or writes."""
+
+    def __init__(self, secret: str):
+        self.secret = secret
+        self.maps: dict[tuple[int, int], Mapped] = {}
+
+    def attach(self, shared: Shared, result: int) -> None:
+        """Check and map a request's buffers into `shared.maps` before it is queued."""
+        if not hmac.compare_digest(shared.key.encode(), self.secret.encode()):
+            raise refused("the shared-memory key is not this tinctd's; the plugin must read it from the "
+                          "shared-memory folder tinctd names")
+        shared.maps = (self.get(shared.pid, *shared.source, shared.size, False),
+                       self.get(shared.pid, *shared.target, result, True))
+
+    def get(self, pid: int, fd: int, ino: int, need: int, writable: bool) -> mmap.mmap | None:
+        """The client's buffer `fd` (inode `ino`) mapped, at least `need` bytes; None when nothing is needed."""
+        path = f"/proc/{pid}/fd/{fd}"
+        try:
+            now = os.stat(path)  # follows the link to the memfd itself
+        except OSError as exc:
+            raise refused(f"tinctd cannot reach the plugin's shared-memory buffer {fd} of process {pid} "
+                          f"({exc.strerror}); it may have closed") from None
+        cached = self.maps.get((pid, fd))
+        if (cached is not None and (cached.dev, cached.ino) == (now.st_dev, now.st_ino) and len(cached.map) >= need
+                and cached.writable >= writable):
+            return cached.map
+        self.maps.pop((pid, fd), None)
+        if now.st_ino != ino:
+            raise refused(f"buffer {fd} of process {pid} is not the one the plugin named (another process, "
+                          "or one it replaced)")
+        if not stat.S_ISREG(now.st_mode):
+            raise refused("the plugin's shared-memory buffer is not a memfd of tinctd's user")
+        try:  # O_NONBLOCK: should it have become a pipe meanwhile, opening it must not wait for a writer
+            handle = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            raise refused(f"tinctd cannot open the plugin's shared-memory buffer ({exc.strerror})") from None
+        try:
+            info = os.fstat(handle)  # what was opened, which may differ from what was looked at
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_ino != ino:
+                raise refused("the plugin's shared-memory buffer is not a memfd of tinctd's user")
+            try:
+                seals = fcntl.fcntl(handle, fcntl.F_GET_SEALS)
+            except OSError:
+                seals = 0  # not a memfd at all
+            if not seals & fcntl.F_SEAL_SHRINK:
+                raise refused("the plugin's shared-memory buffer is not a memfd sealed against shrinking; "
+                              "tinctd maps only buffers that cannot shrink under it")
+            if info.st_size < need:
+                raise refused(f"the plugin's shared-memory buffer is {info.st_size} bytes; this request needs {need}")
+            if need == 0:
+                return None
+            prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+            try:
+                mapped = mmap.mmap(handle, info.st_size, mmap.MAP_SHARED, prot)
+            except (OSError, ValueError, OverflowError) as exc:
+                raise refused(f"tinctd cannot map the plugin's shared-memory buffer ({exc})") from None
+        finally:
+            os.close(handle)  # the mapping keeps the memfd alive
+        self.maps[(pid, fd)] = Mapped(info.st_dev, info.st_ino, writable, mapped)
+        return mapped
+
+    def prune(self) -> None:
+        """Forget the buffers their clients closed or died with, giving their memory back."""
+        for (pid, fd), cached in list(self.maps.items()):
+            try:
+                now = os.stat(f"/proc/{pid}/fd/{fd}")
+                if (now.st_dev, now.st_ino) == (cached.dev, cached.ino):
+                    continue
+            except OSError:
+                pass
+            del self.maps[(pid, fd)]

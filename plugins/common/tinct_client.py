@@ -11,8 +11,11 @@ id it already knows as a resend of that request, not new work.  While a colorize
 client asks tinctd every half second how it is going, so a daemon that dies is noticed
 at once while a long job on a live one may take as long as it needs.
 
-On the same machine the pixels go through two files in tinctd's private shared-memory
-folder instead of the socket, which saves copying them through the kernel twice.
+On the same machine the pixels do not go through the socket: on Linux they go through two
+sealed memfd buffers the client keeps mapped and tinctd maps too (no copy but the one into
+the request buffer and the one out of the reply buffer), elsewhere through two files in
+tinctd's private shared-memory folder.  A request tinctd cannot take that way is sent again
+the next way, the socket being the last.
 
 Where tinctd listens and how to start it come from the arguments, else $TINCT_ENDPOINT and
 $TINCTD_COMMAND, else the settings file the installer writes (`config_path()`): an editor
@@ -21,6 +24,7 @@ started from a desktop menu has none of our environment variables.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import shlex
 import socket
@@ -28,6 +32,11 @@ import subprocess
 import sys
 import time
 import uuid
+
+try:
+    import fcntl  # memfd seals (Linux); other systems have no memfd buffers
+except ImportError:
+    fcntl = None
 
 import msgpack
 import zmq
@@ -37,12 +46,13 @@ PROTOCOL_VERSION = 1
 DEFAULT_PORT = 5571
 DEFAULT_ENDPOINT = f"tcp://127.0.0.1:{DEFAULT_PORT}"
 LAYOUTS = {"GRAY": 1, "GRAYA": 2, "RGB": 3, "RGBA": 4, "BGRA": 4}
+RESULT_LAYOUTS = {"GRAY": "RGB", "GRAYA": "RGBA"}  # what comes back for these (colour needs three channels)
 SAMPLE_BYTES = {"u8": 1, "u16": 2, "f32": 4}
 BLOBS = ("pixels", "hints", "selection")  # binary fields: frames of their own, or in shared memory
 START_WAIT = 60.0    # seconds a freshly started tinctd gets to load its engines
 PROBE_EVERY = 0.5    # seconds between "how is my request going" questions while one runs
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
-KEEP_SHARED = 256 << 20  # shared-memory files up to this size keep their pages between requests
+KEEP_SHARED = 256 << 20  # shared-memory buffers up to this size together keep their pages between requests
 
 
 class TinctError(Exception):
@@ -110,8 +120,9 @@ class Client:
         request is re-sent after that.  start_command: list[str] (default $TINCTD_COMMAND,
         shlex-split, else the settings file's when the endpoint is the one the file names) run
         detached when nothing answers.  curve: {"server_key", "public", "secret"}
-        (Z85 bytes, from zmq.auth.load_certificate) for a remote tinctd.  shared_memory=False
-        always sends pixels through the socket.  client_id: requests with the same client_id and
+        (Z85 bytes, from zmq.auth.load_certificate) for a remote tinctd.  shared_memory: True for
+        the fastest way the machine has (memfd buffers, else files), "files" for files only, False
+        to always send pixels through the socket.  client_id: requests with the same client_id and
         document supersede each other while queued (default: one id per Client).
         """
         self.endpoint = endpoint or os.environ.get("TINCT_ENDPOINT")
@@ -128,13 +139,16 @@ class Client:
         self.shared_memory = shared_memory
         self.ctx = zmq.Context()
         self.sock = None          # the REQ socket for hello/status/cancel, replaced after silence
-        self.files = None         # _SharedFiles once set up, False when shared memory cannot be used
+        self.shared = None        # _Memfd or _SharedFiles once set up, False when pixels go as frames
+        self.transport = None     # how the last request's pixels went: "memfd", "files" or "frames"
+        self.info = None          # tinctd's last hello: limits, shared memory
         self.started = False
 
     # -- public requests ------------------------------------------------------------
     def hello(self) -> dict:
         """Protocol version, engines (name -> "ready" or why not), devices, limits."""
-        return self._call({"type": "hello"})
+        self.info = self._call({"type": "hello"})
+        return self.info
 
     def status(self) -> dict:
         return self._call({"type": "status"})
@@ -174,9 +188,9 @@ class Client:
         if self.sock is not None:
             self.sock.close(0)
             self.sock = None
-        if self.files:
-            self.files.close()
-        self.files = None
+        if self.shared:
+            self.shared.close()
+        self.shared = None
         self.ctx.term()
 
     def __enter__(self):
@@ -213,38 +227,58 @@ class Client:
         return message
 
     def _frames(self, message: dict, info: dict | None = None) -> list:
-        """[header, blob...]: binary fields as frames, or written to shared memory when tinctd offers it."""
+        """[header, blob...]: binary fields as frames, or placed in shared memory when tinctd offers it."""
         header = {"v": PROTOCOL_VERSION, "client": self.client_id, "id": uuid.uuid4().hex}
         header.update((k, v) for k, v in message.items() if k not in BLOBS)
         blobs = [(k, message[k]) for k in BLOBS if message.get(k) is not None]
-        files = self._shared_files(info) if blobs and info else None
-        if files is not None:
+        if blobs:
+            self.transport = "frames"
+        shared = self._shared_memory(info) if blobs and info else None
+        while shared:
             try:
-                lengths = files.write([v for _, v in blobs])
-                header["shm"] = {"file": files.names[0], "reply": files.names[1], "blobs": [k for k, _ in blobs],
-                                 "lengths": lengths}
-                blobs = []
-            except OSError:  # e.g. the shared-memory folder is full: the socket still works
-                files.close()
-                self.files = False
+                where, lengths = shared.place([v for _, v in blobs], _result_bytes(message))
+                header["shm"] = dict(where, blobs=[k for k, _ in blobs], lengths=lengths)
+                self.transport, blobs = shared.kind, []
+                break
+            except OSError:  # e.g. no memory for buffers, or the folder is full: the next way
+                self._fall_back()
+                shared = self._shared_memory(info)
         header["blobs"] = [k for k, _ in blobs]
         return [msgpack.packb(header, use_bin_type=True)] + [v for _, v in blobs]
 
-    def _shared_files(self, info: dict):
-        """This client's shared-memory files, if tinctd offers a folder we can see as the same one."""
-        if self.files is None:
-            self.files = False
-            folder, ident = info.get("shm_dir"), info.get("shm_id")
+    def _shared_memory(self, info: dict):
+        """This client's shared memory, set up once: memfd buffers where tinctd and the system have
+        them, else files in tinctd's folder, if we see that folder as the same one; None: frames."""
+        if self.shared is None:
+            self.shared = False
+            folder = info.get("shm_dir")
             scheme, _, rest = self.endpoint.partition("://")
             local = scheme == "ipc" or (scheme == "tcp" and rest.rpartition(":")[0] in LOOPBACK)
-            if self.shared_memory and folder and local and hasattr(os, "pwrite"):
+            try:  # not a same-named folder in another mount namespace
+                st = os.stat(folder) if folder else None
+                same = st is not None and [st.st_dev, st.st_ino] == info.get("shm_id")
+            except OSError:
+                same = False
+            ways = []
+            if self.shared_memory is True and info.get("memfd") and _Memfd.possible():
+                ways.append(_Memfd)
+            if self.shared_memory and hasattr(os, "pwrite"):
+                ways.append(_SharedFiles)
+            for way in ways if local and same else []:
                 try:
-                    st = os.stat(folder)
-                    if [st.st_dev, st.st_ino] == ident:  # not a same-named folder in another namespace
-                        self.files = _SharedFiles(folder)
+                    self.shared = way(folder)
+                    break
                 except OSError:
                     pass
-        return self.files or None
+        return self.shared or None
+
+    def _fall_back(self) -> None:
+        """Stop using the current shared memory: memfd buffers give way to files, files to frames."""
+        kind = self.shared.kind if self.shared else None
+        if self.shared:
+            self.shared.close()
+        self.shared = None
+        self.shared_memory = "files" if kind == "memfd" and self.shared_memory else False
 
     # -- plumbing -------------------------------------------------------------------
     def _socket(self):
@@ -313,7 +347,7 @@ class Client:
 
     def _job(self, message: dict, progress) -> dict:
         """Send work and wait for it, resending the same request id if the daemon goes silent."""
-        info = self.hello()  # reaches (or starts) the daemon; says its limits and shared-memory folder
+        info = self.info or self.hello()  # reaches (or starts) the daemon; its limits and shared memory
         limit = info.get("limits", {}).get("max_pixels")
         if limit and message["width"] * message["height"] > limit:
             raise TinctError("too_large", f"The layer is {message['width'] * message['height'] / 1e6:.3g} "
@@ -322,17 +356,24 @@ class Client:
                                           "--max-megapixels.")
         frames = self._frames(message, info)
         try:
-            for _ in range(self.retries + 1):
+            attempts = 0
+            while attempts <= self.retries:
                 reply = self._watch(frames, message["id"], progress)
+                error = reply.get("error") if reply is not None and not reply.get("ok") else None
+                if isinstance(error, dict) and error.get("transport") and self.transport != "frames":
+                    self._fall_back()  # the shared memory failed, not the request: send it the next way
+                    frames = self._frames(message, info)
+                    continue
                 if reply is not None:
                     return self._checked(reply)
+                attempts += 1
                 try:
                     self.hello()  # gone: reach it again (or start it), then resend
                 except TinctError:
                     break
         finally:
-            if self.files:
-                self.files.trim()
+            if self.shared:
+                self.shared.trim()
         raise TinctError("unavailable", "The Tinct daemon stopped while working on this image; nothing was "
                                         "changed. Start it again ('tinctd') and retry.")
 
@@ -375,7 +416,7 @@ class Client:
             reply.update((name, frame.bytes) for name, frame in zip(names, frames[1:]))
             spec = reply.pop("shm", None)
             if spec is not None:
-                data = self.files.read(sum(spec["lengths"]))
+                data = self.shared.read(spec, sum(spec["lengths"]))
                 offset = 0
                 for name, length in zip(spec["blobs"], spec["lengths"]):
                     reply[name] = data if len(spec["blobs"]) == 1 else data[offset:offset + length]
@@ -424,8 +465,104 @@ class Client:
             time.sleep(0.2)
 
 
+def _result_bytes(message: dict) -> int:
+    """How long a request's result pixels are: the reply buffer's size (nothing for suggest)."""
+    if message.get("type") != "colorize":
+        return 0
+    layout = RESULT_LAYOUTS.get(message["layout"], message["layout"])
+    return message["width"] * message["height"] * LAYOUTS[layout] * SAMPLE_BYTES[message["sample"]]
+
+
+class _Memfd:
+    """This client's request and reply buffers: two memfds sealed against shrinking (so tinctd may
+    map them), kept mapped while they fit, grown in place when a layer needs more (docs/protocol.md).
+
+    Only processes of tinctd's user can read the folder's key, which every request shows."""
+
+    kind = "memfd"
+
+    @staticmethod
+    def possible() -> bool:
+        return sys.platform.startswith("linux") and hasattr(os, "memfd_create") and hasattr(fcntl, "F_ADD_SEALS")
+
+    def __init__(self, folder: str):
+        fd = os.open(os.path.join(folder, "key"), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            self.key = os.read(fd, 128).decode("ascii", "replace").strip()
+        finally:
+            os.close(fd)
+        self.fds, self.inodes, self.maps = [-1, -1], [0, 0], [None, None]
+        try:
+            for which in (0, 1):
+                self._new(which)
+        except OSError:
+            self.close()
+            raise
+
+    def _new(self, which: int) -> None:
+        """A fresh empty buffer `which` (0 request, 1 reply), sealed before tinctd ever sees it."""
+        if self.maps[which] is not None:
+            self.maps[which].close()
+            self.maps[which] = None
+        if self.fds[which] >= 0:
+            os.close(self.fds[which])
+            self.fds[which] = -1
+        self.fds[which] = os.memfd_create(("tinct-request", "tinct-reply")[which],
+                                          os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        fcntl.fcntl(self.fds[which], fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
+        self.inodes[which] = os.fstat(self.fds[which]).st_ino
+
+    def _fit(self, which: int, size: int) -> None:
+        """Buffer `which` at least `size` bytes, mapped (the request one writable)."""
+        mapped = self.maps[which]
+        if size == 0 or (mapped is not None and len(mapped) >= size):
+            return
+        os.ftruncate(self.fds[which], size)  # only ever grows: tinctd may hold a mapping of it
+        if mapped is not None:
+            mapped.close()
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if which == 0 else 0)
+        self.maps[which] = mmap.mmap(self.fds[which], size, mmap.MAP_SHARED, prot)
+
+    def place(self, blobs: list, result: int) -> tuple[dict, list[int]]:
+        """Copy the binary fields back to back into the request buffer; where they are, and their lengths."""
+        views = [memoryview(blob).cast("B") for blob in blobs]
+        lengths = [len(view) for view in views]
+        self._fit(0, sum(lengths))
+        self._fit(1, result)
+        offset = 0
+        for view in views:
+            self.maps[0][offset:offset + len(view)] = view
+            offset += len(view)
+        return ({"pid": os.getpid(), "in": [self.fds[0], self.inodes[0]], "out": [self.fds[1], self.inodes[1]],
+                 "key": self.key}, lengths)
+
+    def read(self, spec: dict, length: int) -> bytes:
+        """The first `length` bytes of the reply buffer, as a new bytes object."""
+        if spec.get("out") != [self.fds[1], self.inodes[1]] or length > len(self.maps[1] or b""):
+            raise OSError("the reply names another buffer, or more than it holds")
+        return self.maps[1][:length] if length else b""
+
+    def trim(self) -> None:
+        """Give big buffers' memory back after a request (new ones are made for the next); small ones
+        keep their pages."""
+        if sum(len(m) for m in self.maps if m is not None) > KEEP_SHARED:
+            for which in (0, 1):
+                self._new(which)
+
+    def close(self) -> None:
+        for mapped in self.maps:
+            if mapped is not None:
+                mapped.close()
+        for fd in self.fds:
+            if fd >= 0:
+                os.close(fd)
+        self.fds, self.maps = [-1, -1], [None, None]
+
+
 class _SharedFiles:
     """This client's request and reply files in tinctd's shared-memory folder (docs/protocol.md)."""
+
+    kind = "files"
 
     def __init__(self, folder: str):
         base = f"{os.getpid()}-{uuid.uuid4().hex}"
@@ -440,8 +577,8 @@ class _SharedFiles:
             self.close()
             raise
 
-    def write(self, blobs: list) -> list[int]:
-        """Write the binary fields back to back from the start of the request file; their lengths."""
+    def place(self, blobs: list, result: int = 0) -> tuple[dict, list[int]]:
+        """Write the binary fields back to back from the start of the request file; where, and their lengths."""
         lengths, offset = [], 0
         for blob in blobs:
             view = memoryview(blob).cast("B")
@@ -450,10 +587,12 @@ class _SharedFiles:
                 done += os.pwrite(self.fds[0], view[done:], offset + done)
             lengths.append(len(view))
             offset += len(view)
-        return lengths
+        return {"file": self.names[0], "reply": self.names[1]}, lengths
 
-    def read(self, length: int) -> bytes:
+    def read(self, spec: dict, length: int) -> bytes:
         """The first `length` bytes of the reply file."""
+        if spec.get("file") != self.names[1]:
+            raise OSError("the reply names another file")
         data = os.pread(self.fds[1], length, 0)
         parts = [data]
         while sum(map(len, parts)) < length:
