@@ -197,3 +197,12 @@ def test_error_sentence_for_our_own_and_unexpected_failures():
     assert "install-gimp-plugin.sh" in sentence and "Python %d.%d" % sys.version_info[:2] in sentence
     sentence = logic.error_sentence(KeyError("pixels"))
     assert "not changed" in sentence and "KeyError" in sentence
+
+
+def test_change_failed_says_whether_the_image_is_as_it_was():
+    reason = "Item 'photo' (3) cannot be used because it has not been added to an image"
+    put_back = logic.change_failed("add the colorized layer", logic.GimpRefused(reason), restored=True)
+    assert put_back == f"GIMP could not add the colorized layer ({reason}). " + UNCHANGED
+    partly = logic.change_failed("add the hints layer", KeyError("pixels"), restored=False)
+    assert partly.startswith("GIMP could not add the hints layer (KeyError: 'pixels'), and Colorize could not")
+    assert "Edit → Undo" in partly and UNCHANGED not in partly

@@ -43,6 +43,10 @@ class ColorizeError(Exception):
     """A failure the plug-in detects itself; the message is the sentence GIMP shows."""
 
 
+class GimpRefused(Exception):
+    """GIMP refused a call while the plug-in changed the image; the message is GIMP's reason."""
+
+
 @dataclass(frozen=True)
 class PixelFormat:
     """How a layer's pixels are read from GIMP and described to the daemon."""
@@ -166,6 +170,16 @@ def decode_tattoo(data):
         return int(bytes(data).decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         return None
+
+
+def change_failed(what, exc, restored):
+    """The sentence for a step of the image change failing, after the plug-in put back what it
+    could; when that was not everything, GIMP's undo still can (the change is one undo group)."""
+    reason = str(exc) if isinstance(exc, GimpRefused) else f"{type(exc).__name__}: {exc}"
+    if restored:
+        return f"GIMP could not {what} ({reason}). The image was not changed."
+    return (f"GIMP could not {what} ({reason}), and Colorize could not put everything back; "
+            f"choose Edit → Undo to get the image back as it was.")
 
 
 def error_sentence(exc):
