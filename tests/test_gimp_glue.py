@@ -1,14 +1,17 @@
 """tinct-colorize.py, the GIMP glue itself, run against a small stand-in of GIMP's Python API
 (gi.repository Gimp, Gegl, GLib, GObject) with the real client and a real tinctd: what it tells
-GIMP's progress bar, and that it changes the image inside one undo group or not at all.
+GIMP's progress bar, and that it changes the image inside one undo group, wholly or not at all.
 
-The progress bar is what these tests are for: a Python plug-in cannot install a progress
-handler in a real GIMP ("Cannot translate Python object to callback type"), so the session
-tests (tests/test_gimp.py) cannot see it; here the stand-in records the Gimp.progress_* calls.
+These are what the session tests (tests/test_gimp.py) cannot see: a Python plug-in cannot
+install a progress handler in a real GIMP ("Cannot translate Python object to callback type"),
+and a real GIMP cannot be made to refuse a call midway through the change; here the stand-in
+records the Gimp.progress_* calls and fails the call a test names, the way GIMP 3.0.4 fails
+(found in the chroot: libgimp answers False and keeps the reason as the PDB's last error).
 """
 
 import importlib.util
 import itertools
+import re
 import sys
 import types
 from pathlib import Path
@@ -20,27 +23,74 @@ from daemon_fixture import RunningDaemon, free_port, tinct_client
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugins" / "gimp" / "tinct-colorize"
 SIZE = 320  # a second or so of solver work here, enough for several progress reports
+SMALL = 64  # where the change is what is tested, not the solver's work
 PROGRESS_CALLS = ("progress_init", "progress_update", "progress_end")
 UNDO_GROUP = ("undo_group_start", "undo_group_end")
+# The calls that change the image, in the order the plug-in makes them, for Colorize on a
+# grayscale image colorized before (_gray_rerun) and for Add Hints Layer on a grayscale photo
+COLORIZE_STEPS = ["convert_rgb", "set_name", "Layer.new", "set_offsets", "write_pixels", "attach_parasite",
+                  "insert_layer", "set_visible", "set_selected_layers", "remove_layer"]
+ADD_HINTS_STEPS = ["convert_rgb", "Layer.new", "set_offsets", "fill", "attach_parasite", "insert_layer",
+                   "set_selected_layers"]
 
 
 # -- a stand-in for the part of GIMP 3's Python API that tinct-colorize.py uses ---------------
+class Log(list):
+    """What the plug-in did to GIMP, in order.  `faults` maps a call (its name, or its whole entry
+    such as ("remove_layer", "Colorized copy")) to how it fails the next time it is made:
+    "refuses" as GIMP does (answers False, the reason in the PDB's last error) or "raises"."""
+
+    def __init__(self):
+        super().__init__()
+        self.faults, self.last_error = {}, "success"
+
+    def call(self, name, *detail):
+        """Records a call; False when GIMP refuses it."""
+        self.append((name, *detail))
+        how = self.faults.pop((name, *detail), None) or self.faults.pop(name, None)
+        if how == "raises":
+            raise RuntimeError(f"{name} broke")
+        if how == "refuses":
+            self.last_error = f"GIMP refused {name}"
+        return how is None
+
+
 class Layer:
-    """Gimp.Layer: pixels kept in the one Babl format the plug-in reads or writes them in."""
+    """Gimp.Layer: pixels kept in the one Babl format the plug-in reads or writes them in.
+    Like GIMP's, a layer removed from its image or deleted is gone for good."""
 
     tattoos = itertools.count(1)
 
     def __init__(self, log, name, width, height, babl=None, pixels=None):
         self.log, self.name, self.width, self.height = log, name, width, height
-        self.babl, self.pixels = babl, pixels
+        self.babl, self.pixels, self.gone = babl, pixels, False
         self.tattoo, self.offsets, self.visible, self.parasites = next(Layer.tattoos), (0, 0), True, {}
 
     @classmethod
     def new(cls, image, name, width, height, kind, opacity, mode):
-        return cls(image.log, name, width, height)
+        # GIMP makes a layer of the image's own base type whatever `kind` says (seen in 3.0.4)
+        assert image.base == "rgb", "a colour layer made in a grayscale image would be grey"
+        if not image.log.call("Layer.new", name):
+            raise TypeError("constructor returned NULL")  # what PyGObject raises
+        layer = cls(image.log, name, width, height)
+        layer.image = image
+        image.made.append(layer)
+        return layer
+
+    def delete(self):
+        """Only for a layer never put into its image (GIMP refuses the others)."""
+        assert not self.gone and self not in self.image.layers
+        self.gone = True
+        return True
 
     def get_name(self):
         return self.name
+
+    def set_name(self, name):
+        if not self.log.call("set_name", self.name, name):
+            return False
+        self.name = name
+        return True
 
     def get_tattoo(self):
         return self.tattoo
@@ -55,8 +105,10 @@ class Layer:
         return (True, *self.offsets)
 
     def set_offsets(self, x, y):
-        self.log.append(("set_offsets", self.name))
+        if not self.log.call("set_offsets", self.name):
+            return False
         self.offsets = (x, y)
+        return True
 
     def has_alpha(self):
         return self.babl is not None and self.babl.split()[0].endswith("A")
@@ -74,18 +126,28 @@ class Layer:
         return self.parasites.get(name)
 
     def attach_parasite(self, parasite):
-        self.log.append(("attach_parasite", self.name))
+        if not self.log.call("attach_parasite", self.name):
+            return False
         self.parasites[parasite.name] = parasite
+        return True
+
+    def get_visible(self):
+        return self.visible
 
     def set_visible(self, visible):
-        self.log.append(("set_visible", self.name))
+        if not self.log.call("set_visible", self.name, visible):
+            return False
         self.visible = visible
+        return True
+
+    def fill(self, kind):
+        if not self.log.call("fill", self.name):
+            return False
+        self.babl, self.pixels = "R'G'B'A u8", bytes(self.width * self.height * 4)
+        return True
 
     def get_buffer(self):
         return Buffer(self)
-
-    def update(self, x, y, width, height):
-        self.log.append(("update", self.name))
 
 
 class Buffer:
@@ -98,8 +160,8 @@ class Buffer:
             "this stand-in only reads a whole layer in its own format"
         return layer.pixels
 
-    def set(self, rect, babl, data):
-        self.layer.log.append(("write_pixels", self.layer.name))
+    def set(self, rect, babl, data):  # returns nothing in Gegl; can only raise
+        self.layer.log.call("write_pixels", self.layer.name)
         self.layer.babl, self.layer.pixels = babl, bytes(data)
 
     def flush(self):
@@ -107,10 +169,10 @@ class Buffer:
 
 
 class Image:
-    """Gimp.Image: an 8-bit RGB image whose layers are listed top first."""
+    """Gimp.Image: an 8-bit RGB or grayscale image whose layers are listed top first."""
 
-    def __init__(self, log, layers):
-        self.log, self.layers, self.selected = log, list(layers), [layers[-1]]
+    def __init__(self, log, layers, base="rgb"):
+        self.log, self.layers, self.selected, self.base, self.made = log, list(layers), [layers[-1]], base, []
 
     def get_id(self):
         return 1
@@ -119,7 +181,19 @@ class Image:
         return types.SimpleNamespace(value_nick="u8-non-linear")
 
     def get_base_type(self):
-        return "rgb"
+        return self.base
+
+    def _convert(self, call, base):
+        if self.base == base or not self.log.call(call):
+            return False
+        self.base = base
+        return True
+
+    def convert_rgb(self):
+        return self._convert("convert_rgb", "rgb")
+
+    def convert_grayscale(self):
+        return self._convert("convert_grayscale", "gray")
 
     def get_layers(self):
         return list(self.layers)
@@ -134,17 +208,36 @@ class Image:
         return self.layers.index(layer)
 
     def insert_layer(self, layer, parent, position):
-        assert parent is None
-        self.log.append(("insert_layer", layer.name))
+        assert parent is None and not layer.gone and layer not in self.layers
+        if not self.log.call("insert_layer", layer.name):
+            return False
+        name, number = layer.name, 0
+        while layer.name in {other.name for other in self.layers}:  # names are unique in a GIMP image
+            number += 1
+            layer.name = f"{name} #{number}"
         self.layers.insert(position, layer)
+        self.selected = [layer]  # as GIMP does
+        return True
 
     def remove_layer(self, layer):
-        self.log.append(("remove_layer", layer.name))
+        assert layer in self.layers
+        if not self.log.call("remove_layer", layer.name):
+            return False
         self.layers.remove(layer)
+        layer.gone = True
+        if layer in self.selected:
+            self.selected = [self.layers[0]]  # GIMP picks a neighbour
+        return True
+
+    def get_selected_layers(self):
+        return list(self.selected)
 
     def set_selected_layers(self, layers):
-        self.log.append(("set_selected_layers", [layer.name for layer in layers]))
-        self.selected = layers
+        assert layers and all(layer in self.layers for layer in layers)
+        if not self.log.call("set_selected_layers", tuple(layer.name for layer in layers)):
+            return False
+        self.selected = list(layers)
+        return True
 
     def undo_group_start(self):
         self.log.append(("undo_group_start",))
@@ -162,14 +255,19 @@ class GLibError:
         return cls(message)
 
 
+def _parasite(name, flags, data):
+    return types.SimpleNamespace(name=name, get_data=lambda: data)
+
+
 def _gi(log):
     """The gi package as the plug-in imports it; GIMP's progress calls go into `log`."""
     ns = types.SimpleNamespace
     gimp = ns(
         ImageType=ns(RGB_IMAGE="RGB", RGBA_IMAGE="RGBA"), ImageBaseType=ns(RGB="rgb", GRAY="gray"),
         PARASITE_PERSISTENT=1, PARASITE_UNDOABLE=2, LayerMode=ns(NORMAL="normal"),
+        FillType=ns(TRANSPARENT="transparent"),
         PlugIn=type("PlugIn", (), {"__gtype__": "GimpPlugIn"}), main=lambda gtype, argv: None,
-        Layer=Layer, Parasite=ns(new=lambda name, flags, data: ns(name=name, get_data=lambda: data)),
+        Layer=Layer, Parasite=ns(new=_parasite), get_pdb=lambda: ns(get_last_error=lambda: log.last_error),
         Selection=ns(is_empty=lambda image: True), displays_flush=lambda: None,
         progress_init=lambda message: log.append(("progress_init", message)),
         progress_update=lambda fraction: log.append(("progress_update", fraction)),
@@ -190,7 +288,7 @@ def _gi(log):
 @pytest.fixture
 def gimp(monkeypatch):
     """tinct-colorize.py loaded against the stand-in; `log` collects what it does, in order."""
-    log = []
+    log = Log()
     gi = _gi(log)
     monkeypatch.setitem(sys.modules, "gi", gi)
     monkeypatch.setitem(sys.modules, "gi.repository", gi.repository)
@@ -216,23 +314,49 @@ def tinctd(tmp_path_factory):
     assert daemon.stop() == 0
 
 
-def _photo(log):
-    """A grey gradient photo under a hints layer with two strokes, the photo selected."""
-    grey = np.tile(np.linspace(0, 255, SIZE).astype(np.uint8), (SIZE, 1))
-    strokes = np.zeros((SIZE, SIZE, 4), np.uint8)
+def _grey(size):
+    return np.tile(np.linspace(0, 255, size).astype(np.uint8), (size, 1))
+
+
+def _hints(log, size):
+    """A "Colorize hints" layer with two strokes."""
+    strokes = np.zeros((size, size, 4), np.uint8)
     strokes[20:26, 20:80] = (200, 40, 40, 255)
     strokes[-26:-20, -80:-20] = (40, 40, 200, 255)
-    photo = Layer(log, "photo", SIZE, SIZE, "R'G'B' u8", np.repeat(grey[..., None], 3, axis=2).tobytes())
-    hints = Layer(log, "Colorize hints", SIZE, SIZE, "R'G'B'A u8", strokes.tobytes())
+    return Layer(log, "Colorize hints", size, size, "R'G'B'A u8", strokes.tobytes())
+
+
+def _photo(log):
+    """A grey gradient photo under a hints layer with two strokes, the photo selected."""
+    photo = Layer(log, "photo", SIZE, SIZE, "R'G'B' u8", np.repeat(_grey(SIZE)[..., None], 3, axis=2).tobytes())
+    hints = _hints(log, SIZE)
     return Image(log, [hints, photo]), photo, hints
+
+
+def _gray_rerun(gimp, results=1):
+    """A grayscale image (converted back after an earlier run) holding hints, `results` earlier
+    results made for the photo (a duplicate keeps the mark) and the photo, which is selected."""
+    photo = Layer(gimp.log, "photo", SMALL, SMALL, "Y' u8", _grey(SMALL).tobytes())
+    earlier = [Layer(gimp.log, name, SMALL, SMALL, "Y' u8", bytes(SMALL * SMALL))
+               for name in ("Colorized", "Colorized copy")[:results]]
+    mark = list(gimp.plugin.logic.encode_tattoo(photo.tattoo))
+    for layer in earlier:
+        layer.parasites[gimp.plugin.logic.RESULT_PARASITE] = _parasite(gimp.plugin.logic.RESULT_PARASITE, 3, mark)
+    return Image(gimp.log, [_hints(gimp.log, SMALL), *earlier, photo], base="gray"), photo
+
+
+_PROCEDURE = types.SimpleNamespace(new_return_values=lambda status, error: (status, error))
 
 
 def _colorize(gimp, image, layer, engine="optimization"):
     """Colorize as GIMP calls it from a batch script; the (status, error) it returns."""
     values = {"engine": engine, "vibrancy": 0.65, "hints-layer": "Colorize hints", "keep-hints-visible": False}
     config = types.SimpleNamespace(get_property=values.__getitem__)
-    procedure = types.SimpleNamespace(new_return_values=lambda status, error: (status, error))
-    return gimp.plugin.TinctColorize().run_colorize(procedure, "noninteractive", image, [layer], config, None)
+    return gimp.plugin.TinctColorize().run_colorize(_PROCEDURE, "noninteractive", image, [layer], config, None)
+
+
+def _add_hints(gimp, image, layer):
+    return gimp.plugin.TinctColorize().run_add_hints(_PROCEDURE, "noninteractive", image, [layer], None, None)
 
 
 def _progress(log):
@@ -259,18 +383,20 @@ def test_progress_names_the_layer_follows_the_daemons_job_and_ends(gimp, tinctd,
 
 
 def test_everything_the_run_changes_is_inside_one_undo_group(gimp, tinctd, monkeypatch):
-    """Running it again replaces the first result: removing it is part of the same group."""
+    """Running it again (the hints shown again to paint more) replaces the first result: removing
+    it is part of the same group."""
     monkeypatch.setenv("TINCT_ENDPOINT", tinctd.endpoint)
     image, photo, hints = _photo(gimp.log)
     for _ in range(2):
+        hints.visible = True
         del gimp.log[:]
         status, error = _colorize(gimp, image, photo)
         assert status == "success", error.message
     changes = [entry for entry in gimp.log if entry[0] not in PROGRESS_CALLS]
     assert changes[0] == ("undo_group_start",) and changes[-1] == ("undo_group_end",)
     assert not any(entry[0] in UNDO_GROUP for entry in changes[1:-1])
-    assert ("remove_layer", "Colorized") in changes and ("insert_layer", "Colorized") in changes
-    assert ("set_visible", "Colorize hints") in changes
+    assert ("remove_layer", "Colorized (replaced)") in changes and ("insert_layer", "Colorized") in changes
+    assert ("set_visible", "Colorize hints", False) in changes
     assert [layer.name for layer in image.layers] == ["Colorize hints", "Colorized", "photo"]
 
 
@@ -297,3 +423,112 @@ def test_progress_ends_when_tinctd_is_not_running(gimp, monkeypatch):
     image, photo, _ = _photo(gimp.log)
     status, error = _colorize(gimp, image, photo)
     _assert_refused_cleanly(gimp, image, status, error, f"The Tinct daemon is not running at {endpoint}.")
+
+
+def _state(image):
+    """All of the stand-in image that a run may change."""
+    return {"base": image.base, "selected": image.get_selected_layers(),
+            "layers": [(layer, layer.name, layer.visible, layer.offsets, layer.babl, layer.pixels, dict(layer.parasites))
+                       for layer in image.layers]}
+
+
+def _changes(log):
+    """The calls that changed the image, without the undo group around them (asserted here)."""
+    changes = [entry for entry in log if entry[0] not in PROGRESS_CALLS]
+    assert changes[0] == ("undo_group_start",) and changes[-1] == ("undo_group_end",)
+    assert not any(entry[0] in UNDO_GROUP for entry in changes[1:-1])
+    return changes[1:-1]
+
+
+def _steps(how):
+    return [(step, how) for step in COLORIZE_STEPS if (step, how) != ("write_pixels", "refuses")]
+
+
+def _reason(step, how):
+    """GIMP's reason for the failure the stand-in made, as the sentence gives it."""
+    if how == "raises":
+        return f"RuntimeError: {step} broke"
+    return "TypeError: constructor returned NULL" if step == "Layer.new" else f"GIMP refused {step}"
+
+
+def _assert_put_back(gimp, image, before, status, error, what, step, how):
+    assert not gimp.log.faults, f"the run never came to {step}"
+    assert status == "execution-error"
+    assert error.message == f"GIMP could not {what} ({_reason(step, how)}). The image was not changed."
+    assert _state(image) == before, "the image was left half-changed"
+    assert all(layer.gone for layer in image.made), "a layer made by the run was left in GIMP"
+    _changes(gimp.log)
+    assert [entry for entry in gimp.log if entry[0] == "progress_end"] == [("progress_end",)]
+
+
+def test_colorize_converts_first_builds_the_result_before_it_goes_in_and_replaces_last(gimp, tinctd, monkeypatch):
+    """The order that lets a failure be put back: a removed layer is gone for good in GIMP."""
+    monkeypatch.setenv("TINCT_ENDPOINT", tinctd.endpoint)
+    image, photo = _gray_rerun(gimp)
+    hints, earlier = image.layers[:2]
+    status, error = _colorize(gimp, image, photo)
+    assert status == "success", error.message
+    assert [entry[0] for entry in _changes(gimp.log)] == COLORIZE_STEPS
+    result = image.layers[1]
+    assert [layer.name for layer in image.layers] == ["Colorize hints", "Colorized", "photo"]  # not "Colorized #1"
+    assert result is not earlier and earlier.gone and image.base == "rgb"
+    assert result.babl == "R'G'B' u8" and len(result.pixels) == SMALL * SMALL * 3
+    assert not hints.visible and image.selected == [result]
+
+
+@pytest.mark.parametrize("step, how", _steps("refuses") + _steps("raises"))
+def test_colorize_failing_at_any_step_of_the_change_leaves_the_image_as_it_was(gimp, tinctd, monkeypatch, step, how):
+    monkeypatch.setenv("TINCT_ENDPOINT", tinctd.endpoint)
+    image, photo = _gray_rerun(gimp)
+    before = _state(image)
+    gimp.log.faults[step] = how
+    status, error = _colorize(gimp, image, photo)
+    _assert_put_back(gimp, image, before, status, error, "add the colorized layer", step, how)
+
+
+def test_a_removed_earlier_result_cannot_be_put_back_so_the_sentence_says_undo(gimp, tinctd, monkeypatch):
+    """Two earlier results: the first is removed, removing the second fails; all else is put back."""
+    monkeypatch.setenv("TINCT_ENDPOINT", tinctd.endpoint)
+    image, photo = _gray_rerun(gimp, results=2)
+    hints, first, second = image.layers[:3]
+    gimp.log.faults[("remove_layer", "Colorized copy (replaced)")] = "refuses"
+    status, error = _colorize(gimp, image, photo)
+    assert status == "execution-error" and not gimp.log.faults
+    assert error.message == ("GIMP could not add the colorized layer (GIMP refused remove_layer), and Colorize "
+                             "could not put everything back; choose Edit → Undo to get the image back as it was.")
+    assert image.layers == [hints, second, photo] and second.name == "Colorized copy" and first.gone
+    assert image.base == "gray" and hints.visible and image.selected == [photo]
+
+
+def test_when_putting_back_fails_the_sentence_says_undo(gimp, tinctd, monkeypatch):
+    monkeypatch.setenv("TINCT_ENDPOINT", tinctd.endpoint)
+    image, photo = _gray_rerun(gimp)
+    layers = list(image.layers)
+    gimp.log.faults.update({"insert_layer": "refuses", "convert_grayscale": "refuses"})
+    status, error = _colorize(gimp, image, photo)
+    assert status == "execution-error" and not gimp.log.faults
+    assert error.message.startswith("GIMP could not add the colorized layer (GIMP refused insert_layer), and ")
+    assert error.message.endswith("choose Edit → Undo to get the image back as it was.")
+    assert image.base == "rgb" and image.layers == layers and image.selected == [photo]  # all but the mode
+
+
+def test_add_hints_layer_converts_first_and_fills_the_layer_before_it_goes_in(gimp):
+    photo = Layer(gimp.log, "photo", SMALL, SMALL, "Y' u8", _grey(SMALL).tobytes())
+    image = Image(gimp.log, [photo], base="gray")
+    status, error = _add_hints(gimp, image, photo)
+    assert status == "success", error.message
+    assert [entry[0] for entry in _changes(gimp.log)] == ADD_HINTS_STEPS
+    hints = image.layers[0]
+    assert image.layers == [hints, photo] and image.base == "rgb" and image.selected == [hints]
+    assert hints.name == "Colorize hints" and hints.pixels == bytes(SMALL * SMALL * 4)
+    assert gimp.plugin.logic.HINTS_PARASITE in hints.parasites
+
+
+@pytest.mark.parametrize("step, how", [(step, how) for how in ("refuses", "raises") for step in ADD_HINTS_STEPS])
+def test_add_hints_layer_failing_at_any_step_leaves_the_image_as_it_was(gimp, step, how):
+    photo = Layer(gimp.log, "photo", SMALL, SMALL, "Y' u8", _grey(SMALL).tobytes())
+    image = Image(gimp.log, [photo], base="gray")
+    before = _state(image)
+    gimp.log.faults[step] = how
+    status, error = _add_hints(gimp, image, photo)
+    _assert_put_back(gimp, image, before, status, error, "add the hints layer", step, how)

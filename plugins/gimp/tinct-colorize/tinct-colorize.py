@@ -6,6 +6,7 @@ decisions are in colorize_logic.py and the talking to tinctd in tinct_client.py,
 installer copies in beside this file.  Both procedures work non-interactively through the PDB.
 """
 
+import contextlib
 import os
 import sys
 
@@ -45,7 +46,13 @@ def _mark_of(layer, name):
 
 def _mark(layer, name, source):
     data = list(logic.encode_tattoo(source.get_tattoo()))
-    layer.attach_parasite(Gimp.Parasite.new(name, _MARK_FLAGS, data))
+    _ok(layer.attach_parasite(Gimp.Parasite.new(name, _MARK_FLAGS, data)))
+
+
+def _ok(done):
+    """libgimp answers False, not an exception, when GIMP refuses a call; its reason is the PDB's last error."""
+    if not done:
+        raise logic.GimpRefused(Gimp.get_pdb().get_last_error())
 
 
 def _source_layer(image, drawables):
@@ -70,14 +77,68 @@ def _siblings(image, layer):
     return parent.get_children() if parent is not None else image.get_layers()
 
 
-def _insert_above(image, layer, source):
-    image.insert_layer(layer, source.get_parent(), image.get_item_position(source))
+@contextlib.contextmanager
+def _all_or_nothing(image, what):
+    """One undo group, taken back by hand if a step in it fails: GIMP 3 gives plug-ins no undo call.
+
+    After each step the caller adds how to take it back (None: it cannot be); the selection, which
+    GIMP's undo leaves alone, is put back too.  A failure becomes the sentence saying whether the
+    image is as it was.
+    """
+    selected = image.get_selected_layers()
+    undo = [lambda: _ok(image.set_selected_layers(selected))] if selected else []
+    image.undo_group_start()
+    try:
+        yield undo.append
+    except Exception as exc:
+        restored = None not in undo
+        for step in reversed(undo):
+            if step is not None:
+                try:
+                    step()
+                except Exception:  # and on with the others
+                    restored = False
+        raise logic.ColorizeError(logic.change_failed(what, exc, restored)) from exc
+    finally:
+        image.undo_group_end()
 
 
-def _to_rgb_if_gray(image):
-    """Colour needs an RGB image: a grayscale one becomes RGB (undoably, in the caller's group)."""
+def _to_rgb_if_gray(image, undo):
+    """Colour needs an RGB image: a grayscale one becomes RGB.  Converted back, its layers are bit
+    for bit as they were at 8-bit, 16-bit and half-float precision, at 32-bit and double within
+    1e-6 of full scale (GIMP 3.0.4 converts through single floats)."""
     if image.get_base_type() == Gimp.ImageBaseType.GRAY:
-        image.convert_rgb()
+        _ok(image.convert_rgb())
+        undo(lambda: _ok(image.convert_grayscale()))
+
+
+def _add_layer(image, undo, name, kind, source, mark, fill):
+    """A new layer the size and place of `source`, marked as made for it and given its pixels by
+    `fill` before it goes in directly above it, so a failure leaves no half-made layer behind."""
+    layer = Gimp.Layer.new(image, name, source.get_width(), source.get_height(), kind, 100.0, Gimp.LayerMode.NORMAL)
+    try:
+        _, x, y = source.get_offsets()
+        _ok(layer.set_offsets(x, y))
+        fill(layer)
+        _mark(layer, mark, source)
+        _ok(image.insert_layer(layer, source.get_parent(), image.get_item_position(source)))
+    except Exception:
+        layer.delete()  # never in the image: only GIMP's memory to free
+        raise
+    undo(lambda: _ok(image.remove_layer(layer)))
+    return layer
+
+
+def _rename(layer, name, undo):
+    old = layer.get_name()
+    _ok(layer.set_name(name))
+    undo(lambda: _ok(layer.set_name(old)))
+
+
+def _write(layer, babl, pixels):
+    buffer = layer.get_buffer()
+    buffer.set(Gegl.Rectangle.new(0, 0, layer.get_width(), layer.get_height()), babl, pixels)
+    buffer.flush()
 
 
 def _selection_mask(image, x, y, width, height):
@@ -100,7 +161,7 @@ def _progress(fraction, *_):
 
 
 def colorize(image, drawables, config):
-    """Read, ask tinctd, then change the image in one undo group — or raise, having changed nothing."""
+    """Read, ask tinctd, then change the image in one undo group: all of the change, or (raising) none."""
     import tinct_client  # here, so a missing pyzmq/msgpack becomes a sentence, not a dead plug-in
 
     engine = config.get_property("engine")
@@ -129,26 +190,21 @@ def colorize(image, drawables, config):
     out = logic.result_format(fmt, reply)
     logic.check_reply_size(reply, width, height, out)
 
-    image.undo_group_start()
-    try:
-        _to_rgb_if_gray(image)
-        for layer in _siblings(image, source):
-            if _mark_of(layer, logic.RESULT_PARASITE) == source.get_tattoo():
-                image.remove_layer(layer)
-        result = Gimp.Layer.new(image, logic.RESULT_NAME, width, height, _LAYER_TYPE[out.layout],
-                                100.0, Gimp.LayerMode.NORMAL)
-        result.set_offsets(x, y)
-        _insert_above(image, result, source)
-        buffer = result.get_buffer()
-        buffer.set(Gegl.Rectangle.new(0, 0, width, height), out.babl, reply["pixels"])
-        buffer.flush()
-        result.update(0, 0, width, height)
-        _mark(result, logic.RESULT_PARASITE, source)
-        if hints_layer is not None and not config.get_property("keep-hints-visible"):
-            hints_layer.set_visible(False)
-        image.set_selected_layers([result])
-    finally:
-        image.undo_group_end()
+    earlier = [layer for layer in _siblings(image, source)
+               if _mark_of(layer, logic.RESULT_PARASITE) == source.get_tattoo()]
+    with _all_or_nothing(image, "add the colorized layer") as undo:
+        _to_rgb_if_gray(image, undo)
+        for layer in earlier:  # out of the new one's way, or GIMP names that "Colorized #1"
+            _rename(layer, f"{layer.get_name()} (replaced)", undo)
+        result = _add_layer(image, undo, logic.RESULT_NAME, _LAYER_TYPE[out.layout], source,
+                            logic.RESULT_PARASITE, lambda layer: _write(layer, out.babl, reply["pixels"]))
+        if hints_layer is not None and hints_layer.get_visible() and not config.get_property("keep-hints-visible"):
+            _ok(hints_layer.set_visible(False))
+            undo(lambda: _ok(hints_layer.set_visible(True)))
+        _ok(image.set_selected_layers([result]))
+        for layer in earlier:  # replaced last: a removed layer cannot be put back
+            _ok(image.remove_layer(layer))
+            undo(None)
     Gimp.progress_end()
 
 
@@ -159,19 +215,11 @@ def add_hints_layer(image, drawables):
     if existing is not None:
         image.set_selected_layers([existing])
         return
-    image.undo_group_start()
-    try:
-        _to_rgb_if_gray(image)
-        hints = Gimp.Layer.new(image, logic.HINTS_NAME, source.get_width(), source.get_height(),
-                               _LAYER_TYPE["RGBA"], 100.0, Gimp.LayerMode.NORMAL)
-        _, x, y = source.get_offsets()
-        hints.set_offsets(x, y)
-        _insert_above(image, hints, source)
-        hints.fill(Gimp.FillType.TRANSPARENT)
-        _mark(hints, logic.HINTS_PARASITE, source)
-        image.set_selected_layers([hints])
-    finally:
-        image.undo_group_end()
+    with _all_or_nothing(image, "add the hints layer") as undo:
+        _to_rgb_if_gray(image, undo)
+        hints = _add_layer(image, undo, logic.HINTS_NAME, _LAYER_TYPE["RGBA"], source, logic.HINTS_PARASITE,
+                           lambda layer: _ok(layer.fill(Gimp.FillType.TRANSPARENT)))
+        _ok(image.set_selected_layers([hints]))
 
 
 class TinctColorize(Gimp.PlugIn):
