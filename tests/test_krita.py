@@ -84,9 +84,10 @@ def _install(home):
 
 def _references(client, photo8, photo16):
     """What tinctd answers for the photos with aligned hints, and its suggestions at the Live stroke."""
-    def colorize(image, sample):
+    def colorize(image, sample, hints=True, **options):
         reply = client.colorize(width=W, height=H, layout="RGB", sample=sample, pixels=image.tobytes(),
-                                hints=_hints().tobytes(), options={"quality": "final"})
+                                hints=_hints().tobytes() if hints else None,
+                                engine=options.pop("engine", "optimization"), options={"quality": "final", **options})
         return np.frombuffer(reply["pixels"], image.dtype).reshape(H, W, 3)
 
     colour, x, y, length = LIVE_STROKE
@@ -94,7 +95,8 @@ def _references(client, photo8, photo16):
     suggested = client.suggest(width=W, height=H, layout="RGB", sample="u8", pixels=photo8.tobytes(),
                                hints=_hints().tobytes(), x=point[0], y=point[1], k=8)
     return {"photo8": colorize(photo8, "u8"), "photo16": colorize(photo16, "u16"),
-            "suggested": [list(c) for c in suggested]}
+            "suggested": [list(c) for c in suggested],
+            **{f"learned_{v}": colorize(photo8, "u8", hints=False, engine="learned", vibrancy=v) for v in (0.0, 1.0)}}
 
 
 @pytest.fixture(scope="module")
@@ -280,18 +282,21 @@ def test_learned_engine_replaces_the_result(krita):
     assert np.abs(result.astype(int) - optimization.astype(int)).max() > 2  # a different engine answered
 
 
-def test_learned_engine_without_strokes_is_bolder_at_a_higher_vibrancy(krita):
-    """The photo alone, no hints layer: the learned engine colorizes by itself, and the vibrancy
-    slider (0 % and 100 %) reaches it."""
+def test_learned_engine_without_strokes_gets_the_vibrancy_slider(krita):
+    """The photo alone, no hints layer: the learned engine colorizes by itself, and the slider at
+    0 % and 100 % reaches it as vibrancy 0 and 1.  (Whether 100 % is more colourful depends on
+    the trained model, so it is measured in the model card, not asserted here.)"""
     muted, bold = krita.steps["muted"], krita.steps["bold"]
     assert muted["error"] is None and bold["error"] is None
     assert _names(muted) == _names(bold) == ["Colorized", "photo"]
-    chroma = []
-    for record in (muted, bold):
-        result = _raw(krita, record["dump"])
+    results = []
+    for record, vibrancy in ((muted, 0.0), (bold, 1.0)):
+        result = _raw(krita, record["dump"])[..., :3]
         _assert_lightness_kept(result, krita.photo8)
-        chroma.append(np.hypot(*_lab(result)[1:]).mean())
-    assert chroma[1] > 1.2 * chroma[0] and chroma[1] > 5, chroma
+        assert np.hypot(*_lab(result)[1:]).mean() > 5, "the learned engine left the photo grey"
+        assert np.abs(result.astype(int) - krita.references[f"learned_{vibrancy}"].astype(int)).max() <= 1
+        results.append(result.astype(int))
+    assert np.abs(results[0] - results[1]).max() > 2, "0 % and 100 % gave the same colours"
 
 
 def test_only_selected_pixels_change(krita):

@@ -378,7 +378,7 @@ class Driver(Extension):
         doc.refreshProjection()
         doc.exportImage(os.path.join(WORK, "u16.png"), InfoObject())
 
-        # no strokes at all: the learned engine colorizes by itself, bolder at a higher vibrancy
+        # no strokes at all: the learned engine colorizes by itself, at the slider's two ends
         doc, _ = self.open_photo("photo8.png")
         for name, vibrancy in (("muted", 0), ("bold", 100)):
             steps[name] = yield from self.colorize(doc, "learned", vibrancy)
