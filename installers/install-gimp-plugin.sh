@@ -43,26 +43,9 @@ trap 'rm -rf "$STAGE"' EXIT
 install -m 755 "$SRC/tinct-colorize.py" "$STAGE/"
 install -m 644 "$SRC/colorize_logic.py" "$CLIENT" "$STAGE/"
 
-PRIVATE_DIR="$STAGE/python$VERSION"
-importable() { "$PYTHON" -c "import sys; sys.path.insert(0, '$PRIVATE_DIR'); import zmq, msgpack" 2>/dev/null; }
-
-if [ "$PRIVATE" = 0 ] && ! importable && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-   && [ "$(command -v "$PYTHON")" = /usr/bin/python3 ]; then
-  say "installing python3-zmq python3-msgpack with apt-get"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-zmq python3-msgpack \
-    || say "apt-get failed; falling back to pip"
-fi
-if [ "$PRIVATE" = 1 ] || ! importable; then
-  if "$PYTHON" -m pip --version >/dev/null 2>&1; then PIP=("$PYTHON" -m pip)
-  elif command -v pip3 >/dev/null; then PIP=(pip3)
-  else die "Python $VERSION lacks pyzmq/msgpack and there is no pip to fetch them; install python3-zmq and python3-msgpack (or pip)"
-  fi
-  say "pip-installing pyzmq and msgpack for Python $VERSION into tinct-colorize/python$VERSION"
-  # --python-version makes any pip fetch wheels for GIMP's Python rather than its own
-  "${PIP[@]}" install --quiet --disable-pip-version-check --target "$PRIVATE_DIR" \
-    --python-version "$VERSION" --only-binary=:all: pyzmq msgpack
-fi
-importable || die "pyzmq/msgpack still do not import in $PYTHON ($VERSION)"
+# shellcheck source=plugin-deps.sh
+. "$REPO/installers/plugin-deps.sh"
+plugin_deps "$PYTHON" "$STAGE/python$VERSION" "$PRIVATE" 1 GIMP
 
 rm -rf "$PLUGINS/tinct-colorize"
 mv "$STAGE" "$PLUGINS/tinct-colorize"

@@ -71,27 +71,11 @@ mkdir "$STAGE/tinct_krita"
 install -m 644 "$SRC"/tinct_krita/*.py "$CLIENT" "$STAGE/tinct_krita/"
 install -m 644 "$SRC/tinct_krita.desktop" "$SRC/tinct_krita.action" "$STAGE/"
 
-PRIVATE_DIR="$STAGE/tinct_krita/python$VERSION"
-importable() { "$PYTHON" -c "import sys; sys.path.insert(0, '$PRIVATE_DIR'); import zmq, msgpack" 2>/dev/null; }
-
-if [ "$INSTALL" = 1 ] && [ "$PRIVATE" = 0 ] && ! importable && [ "$(id -u)" = 0 ] \
-   && command -v apt-get >/dev/null && [ "${PYTHON#/usr/bin/}" != "$PYTHON" ]; then
-  say "installing python3-zmq python3-msgpack with apt-get"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-zmq python3-msgpack \
-    || say "apt-get failed; falling back to pip"
-fi
-if [ "$PRIVATE" = 1 ] || { [ "$INSTALL" = 1 ] && ! importable; }; then
-  if "$PYTHON" -m pip --version >/dev/null 2>&1; then PIP=("$PYTHON" -m pip)
-  elif command -v pip3 >/dev/null; then PIP=(pip3)
-  else die "Python $VERSION lacks pyzmq/msgpack and there is no pip to fetch them; install python3-zmq and python3-msgpack (or pip)"
-  fi
-  say "pip-installing pyzmq and msgpack for Python $VERSION into tinct_krita/python$VERSION"
-  # --python-version makes any pip fetch wheels for Krita's Python rather than its own
-  "${PIP[@]}" install --quiet --disable-pip-version-check --target "$PRIVATE_DIR" \
-    --python-version "$VERSION" --only-binary=:all: pyzmq msgpack
-fi
+# shellcheck source=plugin-deps.sh
+. "$REPO/installers/plugin-deps.sh"
+# a zip alone needs no pyzmq/msgpack here unless it is to carry them (--private-deps)
 if [ "$INSTALL" = 1 ] || [ "$PRIVATE" = 1 ]; then
-  importable || die "pyzmq/msgpack still do not import in $PYTHON ($VERSION)"
+  plugin_deps "$PYTHON" "$STAGE/tinct_krita/python$VERSION" "$PRIVATE" "$INSTALL" Krita
 fi
 
 if [ -n "$ZIP" ]; then
