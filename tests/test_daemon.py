@@ -325,8 +325,11 @@ def test_killing_the_daemon_mid_request_gives_a_clear_error(tmp_path):
     d = RunningDaemon(tmp_path)
     errors = []
 
+    clients = []
+
     def run():
         with d.client(timeout=5) as c:
+            clients.append(c)
             try:
                 c.colorize(**big_job(1000))
             except tinct_client.TinctError as exc:
@@ -340,6 +343,7 @@ def test_killing_the_daemon_mid_request_gives_a_clear_error(tmp_path):
     t.join(30)
     assert not t.is_alive() and errors and errors[0].code == "unavailable"
     assert "stopped while working" in str(errors[0]) and "nothing was changed" in str(errors[0])
+    assert clients[0].shared is None  # its buffers let go: a tinctd still finishing must not write into the next
 
 
 def test_sigterm_answers_everyone_waiting_then_exits_cleanly(tmp_path):

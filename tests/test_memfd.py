@@ -111,6 +111,20 @@ def test_buffers_are_mapped_once_read_in_place_and_given_back(daemon):
     wait_for(lambda: not clients_memory(daemon.proc.pid))  # closed: tinctd let go
 
 
+def test_a_result_as_long_as_its_layer_replaces_it_in_one_buffer(daemon):
+    rgba = np.dstack([LAYER] * 3 + [np.arange(W * H, dtype=np.uint8).reshape(H, W)])
+    with daemon.client(shared_memory=False) as c:
+        framed = c.colorize(width=W, height=H, layout="BGRA", sample="u8", pixels=rgba.tobytes())
+    with daemon.client() as c:
+        for _ in range(2):  # the second time the request buffer holds the first result: placed again
+            r = c.colorize(width=W, height=H, layout="BGRA", sample="u8", pixels=rgba.tobytes())
+            assert c.transport == "memfd" and r["pixels"] == framed["pixels"]
+        assert c.shared.fds[1] == -1  # no reply buffer made
+        maps = memfd_maps(daemon.proc.pid)
+        assert maps.count("/memfd:tinct-request") == 1 and "/memfd:tinct-reply" not in maps
+    assert np.frombuffer(r["pixels"], np.uint8).reshape(H, W, 4)[..., 3].tobytes() == rgba[..., 3].tobytes()
+
+
 def refusal(reply, words):
     assert reply["ok"] is False, reply
     assert reply["error"]["code"] == "bad_request" and reply["error"]["transport"] is True, reply
@@ -122,6 +136,7 @@ def refusal(reply, words):
     ("grow seal only", "not a memfd sealed against shrinking"),
     ("shorter than it says", "this request needs"),
     ("reply too small", "this request needs"),
+    ("in place but longer", "this request needs"),
     ("wrong inode", "not the one the plugin named"),
     ("not open", "cannot reach"),
     ("file on disk", "not a memfd sealed"),
@@ -146,6 +161,8 @@ def test_lying_buffers_are_refused_and_tinctd_stays_healthy(daemon, tmp_path, ca
     elif case == "reply too small":
         extra.append(memfd(W * H))  # a GRAY layer comes back RGB
         spec["out"] = ident(extra[-1])
+    elif case == "in place but longer":  # one buffer for a GRAY layer, whose RGB result is three times longer
+        spec["out"] = spec["in"]
     elif case == "wrong inode":
         spec["in"] = [good_in, os.fstat(good_out).st_ino]
     elif case == "not open":

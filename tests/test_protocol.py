@@ -248,6 +248,22 @@ def test_bgra_and_grey_layers_reach_the_engine_as_rgb_and_come_back_in_their_lay
     assert layout == "RGBA" and np.array_equal(np.frombuffer(data, np.uint16).reshape(3, 4, 4)[..., 3], raw[..., 1])
 
 
+@pytest.mark.parametrize("layout", ["RGBA", "BGRA", "RGB"])
+def test_a_result_encoded_over_its_own_layer_is_the_same(layout, monkeypatch):
+    w, h = 300, 7
+    monkeypatch.setattr(P, "BLOCK_BYTES", 5000)  # two rows a block: the last block is short
+    rng = np.random.default_rng(1)
+    layer = rng.integers(0, 65535, (h, w, P.LAYOUTS[layout]), dtype=np.uint16)
+    result = rng.integers(0, 65535, (h, w, 3), dtype=np.uint16)
+    sel = rng.choice([0, 255, 77], (h, w)).astype(np.uint8)
+    separate = job(layout, "u16", w, h, layer.tobytes(), selection=sel.tobytes())
+    _, expected = P.encode_result(separate, result, separate.image.raw())
+    buffer = bytearray(layer.tobytes())  # the client's request buffer, the result written over the layer
+    j = job(layout, "u16", w, h, memoryview(buffer), selection=sel.tobytes())
+    _, data = P.encode_result(j, result, j.image.raw(), memoryview(buffer))
+    assert bytes(data) == bytes(expected) and bytes(buffer) == bytes(expected)
+
+
 def test_float_layers_are_checked_and_their_alpha_comes_back_bit_for_bit():
     rgba = np.full((3, 4, 4), 0.5, np.float32)
     rgba[..., 3] = np.linspace(-0.5, 1.5, 12).reshape(3, 4)  # editors may hold alpha outside 0..1

@@ -383,7 +383,8 @@ def encode_result(job: Colorize, result: np.ndarray, raw: np.ndarray, buffer=Non
 
     Interleaving channels is byte-by-byte work, three times a plain copy here: it goes a block of
     rows at a time (BLOCK_BYTES), each block staying in the CPU cache while its channels are
-    filled, and a 4-channel input's block is copied whole first, alpha with it."""
+    filled, and a 4-channel input's block is copied whole first, alpha with it, unless `buffer`
+    is the input itself (a client's memfd buffer, the result replacing the layer): alpha is there."""
     layout = output_layout(job.image.layout)
     shape = (job.image.height, job.image.width, LAYOUTS[layout])
     dtype = SAMPLES[job.image.sample]
@@ -393,13 +394,15 @@ def encode_result(job: Colorize, result: np.ndarray, raw: np.ndarray, buffer=Non
     if mask is not None:
         rgb = blend(rgb, job.image.colour(raw), mask)
     order = (2, 1, 0) if layout == "BGRA" else (0, 1, 2)
+    in_place = raw.shape == shape and raw.ctypes.data == out.ctypes.data
     rows = max(1, BLOCK_BYTES // out[0].nbytes)
     for y in range(0, shape[0], rows):
         block, colour, source = out[y:y + rows], rgb[y:y + rows], raw[y:y + rows]
-        if shape[-1] == 4 and source.shape == block.shape:  # RGBA, BGRA: the input block, alpha included
-            block[...] = source
-        elif shape[-1] == 4:
-            block[..., 3] = source[..., -1]
+        if shape[-1] == 4 and not in_place:
+            if source.shape == block.shape:  # RGBA, BGRA: the input block, alpha included
+                block[...] = source
+            else:
+                block[..., 3] = source[..., -1]
         for target, channel in enumerate(order):
             block[..., target] = colour[..., channel]
     return layout, memoryview(out).cast("B")

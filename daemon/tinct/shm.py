@@ -7,8 +7,8 @@ only where it is; tinctd puts the result back the same way (docs/protocol.md).  
 - **memfd buffers** (Linux): the client keeps two sealed memfds (`memfd_create`) mapped for
   its lifetime; tinctd opens them through /proc/<client pid>/fd/<n> and maps them too,
   caching the mappings while the client keeps them, so pixels are decoded straight from
-  the client's pages and the result encoded straight into its reply buffer: no copy and no
-  fresh page beyond what the client itself does.  A mapping can only crash the daemon
+  the client's pages and the result encoded straight into its buffer (over the layer, when
+  it is as long): no copy and no fresh page beyond what the client itself does.  A mapping can only crash the daemon
   (SIGBUS) if the file shrinks under it; tinctd maps only memfds sealed against shrinking
   (seals can never be removed).  Only tinctd's own user can use them: the request must show
   the secret in the private folder's `key` file, and each buffer must be that user's.
@@ -189,8 +189,12 @@ class Buffers:
         if not hmac.compare_digest(shared.key.encode(), self.secret.encode()):
             raise refused("the shared-memory key is not this tinctd's; the plugin must read it from the "
                           "shared-memory folder tinctd names")
-        shared.maps = (self.get(shared.pid, *shared.source, shared.size, False),
-                       self.get(shared.pid, *shared.target, result, True))
+        if shared.source == shared.target:  # the result replaces the layer: one mapping, written if there is one
+            both = self.get(shared.pid, *shared.source, max(shared.size, result), result > 0)
+            shared.maps = (both, both)
+        else:
+            shared.maps = (self.get(shared.pid, *shared.source, shared.size, False),
+                           self.get(shared.pid, *shared.target, result, True))
 
     def get(self, pid: int, fd: int, ino: int, need: int, writable: bool) -> mmap.mmap | None:
         """The client's buffer `fd` (inode `ino`) mapped, at least `need` bytes; None when nothing is needed."""

@@ -354,15 +354,14 @@ class Client:
                                           f"megapixels; this Tinct daemon accepts at most {limit / 1e6:.3g}. "
                                           "Colorize a smaller layer, or start tinctd with a larger "
                                           "--max-megapixels.")
-        frames = self._frames(message, info)
         try:
             attempts = 0
             while attempts <= self.retries:
-                reply = self._watch(frames, message["id"], progress)
+                # placed again for every attempt: one answered but lost may have left its result in place
+                reply = self._watch(self._frames(message, info), message["id"], progress)
                 error = reply.get("error") if reply is not None and not reply.get("ok") else None
                 if isinstance(error, dict) and error.get("transport") and self.transport != "frames":
                     self._fall_back()  # the shared memory failed, not the request: send it the next way
-                    frames = self._frames(message, info)
                     continue
                 if reply is not None:
                     return self._checked(reply)
@@ -374,6 +373,9 @@ class Client:
         finally:
             if self.shared:
                 self.shared.trim()
+        if self.shared:  # a job tinctd may still finish must not write into the next request's buffers
+            self.shared.close()
+            self.shared = None
         raise TinctError("unavailable", "The Tinct daemon stopped while working on this image; nothing was "
                                         "changed. Start it again ('tinctd') and retry.")
 
@@ -474,12 +476,16 @@ def _result_bytes(message: dict) -> int:
 
 
 class _Memfd:
-    """This client's request and reply buffers: two memfds sealed against shrinking (so tinctd may
-    map them), kept mapped while they fit, grown in place when a layer needs more (docs/protocol.md).
+    """This client's request buffer, and a reply buffer for results longer than their layer (grey
+    comes back as RGB): memfds sealed against shrinking (so tinctd may map them), kept mapped
+    while they fit and grown in place when a layer needs more (docs/protocol.md).  A result as
+    long as its layer replaces the layer in the request buffer: one buffer to keep, and tinctd
+    need not copy the alpha channel, which is already there.
 
     Only processes of tinctd's user can read the folder's key, which every request shows."""
 
     kind = "memfd"
+    NAMES = ("tinct-request", "tinct-reply")
 
     @staticmethod
     def possible() -> bool:
@@ -492,28 +498,20 @@ class _Memfd:
         finally:
             os.close(fd)
         self.fds, self.inodes, self.maps = [-1, -1], [0, 0], [None, None]
-        try:
-            for which in (0, 1):
-                self._new(which)
-        except OSError:
-            self.close()
-            raise
-
-    def _new(self, which: int) -> None:
-        """A fresh empty buffer `which` (0 request, 1 reply), sealed before tinctd ever sees it."""
-        if self.maps[which] is not None:
-            self.maps[which].close()
-            self.maps[which] = None
-        if self.fds[which] >= 0:
-            os.close(self.fds[which])
-            self.fds[which] = -1
-        self.fds[which] = os.memfd_create(("tinct-request", "tinct-reply")[which],
-                                          os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        fcntl.fcntl(self.fds[which], fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
-        self.inodes[which] = os.fstat(self.fds[which]).st_ino
+        self.out = 0  # the buffer the last request's result goes to
 
     def _fit(self, which: int, size: int) -> None:
-        """Buffer `which` at least `size` bytes, mapped (the request one writable)."""
+        """Buffer `which` (0 request, 1 reply) at least `size` bytes and mapped; made when there is
+        none, and sealed before tinctd ever sees it."""
+        if self.fds[which] < 0:
+            fd = os.memfd_create(self.NAMES[which], os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+            try:
+                fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
+                self.inodes[which] = os.fstat(fd).st_ino
+            except OSError:
+                os.close(fd)
+                raise
+            self.fds[which] = fd
         mapped = self.maps[which]
         if size == 0 or (mapped is not None and len(mapped) >= size):
             return
@@ -524,30 +522,33 @@ class _Memfd:
         self.maps[which] = mmap.mmap(self.fds[which], size, mmap.MAP_SHARED, prot)
 
     def place(self, blobs: list, result: int) -> tuple[dict, list[int]]:
-        """Copy the binary fields back to back into the request buffer; where they are, and their lengths."""
+        """Copy the binary fields (the layer first) back to back into the request buffer; where they
+        are and where the result of `result` bytes goes, and their lengths."""
         views = [memoryview(blob).cast("B") for blob in blobs]
         lengths = [len(view) for view in views]
+        self.out = 0 if result in (0, lengths[0]) else 1
         self._fit(0, sum(lengths))
-        self._fit(1, result)
+        if self.out:
+            self._fit(1, result)
         offset = 0
         for view in views:
             self.maps[0][offset:offset + len(view)] = view
             offset += len(view)
-        return ({"pid": os.getpid(), "in": [self.fds[0], self.inodes[0]], "out": [self.fds[1], self.inodes[1]],
-                 "key": self.key}, lengths)
+        return ({"pid": os.getpid(), "in": [self.fds[0], self.inodes[0]],
+                 "out": [self.fds[self.out], self.inodes[self.out]], "key": self.key}, lengths)
 
     def read(self, spec: dict, length: int) -> bytes:
-        """The first `length` bytes of the reply buffer, as a new bytes object."""
-        if spec.get("out") != [self.fds[1], self.inodes[1]] or length > len(self.maps[1] or b""):
+        """The first `length` bytes of the buffer the result went to, as a new bytes object."""
+        mapped = self.maps[self.out]
+        if spec.get("out") != [self.fds[self.out], self.inodes[self.out]] or length > len(mapped or b""):
             raise OSError("the reply names another buffer, or more than it holds")
-        return self.maps[1][:length] if length else b""
+        return mapped[:length] if length else b""
 
     def trim(self) -> None:
         """Give big buffers' memory back after a request (new ones are made for the next); small ones
         keep their pages."""
         if sum(len(m) for m in self.maps if m is not None) > KEEP_SHARED:
-            for which in (0, 1):
-                self._new(which)
+            self.close()
 
     def close(self) -> None:
         for mapped in self.maps:
