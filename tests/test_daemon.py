@@ -432,6 +432,7 @@ def test_check_reports_and_exits_zero():
     assert res.returncode == 0, res.stdout + res.stderr
     assert "engine optimization: ready" in res.stdout and "colorize ok" in res.stdout
     assert "device: cpu" in res.stdout or "device: cuda" in res.stdout
+    assert "shared memory: " in res.stdout and ("memfd buffers" in res.stdout) == sys.platform.startswith("linux")
 
 
 def test_curve_keys_let_only_known_clients_in(tmp_path):

@@ -555,7 +555,9 @@ def check(device) -> int:
 
     print(f"tinct {__version__}, torch {torch.__version__}, protocol {P.VERSION}")
     print(f"device: {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
-    print(f"shared memory: {shm.directory() or 'unavailable (pixels travel as frames)'}")
+    folder = shm.directory()
+    ways = "memfd buffers, else files" if shm.memfd_possible() else "files"
+    print(f"shared memory: {f'{folder} ({ways})' if folder else 'unavailable (pixels travel as frames)'}")
     img = np.tile(np.linspace(0, 255, 32, dtype=np.uint8), (32, 1))
     hints = np.zeros((32, 32, 4), np.uint8)
     hints[4:8, 4:8] = (200, 50, 50, 255)
