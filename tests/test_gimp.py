@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image
 
 from daemon_fixture import RunningDaemon
-from tinct import imagefile, lab
+from editor_scene import (CANVAS, OFFSETS, SELECTION, H, W, assert_hint_colours, assert_lightness_kept,
+                          assert_selection_respected, chroma, grey_photo, hints)
+from tinct import imagefile
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "tests" / "editors" / "gimp"
@@ -45,12 +45,7 @@ SESSION_TIMEOUT = 300
 # (.ci/installed): the sessions use it instead of installing one
 INSTALLED_HOME = os.environ.get("TINCT_GIMP_HOME")
 
-W, H = 224, 150                       # the photo layer
-CANVAS, OFFSETS = (260, 180), (20, 12)  # 8-bit image: bigger canvas, layer moved inside it
-SELECTION, FEATHER = (70, 50, 120, 80), 6  # canvas coordinates (x, y, w, h), feather radius
-# (colour, x, y, length) of horizontal 3-pixel-thick strokes in photo coordinates
-STROKES = [((205, 120, 50), 30, 20, 50), ((60, 105, 200), 150, 100, 50), ((70, 160, 70), 120, 40, 40)]
-ONE_LEVEL = 100.0 / 255.0             # one 8-bit level of Lab lightness
+FEATHER = 6                           # of the selection, px
 DEFAULT_VIBRANCY = 0.65               # the Colorize… dialog's default boldness (0 muted .. 1 bold)
 LEARNED_VIBRANCY = 0.15               # what batch_colorize.py asks the learned engine for, with strokes
 UNSTARTABLE = "/opt/no-such-tinctd"   # GIMP's $TINCTD_COMMAND: how the plug-in tries to start tinctd
@@ -64,23 +59,6 @@ def _skip_reason():
     return None
 
 
-def _grey_photo():
-    """A real photo (scikit-image's bundled cat), grey, as float in 0..1 at full precision."""
-    from skimage import data
-
-    image = Image.fromarray(data.chelsea()).resize((W, H), Image.LANCZOS)
-    rgb = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
-    grey = lab.lab_to_srgb(torch.cat([lab.srgb_to_lab(rgb)[:1], torch.zeros(2, H, W)]))[0]
-    return grey.numpy()
-
-
-def _hints(shape, origin):
-    hints = np.zeros(shape + (4,), np.uint8)
-    for colour, x, y, length in STROKES:
-        hints[origin[1] + y:origin[1] + y + 3, origin[0] + x:origin[0] + x + length] = colour + (255,)
-    return hints
-
-
 def _with_alpha_ramp(grey16):
     """RGBA u16: the grey photo, fully transparent at the left edge to opaque at the right."""
     alpha = np.broadcast_to(np.round(np.linspace(0, 65535, W)).astype(np.uint16), (H, W))
@@ -89,12 +67,12 @@ def _with_alpha_ramp(grey16):
 
 def _write_inputs(work):
     """The files batch_colorize.py opens; returns the photos and the layer-aligned hints as arrays."""
-    grey = _grey_photo()
+    grey = grey_photo()
     grey8 = np.round(grey * 255).astype(np.uint8)
     inputs = {"photo8": np.repeat(grey8[..., None], 3, axis=2), "photo_gray": grey8,
               "photo16": np.repeat(np.round(grey * 65535).astype(np.uint16)[..., None], 3, axis=2),
               "photo_alpha16": _with_alpha_ramp(np.round(grey * 65535).astype(np.uint16)),
-              "hints_photo": _hints((H, W), (0, 0)), "hints_canvas": _hints(CANVAS[::-1], OFFSETS)}
+              "hints_photo": hints(), "hints_canvas": hints(shape=CANVAS[::-1], origin=OFFSETS)}
     for name, array in inputs.items():
         imagefile.write(work / f"{name}.png", array)
     (work / "params.json").write_text(json.dumps(
@@ -223,12 +201,6 @@ def _raw(gimp, name):
     return np.fromfile(gimp.work / name, np.float32).reshape(H, W, 4)
 
 
-def _lightness(rgb):
-    scale = np.iinfo(rgb.dtype).max if np.issubdtype(rgb.dtype, np.integer) else 1.0
-    unit = torch.from_numpy(rgb[..., :3].astype(np.float32) / scale).permute(2, 0, 1)
-    return lab.srgb_to_lab(unit).numpy()
-
-
 def _names(record, when="after"):
     return [layer["name"] for layer in record[when]["layers"]]
 
@@ -244,20 +216,8 @@ def _assert_failed_cleanly(record, sentence):
 
 
 def _assert_lightness_kept(result, source):
-    assert result.dtype == source.dtype and result.shape[:2] == source.shape[:2]
-    difference = np.abs(_lightness(result)[0] - _lightness(source)[0])
-    assert difference.max() <= ONE_LEVEL, f"lightness moved by {difference.max():.3f} (> one 8-bit level)"
-
-
-def _assert_hint_colours(result):
-    """Where a stroke was painted, the result has the stroke's hue and clearly some colour."""
-    result_lab = _lightness(result)
-    for colour, x, y, length in STROKES:
-        hint = lab.srgb_to_lab(torch.tensor(colour, dtype=torch.float32).view(3, 1, 1) / 255).flatten().numpy()
-        a, b = (result_lab[1:, y:y + 3, x:x + length].reshape(2, -1)).mean(axis=1)
-        hue_error = np.degrees(np.angle(complex(a, b) / complex(hint[1], hint[2])))
-        assert abs(hue_error) < 10, f"stroke {colour}: hue off by {hue_error:.1f} degrees"
-        assert np.hypot(a, b) > 0.4 * np.hypot(hint[1], hint[2]), f"stroke {colour}: too grey ({a:.1f}, {b:.1f})"
+    assert result.dtype == source.dtype, "the result is not at the photo's precision"
+    assert_lightness_kept(result, source)
 
 
 def test_colorize_dialog_is_built_from_these_arguments(gimp):
@@ -310,7 +270,7 @@ def test_result_goes_directly_above_the_source(gimp):
 def test_result_keeps_the_lightness_and_shows_the_hint_colours(gimp):
     result = _read(gimp, gimp.report["optimization"]["export"])
     _assert_lightness_kept(result, _read(gimp, gimp.report["source_export"]))
-    _assert_hint_colours(result)
+    assert_hint_colours(result)
 
 
 def test_result_equals_the_daemons_answer_for_aligned_hints(gimp):
@@ -327,17 +287,7 @@ def test_only_selected_pixels_change_and_rerun_replaces_the_result(gimp):
     result = _read(gimp, record["export"]).astype(int)
     source = _read(gimp, gimp.report["source_export"]).astype(int)
     full = _read(gimp, gimp.report["optimization"]["export"]).astype(int)
-    x, y, w, h = SELECTION[0] - OFFSETS[0], SELECTION[1] - OFFSETS[1], SELECTION[2], SELECTION[3]
-    outside = np.ones((H, W), bool)
-    outside[max(y - FEATHER, 0):y + h + FEATHER, max(x - FEATHER, 0):x + w + FEATHER] = False
-    assert np.array_equal(result[outside], source[outside]), "pixels outside the selection changed"
-    inside = np.s_[y + FEATHER:y + h - FEATHER, x + FEATHER:x + w - FEATHER]
-    assert np.abs(result[inside] - full[inside]).max() <= 1
-    edge = ~outside
-    edge[inside] = False
-    low, high = np.minimum(source, full)[edge], np.maximum(source, full)[edge]
-    assert np.all((result[edge] >= low - 1) & (result[edge] <= high + 1)), "feathered edge does not blend"
-    assert np.any(result[edge] != source[edge]) and np.any(result[edge] != full[edge])
+    assert_selection_respected(result, source, full, FEATHER)
 
 
 def test_rerun_with_the_result_selected_finds_its_photo(gimp):
@@ -354,7 +304,7 @@ def test_sixteen_bit_image_stays_sixteen_bit(gimp):
     result = _read(gimp, record["export"])
     assert result.dtype == np.uint16
     _assert_lightness_kept(result, _read(gimp, record["source_export"]))
-    _assert_hint_colours(result)
+    assert_hint_colours(result)
     assert np.mean(result % 257 != 0) > 0.5, "the colours were computed at 8 bits"
     assert np.abs(result.astype(int) - gimp.references["photo16"].astype(int)).max() <= 257
 
@@ -367,7 +317,7 @@ def test_float_image_with_alpha_stays_float_and_keeps_its_alpha(gimp):
     assert source[..., 3].min() == 0 and source[..., 3].max() == 1  # the ramp arrived
     assert np.array_equal(result[..., 3], source[..., 3]), "the alpha channel changed"
     _assert_lightness_kept(result, source)
-    _assert_hint_colours(result)
+    assert_hint_colours(result)
     assert np.abs(result - gimp.references["float"]).max() < 1e-3
     steps = result[..., :3] * 65535
     assert np.mean(np.abs(steps - np.round(steps)) > 0.01) > 0.5, "the colours were computed at 16 bits or less"
@@ -376,10 +326,6 @@ def test_float_image_with_alpha_stays_float_and_keeps_its_alpha(gimp):
 def test_daemon_stopped_and_not_startable_is_an_error_and_changes_nothing(gimp):
     """tinctd gone and its start command failing: the sentence says so and the image is as it was."""
     _assert_failed_cleanly(gimp.report["daemon_stopped"], f"Could not start the Tinct daemon with '{UNSTARTABLE}'")
-
-
-def _chroma(rgb):
-    return np.hypot(*_lightness(rgb)[1:])
 
 
 def test_learned_colorizes_a_gray_photo_without_strokes(gimp):
@@ -391,7 +337,7 @@ def test_learned_colorizes_a_gray_photo_without_strokes(gimp):
     assert record["after"]["selected"] == ["Colorized"]
     result, source = _read(gimp, record["export"]), _read(gimp, record["source_export"])
     _assert_lightness_kept(result, source)
-    assert _chroma(source).max() < 1 and np.median(_chroma(result)) > 5, "the learned result is not coloured"
+    assert chroma(source).max() < 1 and np.median(chroma(result)) > 5, "the learned result is not coloured"
     assert np.abs(result.astype(int) - gimp.references["gray_learned"].astype(int)).max() <= 1
 
 
@@ -401,7 +347,7 @@ def test_learned_with_strokes_keeps_lightness_and_the_chosen_vibrancy(gimp):
     assert _names(record) == ["Top", "Colorize hints", "Colorized", "photo"]  # replaced the earlier result
     result = _read(gimp, record["export"])
     _assert_lightness_kept(result, _read(gimp, gimp.report["source_export"]))
-    _assert_hint_colours(result)
+    assert_hint_colours(result)
     # the daemon's answer for the aligned hints at the vibrancy the batch asked for, not the default
     assert np.abs(result.astype(int) - gimp.references["learned"].astype(int)).max() <= 1
 

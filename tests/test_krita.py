@@ -12,18 +12,17 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import types
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image
 
 from daemon_fixture import RunningDaemon
-from tinct import imagefile, lab
+from editor_scene import (CANVAS, OFFSETS, SELECTION, STROKES, H, W, assert_hint_colours, assert_lightness_kept,
+                          assert_selection_respected, grey_photo, hints, lab_of)
+from tinct import imagefile
 
 pytestmark = pytest.mark.editor
 
@@ -34,17 +33,12 @@ SESSION_TIMEOUT = 300
 # A HOME where installers/install.sh already put the plugin (.ci/installed): test that instead
 INSTALLED_HOME = os.environ.get("TINCT_KRITA_HOME")
 
-W, H = 224, 150                          # the photo
-CANVAS, OFFSETS = (260, 180), (20, 12)   # 8-bit image: bigger canvas, photo layer moved inside it
-SELECTION, FEATHER = (70, 50, 120, 80), 4  # canvas coordinates (x, y, w, h), feather radius
-# (colour, x, y, length) of horizontal 3-pixel-thick strokes in photo coordinates
-STROKES = [((205, 120, 50), 30, 20, 50), ((60, 105, 200), 150, 100, 50), ((70, 160, 70), 120, 40, 40)]
+FEATHER = 4                              # of the selection, px
 LIVE_STROKE = ((190, 60, 170), 40, 125, 40)
 # painted while Live mode is on, BURST_GAP s apart: less than the plugin's debounce (0.3 s)
 BURST = [((200, 190, 60), 170, 20, 30), ((200, 190, 60), 170, 26, 30), ((200, 190, 60), 170, 32, 30)]
 BURST_GAP, DEBOUNCE = 0.08, 0.3
 ALPHA_PATCHES = [(10, 60, 20, 15, 0), (40, 60, 20, 15, 128)]   # (x, y, w, h, alpha) on the float photo
-ONE_LEVEL = 100.0 / 255.0                # one 8-bit level of Lab lightness
 
 
 def _skip_reason():
@@ -52,22 +46,6 @@ def _skip_reason():
     if missing:
         return f"{' and '.join(missing)} not installed: run tests/editors/krita/setup.sh (apt, as root)"
     return None
-
-
-def _grey_photo():
-    """A real photo (scikit-image's bundled cat) made grey, in 0..1."""
-    from skimage import data
-
-    image = Image.fromarray(data.chelsea()).resize((W, H), Image.LANCZOS)
-    rgb = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
-    return lab.lab_to_srgb(torch.cat([lab.srgb_to_lab(rgb)[:1], torch.zeros(2, H, W)]))[0].numpy()
-
-
-def _hints(strokes=STROKES):
-    hints = np.zeros((H, W, 4), np.uint8)
-    for colour, x, y, length in strokes:
-        hints[y:y + 3, x:x + length] = colour + (255,)
-    return hints
 
 
 def _install(home):
@@ -84,19 +62,19 @@ def _install(home):
 
 def _references(client, photo8, photo16):
     """What tinctd answers for the photos with aligned hints, and its suggestions at the Live stroke."""
-    def colorize(image, sample, hints=True, **options):
+    def colorize(image, sample, with_hints=True, **options):
         reply = client.colorize(width=W, height=H, layout="RGB", sample=sample, pixels=image.tobytes(),
-                                hints=_hints().tobytes() if hints else None,
+                                hints=hints().tobytes() if with_hints else None,
                                 engine=options.pop("engine", "optimization"), options={"quality": "final", **options})
         return np.frombuffer(reply["pixels"], image.dtype).reshape(H, W, 3)
 
     colour, x, y, length = LIVE_STROKE
     point = (x + (length - 1) // 2, y + 1)   # the centre of the stroke: where the user last painted
     suggested = client.suggest(width=W, height=H, layout="RGB", sample="u8", pixels=photo8.tobytes(),
-                               hints=_hints().tobytes(), x=point[0], y=point[1], k=8)
+                               hints=hints().tobytes(), x=point[0], y=point[1], k=8)
     return {"photo8": colorize(photo8, "u8"), "photo16": colorize(photo16, "u16"),
             "suggested": [list(c) for c in suggested],
-            **{f"learned_{v}": colorize(photo8, "u8", hints=False, engine="learned", vibrancy=v) for v in (0.0, 1.0)}}
+            **{f"learned_{v}": colorize(photo8, "u8", with_hints=False, engine="learned", vibrancy=v) for v in (0.0, 1.0)}}
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +86,7 @@ def krita(tmp_path_factory):
     work, home, state = root / "work", Path(INSTALLED_HOME or root / "home"), root / "tinctd"
     for folder in (work, home, state, work / "runtime"):
         folder.mkdir(mode=0o700, exist_ok=folder == home and bool(INSTALLED_HOME))
-    grey = _grey_photo()
+    grey = grey_photo()
     photo8 = np.repeat(np.round(grey * 255).astype(np.uint8)[..., None], 3, axis=2)
     photo16 = np.repeat(np.round(grey * 65535).astype(np.uint16)[..., None], 3, axis=2)
     imagefile.write(work / "photo8.png", photo8)
@@ -183,30 +161,6 @@ def _srgb(krita, dump):
     return np.fromfile(krita.work / dump["f32"], np.float32).reshape(dump["rect"][3], dump["rect"][2], 4)
 
 
-def _lab(rgb):
-    """Lab of an (H, W, >=3) array: integers scaled by their dtype's maximum, floats as 0..1."""
-    scale = np.iinfo(rgb.dtype).max if rgb.dtype.kind == "u" else 1.0
-    unit = torch.from_numpy(np.ascontiguousarray(rgb[..., :3], dtype=np.float32) / scale).permute(2, 0, 1)
-    return lab.srgb_to_lab(unit.clamp(0, 1)).numpy()
-
-
-def _assert_lightness_kept(result, source, tolerance=ONE_LEVEL, where=True):
-    assert result.shape[:2] == source.shape[:2]
-    difference = np.abs(_lab(result)[0] - _lab(source)[0])[where]
-    assert difference.max() <= tolerance, f"lightness moved by {difference.max():.3f} (> {tolerance:.3f})"
-
-
-def _assert_hint_colours(result, strokes=STROKES, degrees=10):
-    """Where a stroke was painted, the result has the stroke's hue and clearly some colour."""
-    result_lab = _lab(result)
-    for colour, x, y, length in strokes:
-        hint = _lab(np.array([[colour]], np.uint8))[:, 0, 0]
-        a, b = result_lab[1:, y:y + 3, x:x + length].reshape(2, -1).mean(axis=1)
-        hue_error = np.degrees(np.angle(complex(a, b) / complex(hint[1], hint[2])))
-        assert abs(hue_error) < degrees, f"stroke {colour}: hue off by {hue_error:.1f} degrees"
-        assert np.hypot(a, b) > 0.4 * np.hypot(hint[1], hint[2]), f"stroke {colour}: too grey ({a:.1f}, {b:.1f})"
-
-
 def _assert_failed_cleanly(record, sentence):
     assert record["error"] is not None and sentence in record["error"], record["error"]
     assert "Traceback" not in record["error"]
@@ -252,8 +206,8 @@ def test_result_goes_directly_above_the_photo(krita):
 def test_result_keeps_the_lightness_and_shows_the_hint_colours(krita):
     result = _raw(krita, krita.steps["optimization"]["dump"])
     assert result.dtype == np.uint8 and np.all(result[..., 3] == 255)
-    _assert_lightness_kept(result, krita.photo8)
-    _assert_hint_colours(result)
+    assert_lightness_kept(result, krita.photo8)
+    assert_hint_colours(result)
 
 
 def test_result_equals_the_daemons_answer_for_aligned_hints(krita):
@@ -276,8 +230,8 @@ def test_learned_engine_replaces_the_result(krita):
     assert _names(record) == _names(record, "before") == ["Top", "Colorize hints", "Colorized", "photo"]
     assert _layer(record, "Colorized")["id"] != _layer(record, "Colorized", "before")["id"]
     result = _raw(krita, record["dump"])
-    _assert_lightness_kept(result, krita.photo8)
-    _assert_hint_colours(result)
+    assert_lightness_kept(result, krita.photo8)
+    assert_hint_colours(result)
     optimization = _raw(krita, krita.steps["optimization"]["dump"])
     assert np.abs(result.astype(int) - optimization.astype(int)).max() > 2  # a different engine answered
 
@@ -292,8 +246,8 @@ def test_learned_engine_without_strokes_gets_the_vibrancy_slider(krita):
     results = []
     for record, vibrancy in ((muted, 0.0), (bold, 1.0)):
         result = _raw(krita, record["dump"])[..., :3]
-        _assert_lightness_kept(result, krita.photo8)
-        assert np.hypot(*_lab(result)[1:]).mean() > 5, "the learned engine left the photo grey"
+        assert_lightness_kept(result, krita.photo8)
+        assert np.hypot(*lab_of(result)[1:]).mean() > 5, "the learned engine left the photo grey"
         assert np.abs(result.astype(int) - krita.references[f"learned_{vibrancy}"].astype(int)).max() <= 1
         results.append(result.astype(int))
     assert np.abs(results[0] - results[1]).max() > 2, "0 % and 100 % gave the same colours"
@@ -305,18 +259,7 @@ def test_only_selected_pixels_change(krita):
     result = _raw(krita, record["dump"])[..., :3].astype(int)
     source = krita.photo8.astype(int)
     full = _raw(krita, krita.steps["optimization"]["dump"])[..., :3].astype(int)
-    x, y, w, h = SELECTION[0] - OFFSETS[0], SELECTION[1] - OFFSETS[1], SELECTION[2], SELECTION[3]
-    margin = 2 * FEATHER
-    outside = np.ones((H, W), bool)
-    outside[max(y - margin, 0):y + h + margin, max(x - margin, 0):x + w + margin] = False
-    assert np.array_equal(result[outside], source[outside]), "pixels outside the selection changed"
-    inside = np.s_[y + margin:y + h - margin, x + margin:x + w - margin]
-    assert np.abs(result[inside] - full[inside]).max() <= 1
-    edge = ~outside
-    edge[inside] = False
-    low, high = np.minimum(source, full)[edge], np.maximum(source, full)[edge]
-    assert np.all((result[edge] >= low - 1) & (result[edge] <= high + 1)), "the feathered edge does not blend"
-    assert np.any(result[edge] != source[edge]) and np.any(result[edge] != full[edge])
+    assert_selection_respected(result, source, full, 2 * FEATHER)
 
 
 def test_live_mode_colorizes_again_after_a_stroke_in_place(krita):
@@ -327,8 +270,8 @@ def test_live_mode_colorizes_again_after_a_stroke_in_place(krita):
     assert on["before"][0] == _layer(on, "Colorized")["id"] == stroke["before"][0] == _layer(stroke, "Colorized")["id"]
     assert on["before"][1] != stroke["before"][1] != _layer(stroke, "Colorized")["md5"]
     result = _raw(krita, stroke["dump"])
-    _assert_lightness_kept(result, krita.photo8)
-    _assert_hint_colours(result, STROKES + [LIVE_STROKE])
+    assert_lightness_kept(result, krita.photo8)
+    assert_hint_colours(result, STROKES + [LIVE_STROKE])
 
 
 def test_live_mode_waits_for_a_burst_of_strokes_to_end(krita):
@@ -340,7 +283,7 @@ def test_live_mode_waits_for_a_burst_of_strokes_to_end(krita):
     assert 1 <= len(colorize) <= 1 + pauses, burst
     assert colorize[-1] >= sum(burst["gaps"]) + DEBOUNCE  # once the last stroke had been still that long
     assert _layer(burst, "Colorized")["id"] == burst["before"][0]
-    _assert_hint_colours(_raw(krita, burst["dump"]), STROKES + [LIVE_STROKE] + BURST)
+    assert_hint_colours(_raw(krita, burst["dump"]), STROKES + [LIVE_STROKE] + BURST)
 
 
 def test_suggested_colours_are_the_learned_engines_and_set_the_foreground(krita):
@@ -366,8 +309,8 @@ def test_other_depths_and_models_keep_their_format(krita, name, model, depth, pr
         assert (record["source"]["model"], record["source"]["depth"]) == (model, depth)
     colours = _srgb(krita, record["dump"])
     visible = _srgb(krita, record["source_dump"])[..., 3] > 0   # transparent pixels have no lightness to keep
-    _assert_lightness_kept(colours, krita.photo8 if name != "u16" else krita.photo16, where=visible)
-    _assert_hint_colours(colours)
+    assert_lightness_kept(colours, krita.photo8 if name != "u16" else krita.photo16, where=visible)
+    assert_hint_colours(colours)
 
 
 def test_alpha_is_kept_exactly(krita):
