@@ -1,12 +1,11 @@
 """installers/install-gimp-plugin.sh on the host (the chroot run in test_gimp.py covers Debian's packages)."""
 
-import socket
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from plugin_deps import assert_imported_from, needs_pypi
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALLER = REPO / "installers" / "install-gimp-plugin.sh"
@@ -39,23 +38,9 @@ def test_a_failed_install_leaves_the_previous_one(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["tinct-colorize"]  # no staging folder left
 
 
-def _pypi_reachable():
-    try:
-        socket.create_connection(("pypi.org", 443), timeout=3).close()
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _pypi_reachable(), reason="pypi.org unreachable: the private folder is fetched with pip")
+@needs_pypi
 def test_private_folder_for_gimps_python_version(tmp_path):
     done = _install(tmp_path, "--private-deps")
     assert done.returncode == 0, done.stderr
     private = tmp_path / "tinct-colorize" / VERSION
-    # -S: no site-packages, so pyzmq and msgpack can only come from the private folder, which the
-    # plug-in puts first on sys.path under exactly this name
-    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import zmq, msgpack; "
-             "print(zmq.__file__); print(msgpack.__file__)")
-    found = subprocess.run([sys.executable, "-S", "-c", probe, str(private)], capture_output=True, text=True)
-    assert found.returncode == 0, found.stderr
-    assert all(line.startswith(str(private)) for line in found.stdout.split())
+    assert_imported_from(private)

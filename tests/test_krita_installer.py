@@ -4,13 +4,14 @@ must accept.  tests/test_krita.py installs with it too and runs the result in a 
 
 import importlib.util
 import builtins
-import socket
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from plugin_deps import assert_imported_from, needs_pypi
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALLER = REPO / "installers" / "install-krita-plugin.sh"
@@ -114,25 +115,11 @@ def test_kritas_own_importer_installs_the_zip_as_the_installer_does(tmp_path, mo
     assert _tree(resources) == _tree(tmp_path / "installed/.local/share/krita")
 
 
-def _pypi_reachable():
-    try:
-        socket.create_connection(("pypi.org", 443), timeout=3).close()
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _pypi_reachable(), reason="pypi.org unreachable: the private folder is fetched with pip")
+@needs_pypi
 def test_private_folder_for_kritas_python_version_in_the_install_and_the_zip(tmp_path):
     done = _run(tmp_path, "--private-deps", "--zip", str(tmp_path / "with-deps.zip"))
     assert done.returncode == 0, done.stderr
     private = tmp_path / ".local/share/krita/pykrita/tinct_krita" / VERSION
-    # -S: no site-packages, so pyzmq and msgpack can only come from the private folder, which the
-    # plugin's __init__ puts first on sys.path under exactly this name
-    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import zmq, msgpack; "
-             "print(zmq.__file__); print(msgpack.__file__)")
-    found = subprocess.run([sys.executable, "-S", "-c", probe, str(private)], capture_output=True, text=True)
-    assert found.returncode == 0, found.stderr
-    assert all(line.startswith(str(private)) for line in found.stdout.split())
+    assert_imported_from(private)
     with zipfile.ZipFile(tmp_path / "with-deps.zip") as z:
         assert any(n.startswith(f"tinct_krita/{VERSION}/zmq/") for n in z.namelist())
