@@ -346,6 +346,16 @@ def test_killing_the_daemon_mid_request_gives_a_clear_error(tmp_path):
     assert clients[0].shared is None  # its buffers let go: a tinctd still finishing must not write into the next
 
 
+def test_a_daemon_gone_before_the_next_request_is_not_running_not_stopped_mid_work(tmp_path):
+    d = RunningDaemon(tmp_path)
+    with d.client(timeout=5, retries=1) as c:
+        c.colorize(width=W, height=H, layout="RGB", sample="u8", pixels=photo("RGB", "u8").tobytes())
+        assert d.stop() == 0  # between two requests of a client that knows it (its hello is kept)
+        with pytest.raises(tinct_client.TinctError) as err:
+            c.colorize(width=W, height=H, layout="RGB", sample="u8", pixels=photo("RGB", "u8").tobytes())
+    assert err.value.code == "unavailable" and "not running" in str(err.value)
+
+
 def test_sigterm_answers_everyone_waiting_then_exits_cleanly(tmp_path):
     d = RunningDaemon(tmp_path)
     errors = {}

@@ -347,7 +347,8 @@ class Client:
 
     def _job(self, message: dict, progress) -> dict:
         """Send work and wait for it, resending the same request id if the daemon goes silent."""
-        info = self.info or self.hello()  # reaches (or starts) the daemon; its limits and shared memory
+        # tinctd's limits and shared memory; asked again only when nothing listens (to start it, or say so)
+        info = self.info if self.info and self._listening() else self.hello()
         limit = info.get("limits", {}).get("max_pixels")
         if limit and message["width"] * message["height"] > limit:
             raise TinctError("too_large", f"The layer is {message['width'] * message['height'] / 1e6:.3g} "
