@@ -4,21 +4,24 @@ A 12 MP layer is 48 MB; pushing it through a TCP socket and back costs several t
 memory copy.  A local client instead leaves the layer in memory tinctd can reach and sends
 only where it is; tinctd puts the result back the same way (docs/protocol.md).  Two ways:
 
-- **memfd buffers** (Linux): the client keeps two sealed memfds (`memfd_create`) mapped for
-  its lifetime; tinctd opens them through /proc/<client pid>/fd/<n> and maps them too,
-  caching the mappings while the client keeps them, so pixels are decoded straight from
+- **memfd buffers** (Linux): the client keeps one or two sealed memfds (`memfd_create`)
+  mapped for its lifetime; tinctd opens them through /proc/<client pid>/fd/<n> and maps them
+  too, caching the mappings while the client keeps them, so pixels are decoded straight from
   the client's pages and the result encoded straight into its buffer (over the layer, when
-  it is as long): no copy and no fresh page beyond what the client itself does.  A mapping can only crash the daemon
-  (SIGBUS) if the file shrinks under it; tinctd maps only memfds sealed against shrinking
-  (seals can never be removed).  Only tinctd's own user can use them: the request must show
-  the secret in the private folder's `key` file, and each buffer must be that user's.
+  it is as long): no copy and no fresh page beyond what the client itself does.  A mapping
+  can only crash the daemon (SIGBUS) if the file shrinks under it; tinctd maps only memfds
+  sealed against shrinking (seals can never be removed).  Only tinctd's own user can use
+  them: the request must show the secret in the private folder's `key` file, and each
+  buffer must be that user's.
 - **files** in tinctd's private tmpfs folder, read and written with system calls (never
   mmap, so a file that shrinks is an error, not a crash) into buffers of tinctd's own:
   where there is no memfd, or tinctd cannot open the client's /proc folder.
 
-Every name is checked before a byte is read: it must match NAME (no paths), the folder is
-tinctd's own (mode 0700), the file a regular one owned by tinctd's user, opened without
+Every file name is checked before a byte is read: it must match NAME (no paths), the folder
+is tinctd's own (mode 0700), the file a regular one owned by tinctd's user, opened without
 following links, and long enough.  Files of clients that died are removed when tinctd starts.
+A problem with either way is a ProtocolError marked `transport`: the client then sends the
+same request the next way.
 """
 from __future__ import annotations
 
