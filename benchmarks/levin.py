@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--reference-up-to", type=float, default=1.0,
                     help="largest size (MP) solved by SciPy too (~2-4 min per photo at 1 MP on 2 cores)")
     ap.add_argument("--device", default=None)
-    ap.add_argument("--method", default="gmres", choices=sorted(levin.METHODS))
+    ap.add_argument("--method", default="gcr", choices=sorted(levin.METHODS))
     args = ap.parse_args()
     device = api.default_device(args.device)
     photos = list(measure.eval_images(size=None))

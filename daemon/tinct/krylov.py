@@ -7,10 +7,13 @@ digits that decide convergence.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+
+from .stencil import _kernels, fused
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
 
@@ -21,10 +24,17 @@ class Result:
     iterations: int
     residual: float  # worst channel's ||b - Ax|| / ||b||
     converged: bool
+    error: float = math.nan  # gcr with error_tol: the last max |M^-1 r|, the error estimate
 
 
 def dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Per-channel inner product, shape (C, 1, 1), float64."""
+    if fused(u, v) and u.shape == v.shape:
+        h, w = u.shape[-2:]
+        out = torch.empty(u.shape[:-2] + (1, 1), dtype=torch.float64)
+        _kernels.dot(out.data_ptr(), u.data_ptr(), v.data_ptr(), 0, 0, u.numel() // (h * w), h, w, 0,
+                     torch.get_num_threads())
+        return out
     return (u * v).sum(dim=(-2, -1), dtype=torch.float64, keepdim=True)
 
 
@@ -113,42 +123,51 @@ def bicgstab(apply: Operator, b: torch.Tensor, x: torch.Tensor, precond: Operato
     return Result(x, it, float(res.max()), float(res.max()) <= tol)
 
 
-def gmres(apply: Operator, b: torch.Tensor, x: torch.Tensor, precond: Operator, tol: float,
-          max_iter: int, restart: int = 20, callback: Callable[[int, float], None] | None = None) -> Result:
-    """Right-preconditioned restarted GMRES: the residual never grows, whatever the spectrum.
+def gcr(apply: Operator, b: torch.Tensor, x: torch.Tensor, precond: Operator, tol: float, max_iter: int,
+        restart: int = 20, callback: Callable[[int, float], None] | None = None,
+        error_tol: float | None = None) -> Result:
+    """Restarted GCR (Eisenstat, Elman & Schultz 1983), the conjugate residual method for any operator.
 
-    Keeps `restart` + 1 basis vectors; the correction M^-1 V y is formed with one
-    extra preconditioner call per cycle instead of storing M^-1 V as well.
+    Each step goes along z = M^-1 r and minimises the residual over all the
+    directions kept (so, like GMRES, the residual never grows), and M may
+    change from call to call (a K-cycle does), as it may in flexible GMRES.
+    GCR is chosen over that because z is at hand every step: it is the
+    correction M would still make, the error as far as M can tell.  On a nearly
+    singular system a small residual can hide a large error, so with
+    `error_tol` it also waits until z is below `error_tol` at every pixel.
     """
     bnorm = dot(b, b).sqrt()
-    nc = b.shape[0]
+    r = b - apply(x)
+    res = float(_div(dot(r, r).sqrt(), bnorm).max())
+    error = math.nan
+    zs: list[torch.Tensor] = []
+    ws: list[torch.Tensor] = []
     it = 0
     while True:
-        r = b - apply(x)
-        beta = dot(r, r).sqrt()
-        res = _div(beta, bnorm)
-        if float(res.max()) <= tol or it >= max_iter:
-            return Result(x, it, float(res.max()), float(res.max()) <= tol)
-        basis = [_div(r, beta.float())]
-        hess = torch.zeros(nc, restart + 1, restart, dtype=torch.float64)
-        e1 = torch.zeros(nc, restart + 1, 1, dtype=torch.float64)
-        e1[:, 0, 0] = beta.view(nc).cpu()
-        for j in range(restart):
-            w = apply(precond(basis[j]))
-            for i in range(j + 1):  # modified Gram-Schmidt
-                hij = dot(w, basis[i])
-                hess[:, i, j] = hij.view(nc).cpu()
-                w = w - hij.float() * basis[i]
-            hn = dot(w, w).sqrt()
-            hess[:, j + 1, j] = hn.view(nc).cpu()
-            basis.append(_div(w, hn.float()))
-            h, g = hess[:, :j + 2, :j + 1], e1[:, :j + 2]
-            y = torch.linalg.lstsq(h, g).solution
-            est = float(((g - h @ y).norm(dim=(1, 2)) / bnorm.view(nc).cpu().clamp_min(1e-300)).max())
-            it += 1
-            if callback:
-                callback(it, est)
-            if est <= tol or it >= max_iter:
-                break
-        coef = y.to(device=b.device, dtype=b.dtype)
-        x = x + precond(sum(coef[:, i].view(nc, 1, 1) * v for i, v in enumerate(basis[:coef.shape[1]])))
+        if error_tol is None and (res <= tol or it >= max_iter):
+            return Result(x, it, res, res <= tol)
+        z = precond(r)
+        if error_tol is not None:
+            error = float(z.abs().amax(dim=(-2, -1)).max())
+            done = res <= tol and error <= error_tol
+            if done or it >= max_iter:
+                return Result(x, it, res, done, error)
+        if len(zs) == restart:  # drop the directions, and the drift of the updated residual
+            zs, ws = [], []
+            r = b - apply(x)
+        w = apply(z)
+        for zi, wi in zip(zs, ws):  # modified Gram-Schmidt on the A-images
+            beta = dot(w, wi).float()
+            w = w - beta * wi
+            z = z - beta * zi
+        norm = dot(w, w).sqrt().float()
+        w, z = _div(w, norm), _div(z, norm)
+        alpha = dot(w, r).float()
+        x = x + alpha * z
+        r = r - alpha * w
+        zs.append(z)
+        ws.append(w)
+        it += 1
+        res = float(_div(dot(r, r).sqrt(), bnorm).max())
+        if callback:
+            callback(it, res)

@@ -12,11 +12,17 @@ neighbour ignores it.  Those one-way couplings are what keep colour from
 leaking across edges, so `final` solves the authors' system itself.  Its
 symmetric counterpart, the graph Laplacian of (W + W^T)/2, is SPD once a
 stroke pins it down: CG with a multigrid preconditioner solves it in a few
-iterations, which is the `preview` quality.  `final` starts from that answer and
-runs restarted GMRES on the authors' system, preconditioned by the same
-multigrid cycle: BiCGStab, the other candidate, needs half the memory but its
-residual jumps by orders of magnitude on megapixel photos (see
-benchmarks/levin.py), while GMRES's never grows.
+iterations, which is the `preview` quality.  It is not the authors' answer:
+where a region is walled in by one-way couplings (a thin dark strip whose
+pixels ignore their bright neighbours while those follow the strip), the
+symmetric form ties it to its surroundings, and a preconditioner built from it
+mistakes how weakly such a region leaks by orders of magnitude, so Krylov
+methods on the authors' system crawl there (the residual shrinks while the
+region's colour drifts).  `final` therefore builds its multigrid from the
+authors' operator itself (see tinct.multigrid: transfers from its own rows,
+coarse operators kept M-matrices, a K-cycle) and runs GCR on it,
+from zero.  Its stopping rule looks at the error, not only the residual: the
+walled-in regions' colour costs almost no residual.
 
 Hard constraints are eliminated: a fixed pixel's row becomes the identity and
 its column moves to the right-hand side, which keeps both forms' structure
@@ -30,19 +36,18 @@ import time
 import torch
 
 from . import krylov
-from .multigrid import VCycle
+from .multigrid import Multigrid
 from .stencil import OFFSETS, Stencil, opposite, pad1, shifted
 
 QUALITIES = ("final", "preview")
-METHODS = {"gmres": krylov.gmres, "bicgstab": krylov.bicgstab}
+METHODS = ("gcr", "bicgstab")
 MIN_VARIANCE = 2e-6     # the authors' floor on the window variance
 WEIGHT_FLOOR = 1e-6     # float32 exp underflows to 0 and would cut hint-free regions off
 FIXED = 1.0 - 1e-6      # hint weight from which a pixel's colour is fixed outright
-TOL = {"final": 1e-3, "preview": 1e-4}
-# GMRES's residual never grows, but on photos with hint-free regions walled in by edges the
-# error in those regions' colour can (their constant costs almost no residual): past a few dozen
-# iterations `final` can get worse, so it stops there (benchmarks/levin.py measures this).
-MAX_ITER = {"final": 60, "preview": 200}
+TOL = {"final": 1e-3, "preview": 1e-4}  # relative residual
+# `final` also wants no pixel's colour to move by more than this (ab units) in a further step.
+ERROR_TOL = 2.0
+MAX_ITER = {"final": 40, "preview": 200}
 
 
 def affinities(lightness: torch.Tensor, edge_sensitivity: float = 1.0) -> torch.Tensor:
@@ -76,46 +81,58 @@ def transpose(c: torch.Tensor) -> torch.Tensor:
     return torch.stack([shifted(cp[opposite(k)], dy, dx, h, w) for k, (dy, dx) in enumerate(OFFSETS)])
 
 
-def systems(weights: torch.Tensor, transposed: torch.Tensor, target: torch.Tensor, kappa: torch.Tensor,
-            fixed: torch.Tensor):
-    """The authors' system A, its symmetric counterpart S, and the right-hand side.
-
-    Free pixel r:  (1 + kappa_r) x_r - sum_s W_rs x_s = kappa_r t_r     (A)
-                   (kappa_r + sum_s S_rs) x_r - sum_s S_rs x_s = kappa_r t_r,  S = (W + W^T)/2
-    Fixed pixel r: x_r = t_r, eliminated from its neighbours' rows.
-    """
-    free = (~fixed).to(weights.dtype)
-    sym = 0.5 * (weights + transposed)
-    # Couplings from free rows to free columns only.
+def _free_couplings(c: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+    """Couplings from free rows to free columns only (fixed pixels are eliminated)."""
+    free = (~fixed).to(c.dtype)
     h, w = free.shape
     fp = pad1(free)
-    to_free = torch.stack([shifted(fp, dy, dx, h, w) for dy, dx in OFFSETS]) * free
-    a = Stencil(torch.where(fixed, torch.ones_like(kappa), 1.0 + kappa), weights * to_free)
-    s = Stencil(torch.where(fixed, torch.ones_like(kappa), kappa + sym.sum(0)), sym * to_free)
-    # Right-hand sides: data term, plus the fixed neighbours' known colours.
-    known = target * fixed
-    kp = pad1(known)
+    return c * torch.stack([shifted(fp, dy, dx, h, w) for dy, dx in OFFSETS]) * free
 
-    def rhs(c: torch.Tensor) -> torch.Tensor:
-        moved = sum(c[k] * free * shifted(kp, dy, dx, h, w) for k, (dy, dx) in enumerate(OFFSETS))
-        return torch.where(fixed, target, kappa * target + moved)
 
-    return a, s, rhs(weights), rhs(sym)
+def _rhs(c: torch.Tensor, target: torch.Tensor, kappa: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+    """Data term plus the fixed neighbours' known colours; the colour itself at fixed pixels."""
+    h, w = fixed.shape
+    kp = pad1(target * fixed)
+    free = (~fixed).to(c.dtype)
+    moved = sum(c[k] * free * shifted(kp, dy, dx, h, w) for k, (dy, dx) in enumerate(OFFSETS))
+    return torch.where(fixed, target, kappa * target + moved)
+
+
+def authors_system(weights: torch.Tensor, target: torch.Tensor, kappa: torch.Tensor, fixed: torch.Tensor):
+    """The authors' system A x = b (the `final` quality).
+
+    Free pixel r:  (1 + kappa_r) x_r - sum_s W_rs x_s = kappa_r t_r
+    Fixed pixel r: x_r = t_r, eliminated from its neighbours' rows.
+    """
+    a = Stencil(torch.where(fixed, torch.ones_like(kappa), 1.0 + kappa), _free_couplings(weights, fixed))
+    return a, _rhs(weights, target, kappa, fixed)
+
+
+def symmetric_system(weights: torch.Tensor, target: torch.Tensor, kappa: torch.Tensor, fixed: torch.Tensor):
+    """Its symmetric counterpart S x = b (the `preview` quality), S = (W + W^T)/2:
+
+    Free pixel r:  (kappa_r + sum_s S_rs) x_r - sum_s S_rs x_s = kappa_r t_r
+    Fixed pixel r: x_r = t_r, eliminated from its neighbours' rows.
+    """
+    sym = 0.5 * (weights + transpose(weights))
+    s = Stencil(torch.where(fixed, torch.ones_like(kappa), kappa + sym.sum(0)), _free_couplings(sym, fixed))
+    return s, _rhs(sym, target, kappa, fixed)
 
 
 def solve_ab(lightness: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor,
              prior_ab: torch.Tensor | None = None, prior_weight: float | torch.Tensor | None = None,
              quality: str = "final", edge_sensitivity: float = 1.0, tol: float | None = None,
-             max_iter: int | None = None, method: str = "gmres", callback=None) -> tuple[torch.Tensor, dict]:
+             max_iter: int | None = None, method: str = "gcr", callback=None) -> tuple[torch.Tensor, dict]:
     """Colour (2, H, W) for lightness L (1, H, W) in 0..100 from strokes and an optional prior.
 
     `hint_weight` (1, H, W) in 0..1 is the stroke's alpha: 1 fixes the colour,
     less pulls towards it.  `prior_ab` with `prior_weight` (a number or a map) is
     a soft data term, e.g. the learned network's colours.  With neither strokes
     nor prior the answer is grey (ab = 0).  `method` is the Krylov method for
-    `final`: "gmres" (the default: its residual never grows) or "bicgstab"
-    (less memory, but erratic on large photos; kept for the benchmark).
-    Returns (ab, info) where info has iterations, residual and seconds.
+    `final`: "gcr" (the default: its residual never grows) or "bicgstab"
+    (a third of the memory, but erratic; kept for the benchmark).
+    Returns (ab, info) where info has iterations, residual, converged and
+    seconds (and for `final` the error estimate in ab units).
     """
     if quality not in QUALITIES:
         raise ValueError(f"quality must be one of {QUALITIES}, not {quality!r}")
@@ -139,19 +156,22 @@ def solve_ab(lightness: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.
         return torch.zeros_like(target), info
 
     weights = affinities(light, edge_sensitivity)
-    transposed = transpose(weights)
-    a, s, b_a, b_s = systems(weights, transposed, target, kappa, fixed)
     tol = TOL[quality] if tol is None else tol
     max_iter = MAX_ITER[quality] if max_iter is None else max_iter
-    mg = VCycle(s)
-    pre = krylov.pcg(s.apply, b_s, torch.zeros_like(b_s), mg, TOL["preview"] if quality == "final" else tol,
-                     max_iter, callback)
-    info.update(levels=mg.levels, cg_iterations=pre.iterations, iterations=pre.iterations, residual=pre.residual)
-    x = pre.x
-    if quality == "final":
-        fin = METHODS[method](a.apply, b_a, x, mg, tol, max_iter, callback=callback)
-        info.update(iterations=pre.iterations + fin.iterations, final_iterations=fin.iterations,
-                    residual=fin.residual)
-        x = fin.x
+    if quality == "preview":
+        s, b = symmetric_system(weights, target, kappa, fixed)
+        mg = Multigrid(s)
+        out = krylov.pcg(s.apply, b, torch.zeros_like(b), mg, tol, max_iter, callback)
+    else:
+        a, b = authors_system(weights, target, kappa, fixed)
+        if method == "gcr":
+            mg = Multigrid(a, lump=True, kcycle=True)
+            out = krylov.gcr(a.apply, b, torch.zeros_like(b), mg, tol, max_iter, callback=callback,
+                             error_tol=ERROR_TOL)
+        else:  # BiCGStab needs a fixed preconditioner: the V-cycle without the K-cycle's inner steps
+            mg = Multigrid(a, lump=True)
+            out = krylov.bicgstab(a.apply, b, torch.zeros_like(b), mg, tol, max_iter, callback)
+        info["error"] = out.error
+    info.update(levels=mg.levels, iterations=out.iterations, residual=out.residual, converged=out.converged)
     info["seconds"] = time.perf_counter() - start
-    return x, info
+    return out.x, info

@@ -10,6 +10,17 @@ by probing with nine coloured vectors (a 9-point stencil stays 9-point under
 2:1 coarsening with these transfers), which works for symmetric and
 non-symmetric operators alike.
 
+For the non-symmetric Levin operator the transfers come from its own rows, so a
+pixel is interpolated from the neighbours it follows, not from those that follow
+it: a region walled in by one-way couplings then keeps its own coarse unknowns
+and the coarse grids see how weakly it really leaks.  The Galerkin product of a
+non-symmetric M-matrix is not an M-matrix, though (negative diagonals appear
+and Gauss-Seidel diverges), so its positive off-diagonal entries are lumped
+onto the diagonal, which keeps row sums and so the region constants.  Coarse
+problems of such a nearly singular operator need more than one cycle: the
+K-cycle (Notay) runs two steps of a minimal-residual iteration on every coarse
+level, so the cycle is as good as one with exact coarse solves.
+
 Grids are coarsened 2:1 on vertex-centred odd sizes: coarse point (I, J) sits on
 fine pixel (2I, 2J).
 """
@@ -17,21 +28,34 @@ from __future__ import annotations
 
 import torch
 
-from .stencil import OFFSETS, Stencil
+from .krylov import dot
+from .stencil import OFFSETS, Stencil, _kernels, fused
 
 # Index of each offset in OFFSETS, by (dy, dx).
 K = {off: k for k, off in enumerate(OFFSETS)}
 COARSEST = 9  # stop coarsening when a side is this small
-DENSE_MAX = 2048  # largest coarsest grid solved exactly
+DENSE_MAX = 2048  # stop coarsening once this few points remain: the coarsest grid is solved exactly
 BOTTOM_SWEEPS = 20  # Gauss-Seidel sweep pairs when it is larger
+K_ENOUGH = 0.25  # a K-cycle's second step is skipped once the first cut the residual this much
 
 
 class Prolongation:
-    """Black-box interpolation from the coarse grid to an odd-sized fine grid."""
+    """Black-box interpolation from the coarse grid to an odd-sized fine grid.
+
+    The eight weight planes live in one (8, Hc, Wc) tensor (the layout of the C
+    kernels), each indexed by the coarse point north-west of the fine pixel it
+    serves: PLANES names them.
+    """
+
+    PLANES = ("ew", "ee", "vn", "vs", "cnw", "cne", "csw", "cse")
 
     def __init__(self, st: Stencil):
         d, c = st.d, st.c
         tiny = torch.finfo(d.dtype).tiny
+        self.fine_shape = st.shape
+        hc, wc = (st.shape[0] + 1) // 2, (st.shape[1] + 1) // 2
+        self.weights = d.new_zeros(8, hc, wc)
+        ew, ee, vn, vs, cnw, cne, csw, cse = self.planes()
 
         def ratio(num, den):
             return torch.where(den > tiny, num / den.clamp_min(tiny), torch.zeros_like(num))
@@ -41,54 +65,78 @@ class Prolongation:
         west = c[K[-1, -1]][e] + c[K[0, -1]][e] + c[K[1, -1]][e]
         east = c[K[-1, 1]][e] + c[K[0, 1]][e] + c[K[1, 1]][e]
         den = d[e] - c[K[-1, 0]][e] - c[K[1, 0]][e]
-        self.ew, self.ee = ratio(west, den), ratio(east, den)
+        ew.copy_(ratio(west, den))
+        ee.copy_(ratio(east, den))
         # Pixels on coarse columns: collapse horizontally.
         v = (slice(1, None, 2), slice(0, None, 2))
         north = c[K[-1, -1]][v] + c[K[-1, 0]][v] + c[K[-1, 1]][v]
         south = c[K[1, -1]][v] + c[K[1, 0]][v] + c[K[1, 1]][v]
         den = d[v] - c[K[0, -1]][v] - c[K[0, 1]][v]
-        self.vn, self.vs = ratio(north, den), ratio(south, den)
+        vn.copy_(ratio(north, den))
+        vs.copy_(ratio(south, den))
         # Cell centres: the full stencil, with edge neighbours already interpolated.
         m = (slice(1, None, 2), slice(1, None, 2))
         cm = {off: c[K[off]][m] for off in OFFSETS}
         dm = d[m]
-        ew_n, ee_n = self.ew[:-1], self.ee[:-1]   # edge pixel above the centre
-        ew_s, ee_s = self.ew[1:], self.ee[1:]     # below
-        vn_w, vs_w = self.vn[:, :-1], self.vs[:, :-1]  # vertical pixel left of the centre
-        vn_e, vs_e = self.vn[:, 1:], self.vs[:, 1:]    # right
-        self.cnw = ratio(cm[-1, -1] + cm[-1, 0] * ew_n + cm[0, -1] * vn_w, dm)
-        self.cne = ratio(cm[-1, 1] + cm[-1, 0] * ee_n + cm[0, 1] * vn_e, dm)
-        self.csw = ratio(cm[1, -1] + cm[1, 0] * ew_s + cm[0, -1] * vs_w, dm)
-        self.cse = ratio(cm[1, 1] + cm[1, 0] * ee_s + cm[0, 1] * vs_e, dm)
-        self.fine_shape = st.shape
+        ew_n, ee_n = ew[:-1], ee[:-1]   # edge pixel above the centre
+        ew_s, ee_s = ew[1:], ee[1:]     # below
+        vn_w, vs_w = vn[:, :-1], vs[:, :-1]  # vertical pixel left of the centre
+        vn_e, vs_e = vn[:, 1:], vs[:, 1:]    # right
+        cnw.copy_(ratio(cm[-1, -1] + cm[-1, 0] * ew_n + cm[0, -1] * vn_w, dm))
+        cne.copy_(ratio(cm[-1, 1] + cm[-1, 0] * ee_n + cm[0, 1] * vn_e, dm))
+        csw.copy_(ratio(cm[1, -1] + cm[1, 0] * ew_s + cm[0, -1] * vs_w, dm))
+        cse.copy_(ratio(cm[1, 1] + cm[1, 0] * ee_s + cm[0, 1] * vs_e, dm))
 
-    def prolong(self, xc: torch.Tensor) -> torch.Tensor:
+    def planes(self):
+        """Views of the weights: E pixels (Hc, Wc-1), V pixels (Hc-1, Wc), centres (Hc-1, Wc-1)."""
+        wt = self.weights
+        return (wt[0, :, :-1], wt[1, :, :-1], wt[2, :-1, :], wt[3, :-1, :],
+                wt[4, :-1, :-1], wt[5, :-1, :-1], wt[6, :-1, :-1], wt[7, :-1, :-1])
+
+    def prolong(self, xc: torch.Tensor, into: torch.Tensor | None = None) -> torch.Tensor:
+        """P xc, or `into` += P xc."""
         h, w = self.fine_shape
+        if fused(xc, self.weights) and (into is None or fused(into)):
+            out = xc.new_empty(xc.shape[:-2] + (h, w)) if into is None else into
+            _kernels.prolong(out.data_ptr(), xc.data_ptr(), self.weights.data_ptr(), 0, 0, out.numel() // (h * w),
+                             h, w, int(into is not None), torch.get_num_threads())
+            return out
+        ew, ee, vn, vs, cnw, cne, csw, cse = self.planes()
         x = xc.new_zeros(xc.shape[:-2] + (h, w))
         x[..., 0::2, 0::2] = xc
-        x[..., 0::2, 1::2] = self.ew * xc[..., :, :-1] + self.ee * xc[..., :, 1:]
-        x[..., 1::2, 0::2] = self.vn * xc[..., :-1, :] + self.vs * xc[..., 1:, :]
-        x[..., 1::2, 1::2] = (self.cnw * xc[..., :-1, :-1] + self.cne * xc[..., :-1, 1:]
-                              + self.csw * xc[..., 1:, :-1] + self.cse * xc[..., 1:, 1:])
-        return x
+        x[..., 0::2, 1::2] = ew * xc[..., :, :-1] + ee * xc[..., :, 1:]
+        x[..., 1::2, 0::2] = vn * xc[..., :-1, :] + vs * xc[..., 1:, :]
+        x[..., 1::2, 1::2] = (cnw * xc[..., :-1, :-1] + cne * xc[..., :-1, 1:]
+                              + csw * xc[..., 1:, :-1] + cse * xc[..., 1:, 1:])
+        if into is None:
+            return x
+        into += x
+        return into
 
     def restrict(self, r: torch.Tensor) -> torch.Tensor:
         """P^T r: every fine pixel hands its value back with its interpolation weights."""
+        if fused(r, self.weights):
+            out = r.new_empty(r.shape[:-2] + self.weights.shape[-2:])
+            h, w = self.fine_shape
+            _kernels.restrict(out.data_ptr(), r.data_ptr(), self.weights.data_ptr(), 0, 0, r.numel() // (h * w),
+                              h, w, 0, torch.get_num_threads())
+            return out
+        ew, ee, vn, vs, cnw, cne, csw, cse = self.planes()
         rc = r[..., 0::2, 0::2].clone()
         re, rv, rm = r[..., 0::2, 1::2], r[..., 1::2, 0::2], r[..., 1::2, 1::2]
-        rc[..., :, :-1] += self.ew * re
-        rc[..., :, 1:] += self.ee * re
-        rc[..., :-1, :] += self.vn * rv
-        rc[..., 1:, :] += self.vs * rv
-        rc[..., :-1, :-1] += self.cnw * rm
-        rc[..., :-1, 1:] += self.cne * rm
-        rc[..., 1:, :-1] += self.csw * rm
-        rc[..., 1:, 1:] += self.cse * rm
+        rc[..., :, :-1] += ew * re
+        rc[..., :, 1:] += ee * re
+        rc[..., :-1, :] += vn * rv
+        rc[..., 1:, :] += vs * rv
+        rc[..., :-1, :-1] += cnw * rm
+        rc[..., :-1, 1:] += cne * rm
+        rc[..., 1:, :-1] += csw * rm
+        rc[..., 1:, 1:] += cse * rm
         return rc
 
 
-def galerkin(a: Stencil, p: Prolongation, r: Prolongation | None = None) -> Stencil:
-    """R A P (R = P^T unless given) as a coarse 9-point stencil, by probing with nine coloured vectors.
+def galerkin(a: Stencil, p: Prolongation) -> Stencil:
+    """P^T A P as a coarse 9-point stencil, by probing with nine coloured vectors.
 
     Coarse points of equal (I % 3, J % 3) are three apart, so one probe reveals
     each of their columns without overlap.
@@ -98,7 +146,7 @@ def galerkin(a: Stencil, p: Prolongation, r: Prolongation | None = None) -> Sten
     ii = torch.arange(hc, device=dev).view(-1, 1) % 3
     jj = torch.arange(wc, device=dev).view(1, -1) % 3
     probes = torch.stack([((ii == pi) & (jj == pj)).to(dt) for pi in range(3) for pj in range(3)])
-    cols = (r or p).restrict(a.apply(p.prolong(probes)))  # (9, hc, wc)
+    cols = p.restrict(a.apply(p.prolong(probes)))  # (9, hc, wc)
 
     def column_entry(dy, dx):
         # Entry (J, J + (dy, dx)) is the probe of J + (dy, dx)'s colour, read at J.
@@ -120,6 +168,18 @@ def galerkin(a: Stencil, p: Prolongation, r: Prolongation | None = None) -> Sten
     return Stencil(d, c)
 
 
+def lumped(a: Stencil) -> Stencil:
+    """`a` with its positive off-diagonal entries moved onto the diagonal: an M-matrix again.
+
+    Row sums stay, so constants (a region's colour) cost what they cost in `a`;
+    a row left with a negative sum gets a zero one, so every row is weakly
+    diagonally dominant and Gauss-Seidel converges on every level.
+    """
+    c = a.c.clamp_min(0)
+    d = a.d - (a.c - c).sum(0)  # A's positive entries are negative couplings
+    return Stencil(torch.maximum(d, c.sum(0)), c)
+
+
 def fit(x: torch.Tensor, shape) -> torch.Tensor:
     """Zero-pad or crop the last two dimensions to `shape` (odd-size padding between levels)."""
     h, w = shape
@@ -127,29 +187,29 @@ def fit(x: torch.Tensor, shape) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]))
 
 
-class VCycle:
-    """A multigrid V-cycle for `a`, with transfers built from `interp` (usually a's symmetric part).
+class Multigrid:
+    """A multigrid cycle for `a`, used as a preconditioner: `__call__(r)` approximates a^-1 r.
 
-    Used as a preconditioner: `__call__(r)` returns an approximation of a^-1 r.
-    With a symmetric `a` the cycle is symmetric (forward Gauss-Seidel before,
-    backward after), so it can precondition CG.
+    The V-cycle of a symmetric `a` is a symmetric operator (forward
+    Gauss-Seidel before the coarse correction, backward after), as CG's
+    preconditioner must be.  A non-symmetric M-matrix needs `lump` (see
+    `lumped`).  `kcycle` runs the K-cycle, which varies from call to call, so
+    it needs a flexible Krylov method (krylov.gcr).
     """
 
-    def __init__(self, a: Stencil, interp: Stencil | None = None, smooth: int = 1, adjoint: bool = False):
+    def __init__(self, a: Stencil, lump: bool = False, kcycle: bool = False, smooth: int = 1):
         self.shape = a.shape
         self.smooth = smooth
+        self.kcycle = kcycle
         self.ops: list[Stencil] = []
         self.transfers: list[Prolongation] = []
-        own = interp is None  # transfers from `a` itself on every level
         a = a.pad_to_odd()
-        interp = a if own else interp.pad_to_odd()
-        while min(a.shape) > COARSEST:
-            p = Prolongation(interp)
-            r = Prolongation(a.transpose()) if adjoint else p
+        while a.shape[0] * a.shape[1] > DENSE_MAX and min(a.shape) > COARSEST:
+            p = Prolongation(a)
             self.ops.append(a)
-            self.transfers.append((p, r))
-            a = galerkin(a, p, r).pad_to_odd()
-            interp = a if own else galerkin(interp, p).pad_to_odd()
+            self.transfers.append(p)
+            a = galerkin(a, p)
+            a = (lumped(a) if lump else a).pad_to_odd()
         self.ops.append(a)
         n = a.shape[0] * a.shape[1]
         # A dense inverse at the bottom, unless a very elongated image leaves it large.
@@ -163,6 +223,26 @@ class VCycle:
     def __call__(self, r: torch.Tensor) -> torch.Tensor:
         h, w = self.shape
         return self._cycle(0, fit(r, self.ops[0].shape))[..., :h, :w].contiguous()
+
+    def _coarse(self, level: int, b: torch.Tensor) -> torch.Tensor:
+        """Solve level `level` approximately: one cycle, or (K-cycle) two minimal-residual steps."""
+        if not self.kcycle or level == len(self.ops) - 1:
+            return self._cycle(level, b)
+        a = self.ops[level]
+        z1 = self._cycle(level, b)
+        w1 = a.apply(z1)
+        ww = dot(w1, w1).clamp_min(1e-300)
+        alpha = dot(w1, b) / ww
+        r1 = b - alpha.float() * w1
+        if float((dot(r1, r1) / dot(b, b).clamp_min(1e-300)).max()) <= K_ENOUGH ** 2:
+            return alpha.float() * z1
+        z2 = self._cycle(level, r1)
+        w2 = a.apply(z2)
+        beta = (dot(w2, w1) / ww).float()
+        w2 -= beta * w1
+        z2 -= beta * z1
+        gamma = dot(w2, r1) / dot(w2, w2).clamp_min(1e-300)
+        return alpha.float() * z1 + gamma.float() * z2
 
     def _cycle(self, level: int, b: torch.Tensor) -> torch.Tensor:
         a = self.ops[level]
@@ -178,10 +258,10 @@ class VCycle:
         x = torch.zeros_like(b)
         for _ in range(self.smooth):
             a.gauss_seidel(x, b)
-        p, r = self.transfers[level]
-        rc = r.restrict(a.residual(x, b))
-        xc = self._cycle(level + 1, fit(rc, self.ops[level + 1].shape))
-        x += p.prolong(fit(xc, rc.shape[-2:]))
+        p = self.transfers[level]
+        rc = p.restrict(a.residual(x, b))
+        xc = self._coarse(level + 1, fit(rc, self.ops[level + 1].shape).contiguous())
+        p.prolong(fit(xc, rc.shape[-2:]).contiguous(), into=x)
         for _ in range(self.smooth):
             a.gauss_seidel(x, b, reverse=True)
         return x
