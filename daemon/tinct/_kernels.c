@@ -16,58 +16,65 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 static const int DY[8] = {-1, -1, -1, 0, 0, 1, 1, 1};
 static const int DX[8] = {-1, 0, 1, -1, 1, -1, 0, 1};
 
-/* Channels are handled in blocks of up to BLOCK at each pixel, so the couplings are read
- * once per block rather than once per channel (the stencils are memory-bound). */
-#define BLOCK 4
-
-/* acc[q] = sum_k c[k, i, j] * x[q][i + dy_k, j + dx_k] for the m channels of a block at one
- * pixel (x[q] = x + q * n), neighbours outside read as 0 */
-static inline void coupled(float *acc, const float *x, const float *c, Py_ssize_t h, Py_ssize_t w,
-                           Py_ssize_t i, Py_ssize_t j, int m) {
+/* sum_k c[k, i, j] * x[i + dy_k, j + dx_k] for one pixel of one channel, neighbours outside
+ * read as 0: the border pixels' slow path. */
+static inline float coupled(const float *x, const float *c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t i,
+                            Py_ssize_t j) {
     const Py_ssize_t n = h * w, r = i * w + j;
-    if (i > 0 && i < h - 1 && j > 0 && j < w - 1) {
-        const float c0 = c[r], c1 = c[n + r], c2 = c[2 * n + r], c3 = c[3 * n + r], c4 = c[4 * n + r],
-                    c5 = c[5 * n + r], c6 = c[6 * n + r], c7 = c[7 * n + r];
-        for (int q = 0; q < m; q++) {
-            const float *xq = x + q * n;
-            acc[q] = c0 * xq[r - w - 1] + c1 * xq[r - w] + c2 * xq[r - w + 1] + c3 * xq[r - 1] + c4 * xq[r + 1]
-                   + c5 * xq[r + w - 1] + c6 * xq[r + w] + c7 * xq[r + w + 1];
-        }
-    } else {
-        for (int q = 0; q < m; q++) acc[q] = 0.f;
-        for (int k = 0; k < 8; k++) {
-            Py_ssize_t ii = i + DY[k], jj = j + DX[k];
-            if (ii >= 0 && ii < h && jj >= 0 && jj < w)
-                for (int q = 0; q < m; q++) acc[q] += c[k * n + r] * x[q * n + ii * w + jj];
-        }
+    float acc = 0.f;
+    for (int k = 0; k < 8; k++) {
+        const Py_ssize_t ii = i + DY[k], jj = j + DX[k];
+        if (ii >= 0 && ii < h && jj >= 0 && jj < w) acc += c[k * n + r] * x[ii * w + jj];
     }
+    return acc;
 }
 
-/* y = b - A x  (or y = A x when b is NULL) */
+/* The same for the pixels j0, j0 + step, ... < j1 of an interior row (0 < i < h-1, 0 < j0,
+ * j1 < w): no bounds tests, so the compiler vectorises it.  acc[j] for each of those j. */
+static inline void coupled_row(float *restrict acc, const float *restrict x, const float *restrict c,
+                               Py_ssize_t n, Py_ssize_t w, Py_ssize_t i, Py_ssize_t j0, Py_ssize_t j1, int step) {
+    const float *xm = x + (i - 1) * w, *x0 = x + i * w, *xp = x + (i + 1) * w;
+    const Py_ssize_t r0 = i * w;
+    const float *c0 = c + r0, *c1 = c + n + r0, *c2 = c + 2 * n + r0, *c3 = c + 3 * n + r0,
+                *c4 = c + 4 * n + r0, *c5 = c + 5 * n + r0, *c6 = c + 6 * n + r0, *c7 = c + 7 * n + r0;
+    for (Py_ssize_t j = j0; j < j1; j += step)
+        acc[j] = c0[j] * xm[j - 1] + c1[j] * xm[j] + c2[j] * xm[j + 1] + c3[j] * x0[j - 1] + c4[j] * x0[j + 1]
+               + c5[j] * xp[j - 1] + c6[j] * xp[j] + c7[j] * xp[j + 1];
+}
+
+/* y = b - A x  (or y = A x when b is NULL), row by row; a row's couplings are read from memory
+ * once and stay in cache for every channel. */
 static void residual(float *y, const float *x, const float *b, const float *d, const float *c,
                      Py_ssize_t nc, Py_ssize_t h, Py_ssize_t w, int threads) {
     const Py_ssize_t n = h * w;
-    for (Py_ssize_t ch = 0; ch < nc; ch += BLOCK) {
-        const int m = nc - ch < BLOCK ? (int)(nc - ch) : BLOCK;
-        const float *xc = x + ch * n;
-        const float *bc = b ? b + ch * n : NULL;
-        float *yc = y + ch * n;
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel num_threads(threads)
+    {
+        float *acc = malloc(w * sizeof(float));
+#pragma omp for schedule(static)
         for (Py_ssize_t i = 0; i < h; i++)
-            for (Py_ssize_t j = 0; j < w; j++) {
-                const Py_ssize_t r = i * w + j;
-                float acc[BLOCK];
-                coupled(acc, xc, c, h, w, i, j, m);
-                for (int q = 0; q < m; q++) {
-                    const float ax = d[r] * xc[q * n + r] - acc[q];
-                    yc[q * n + r] = bc ? bc[q * n + r] - ax : ax;
+            for (Py_ssize_t ch = 0; ch < nc; ch++) {
+                const float *xc = x + ch * n;
+                const int inner = i > 0 && i < h - 1 && w > 2;
+                if (inner) coupled_row(acc, xc, c, n, w, i, 1, w - 1, 1);
+                for (Py_ssize_t j = 0; j < w; j++)
+                    if (!inner || j == 0 || j == w - 1) acc[j] = coupled(xc, c, h, w, i, j);
+                const float *di = d + i * w, *xi = xc + i * w;
+                float *yi = y + ch * n + i * w;
+                if (b) {
+                    const float *bi = b + ch * n + i * w;
+                    for (Py_ssize_t j = 0; j < w; j++) yi[j] = bi[j] - (di[j] * xi[j] - acc[j]);
+                } else {
+                    for (Py_ssize_t j = 0; j < w; j++) yi[j] = di[j] * xi[j] - acc[j];
                 }
             }
+        free(acc);
     }
 }
 
@@ -77,23 +84,33 @@ static void residual(float *y, const float *x, const float *b, const float *d, c
 static void gauss_seidel(float *x, const float *b, const float *d, const float *c,
                          Py_ssize_t nc, Py_ssize_t h, Py_ssize_t w, int reverse, int threads) {
     const Py_ssize_t n = h * w;
-    for (Py_ssize_t ch = 0; ch < nc; ch += BLOCK) {
-        const int m = nc - ch < BLOCK ? (int)(nc - ch) : BLOCK;
-        float *xc = x + ch * n;
-        const float *bc = b + ch * n;
-        for (int pass = 0; pass < 2; pass++) {
-            const int ri = reverse ? 1 - pass : pass;
-#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int pass = 0; pass < 2; pass++) {
+        const int ri = reverse ? 1 - pass : pass;
+#pragma omp parallel num_threads(threads)
+        {
+            float *acc = malloc(w * sizeof(float));
+#pragma omp for schedule(static)
             for (Py_ssize_t i = ri; i < h; i += 2)
-                for (int half = 0; half < 2; half++) {
-                    const int cj = reverse ? 1 - half : half;
-                    for (Py_ssize_t j = cj; j < w; j += 2) {
-                        const Py_ssize_t r = i * w + j;
-                        float acc[BLOCK];
-                        coupled(acc, xc, c, h, w, i, j, m);
-                        for (int q = 0; q < m; q++) xc[q * n + r] = (bc[q * n + r] + acc[q]) / d[r];
+                for (Py_ssize_t ch = 0; ch < nc; ch++) {
+                    float *xc = x + ch * n, *xi = xc + i * w;
+                    const float *bi = b + ch * n + i * w, *di = d + i * w;
+                    const int inner = i > 0 && i < h - 1 && w > 2;
+                    for (int half = 0; half < 2; half++) {
+                        const int cj = reverse ? 1 - half : half;
+                        Py_ssize_t j0 = cj, j1 = w;
+                        if (inner) {
+                            if (j0 == 0) j0 = 2;            /* column 0 takes the slow path */
+                            j1 = w - 1;                     /* so does column w - 1 */
+                            coupled_row(acc, xc, c, n, w, i, j0, j1, 2);
+                            for (Py_ssize_t j = j0; j < j1; j += 2) xi[j] = (bi[j] + acc[j]) / di[j];
+                            if (cj == 0) xi[0] = (bi[0] + coupled(xc, c, h, w, i, 0)) / di[0];
+                            if ((w - 1) % 2 == cj) xi[w - 1] = (bi[w - 1] + coupled(xc, c, h, w, i, w - 1)) / di[w - 1];
+                        } else {
+                            for (Py_ssize_t j = j0; j < j1; j += 2) xi[j] = (bi[j] + coupled(xc, c, h, w, i, j)) / di[j];
+                        }
                     }
                 }
+            free(acc);
         }
     }
 }
@@ -162,6 +179,89 @@ static void dot(double *out, const float *u, const float *v, Py_ssize_t nc, Py_s
         for (Py_ssize_t i = 0; i < n; i++) acc += (double)a[i] * (double)b[i];
         out[ch] = acc;
     }
+}
+
+/* Gram-Schmidt against m stored vectors (addresses in vecs, each (C, H, W) like u), in one
+ * pass each way instead of one per vector: out[i, ch] = v_i[ch] . u[ch] in double, and
+ * u[ch] -= sum_i coef[i, ch] v_i[ch]. */
+#define MAX_VECS 64
+
+static void dots(double *out, const float *const *vecs, const float *u, Py_ssize_t m, Py_ssize_t nc,
+                 Py_ssize_t n, int threads) {
+    for (Py_ssize_t ch = 0; ch < nc; ch++) {
+        double total[MAX_VECS] = {0};
+#pragma omp parallel num_threads(threads)
+        {
+            double acc[MAX_VECS] = {0};
+#pragma omp for schedule(static)
+            for (Py_ssize_t p = 0; p < n; p++) {
+                const double up = u[ch * n + p];
+                for (Py_ssize_t i = 0; i < m; i++) acc[i] += up * vecs[i][ch * n + p];
+            }
+#pragma omp critical
+            for (Py_ssize_t i = 0; i < m; i++) total[i] += acc[i];
+        }
+        for (Py_ssize_t i = 0; i < m; i++) out[i * nc + ch] = total[i];
+    }
+}
+
+static void combine(float *u, const float *const *vecs, const float *coef, Py_ssize_t m, Py_ssize_t nc,
+                    Py_ssize_t n, int threads) {
+    for (Py_ssize_t ch = 0; ch < nc; ch++) {
+        float cf[MAX_VECS];
+        for (Py_ssize_t i = 0; i < m; i++) cf[i] = coef[i * nc + ch];
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (Py_ssize_t p = 0; p < n; p++) {
+            float acc = 0.f;
+            for (Py_ssize_t i = 0; i < m; i++) acc += cf[i] * vecs[i][ch * n + p];
+            u[ch * n + p] -= acc;
+        }
+    }
+}
+
+/* The Levin weights of tinct.levin.affinities, one pixel at a time: wt (8, H, W) from the
+ * lightness y (H, W) and params = {0.6 / edge_sensitivity, variance floor, weight floor}. */
+static void affinities(float *wt, const float *y, const float *params, Py_ssize_t h, Py_ssize_t w, int threads) {
+    const Py_ssize_t n = h * w;
+    const float scale = params[0], min_var = params[1], floor_ = params[2];
+    const float inv_log100 = 1.0f / logf(100.0f);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (Py_ssize_t i = 0; i < h; i++)
+        for (Py_ssize_t j = 0; j < w; j++) {
+            const Py_ssize_t r = i * w + j;
+            const float yc = y[r];
+            float nb[8], sum = yc, nearest = INFINITY;
+            int ok[8], count = 1;
+            for (int k = 0; k < 8; k++) {
+                const Py_ssize_t ii = i + DY[k], jj = j + DX[k];
+                ok[k] = ii >= 0 && ii < h && jj >= 0 && jj < w;
+                nb[k] = ok[k] ? y[ii * w + jj] : 0.f;
+                if (ok[k]) {
+                    sum += nb[k];
+                    count++;
+                    const float d2 = (nb[k] - yc) * (nb[k] - yc);
+                    if (d2 < nearest) nearest = d2;
+                }
+            }
+            const float mean = sum / count;
+            float var = (yc - mean) * (yc - mean);
+            for (int k = 0; k < 8; k++)
+                if (ok[k]) var += (nb[k] - mean) * (nb[k] - mean);
+            var /= count;
+            float sigma = scale * var;
+            if (nearest * inv_log100 > sigma) sigma = nearest * inv_log100;
+            if (sigma < min_var) sigma = min_var;
+            float e[8], total = 0.f;
+            for (int k = 0; k < 8; k++) {
+                e[k] = 0.f;
+                if (ok[k]) {
+                    e[k] = expf(-((nb[k] - yc) * (nb[k] - yc)) / sigma);
+                    if (e[k] < floor_) e[k] = floor_;
+                    total += e[k];
+                }
+            }
+            for (int k = 0; k < 8; k++) wt[k * n + r] = e[k] / total;
+        }
 }
 
 /* Every entry point takes five addresses, C, H, W, a flag and a thread count. */
@@ -234,12 +334,53 @@ static PyObject *py_dot(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* affinities(wt, y, params, 0, 0, 1, H, W, 0, threads) */
+static PyObject *py_affinities(PyObject *self, PyObject *args) {
+    void *p[5];
+    Py_ssize_t dims[3];
+    int flag, threads;
+    if (!parse(args, p, dims, &flag, &threads)) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    affinities(p[0], p[1], p[2], dims[1], dims[2], threads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+/* dots(out_float64 (m, C), vecs (int64 addresses), u, m, 0, C, H, W, 0, threads) */
+static PyObject *py_dots(PyObject *self, PyObject *args) {
+    void *p[5];
+    Py_ssize_t dims[3];
+    int flag, threads;
+    if (!parse(args, p, dims, &flag, &threads)) return NULL;
+    if ((Py_ssize_t)p[3] > MAX_VECS) return PyErr_Format(PyExc_ValueError, "at most %d vectors", MAX_VECS);
+    Py_BEGIN_ALLOW_THREADS
+    dots(p[0], p[1], p[2], (Py_ssize_t)p[3], dims[0], dims[1] * dims[2], threads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+/* combine(u, vecs (int64 addresses), coef_float32 (m, C), m, 0, C, H, W, 0, threads) */
+static PyObject *py_combine(PyObject *self, PyObject *args) {
+    void *p[5];
+    Py_ssize_t dims[3];
+    int flag, threads;
+    if (!parse(args, p, dims, &flag, &threads)) return NULL;
+    if ((Py_ssize_t)p[3] > MAX_VECS) return PyErr_Format(PyExc_ValueError, "at most %d vectors", MAX_VECS);
+    Py_BEGIN_ALLOW_THREADS
+    combine(p[0], p[1], p[2], (Py_ssize_t)p[3], dims[0], dims[1] * dims[2], threads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"residual", py_residual, METH_VARARGS, "y = b - A x, or A x when b is 0."},
     {"gauss_seidel", py_gauss_seidel, METH_VARARGS, "One four-colour Gauss-Seidel sweep in place."},
     {"prolong", py_prolong, METH_VARARGS, "x = P xc (or x += P xc), black-box interpolation."},
     {"restrict", py_restrict, METH_VARARGS, "rc = P^T r."},
     {"dot", py_dot, METH_VARARGS, "Per-channel inner products, accumulated in double."},
+    {"affinities", py_affinities, METH_VARARGS, "The Levin weights of a lightness image."},
+    {"dots", py_dots, METH_VARARGS, "Inner products of one vector with m others, in double."},
+    {"combine", py_combine, METH_VARARGS, "u -= sum_i coef_i v_i."},
     {NULL, NULL, 0, NULL},
 };
 

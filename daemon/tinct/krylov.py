@@ -38,10 +38,45 @@ def dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return (u * v).sum(dim=(-2, -1), dtype=torch.float64, keepdim=True)
 
 
+def _addresses(vs: list[torch.Tensor]) -> torch.Tensor:
+    return torch.tensor([v.data_ptr() for v in vs], dtype=torch.int64)
+
+
+def dots(u: torch.Tensor, vs: list[torch.Tensor]) -> torch.Tensor:
+    """dot(v, u) for every v in vs at once, shape (len(vs), C, 1, 1), float64."""
+    if len(vs) <= 64 and fused(u, *vs) and all(v.shape == u.shape for v in vs):
+        h, w = u.shape[-2:]
+        out = torch.empty((len(vs),) + u.shape[:-2] + (1, 1), dtype=torch.float64)
+        addresses = _addresses(vs)  # kept alive while the kernel reads it
+        _kernels.dots(out.data_ptr(), addresses.data_ptr(), u.data_ptr(), len(vs), 0, u.numel() // (h * w),
+                      h, w, 0, torch.get_num_threads())
+        return out
+    return torch.stack([dot(v, u) for v in vs])
+
+
+def subtract(u: torch.Tensor, vs: list[torch.Tensor], coef: torch.Tensor) -> torch.Tensor:
+    """u -= sum_i coef[i] vs[i] in place (coef as from `dots`), in one pass where the C kernels run."""
+    coef = coef.to(u.dtype).contiguous()
+    if len(vs) <= 64 and fused(u, *vs) and all(v.shape == u.shape for v in vs):
+        h, w = u.shape[-2:]
+        addresses = _addresses(vs)  # kept alive while the kernel reads it
+        _kernels.combine(u.data_ptr(), addresses.data_ptr(), coef.data_ptr(), len(vs), 0, u.numel() // (h * w),
+                         h, w, 0, torch.get_num_threads())
+        return u
+    for c, v in zip(coef, vs):
+        u.addcmul_(v, c, value=-1)
+    return u
+
+
 def _div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """num / den with 0 where den is 0 (a channel that already converged exactly)."""
     safe = torch.where(den == 0, torch.ones_like(den), den)
     return torch.where(den == 0, torch.zeros_like(num), num / safe)
+
+
+def _scale(v: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """v / norm in place, per channel (norm (C, 1, 1)), with 0 where norm is 0."""
+    return v.mul_(_div(torch.ones_like(norm), norm).to(v.dtype))
 
 
 def _relres(r: torch.Tensor, bnorm: torch.Tensor) -> torch.Tensor:
@@ -156,15 +191,20 @@ def gcr(apply: Operator, b: torch.Tensor, x: torch.Tensor, precond: Operator, to
             zs, ws = [], []
             r = b - apply(x)
         w = apply(z)
-        for zi, wi in zip(zs, ws):  # modified Gram-Schmidt on the A-images
-            beta = dot(w, wi).float()
-            w = w - beta * wi
-            z = z - beta * zi
-        norm = dot(w, w).sqrt().float()
-        w, z = _div(w, norm), _div(z, norm)
+        norm2 = dot(w, w)
+        for _ in range(2 if ws else 0):  # classical Gram-Schmidt, twice if a pass cancelled most of w
+            beta = dots(w, ws)
+            subtract(w, ws, beta)
+            subtract(z, zs, beta)
+            before, norm2 = norm2, dot(w, w)
+            if bool((norm2 > 0.25 * before).all()):
+                break
+        norm = norm2.sqrt()
+        _scale(w, norm)
+        _scale(z, norm)
         alpha = dot(w, r).float()
-        x = x + alpha * z
-        r = r - alpha * w
+        x.addcmul_(z, alpha)
+        r.addcmul_(w, alpha, value=-1)
         zs.append(z)
         ws.append(w)
         it += 1

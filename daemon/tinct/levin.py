@@ -37,7 +37,7 @@ import torch
 
 from . import krylov
 from .multigrid import Multigrid
-from .stencil import OFFSETS, Stencil, opposite, pad1, shifted
+from .stencil import OFFSETS, Stencil, _kernels, fused, opposite, pad1, shifted
 
 QUALITIES = ("final", "preview")
 METHODS = ("gcr", "bicgstab")
@@ -60,6 +60,11 @@ def affinities(lightness: torch.Tensor, edge_sensitivity: float = 1.0) -> torch.
     """
     y = lightness
     h, w = y.shape
+    if fused(y):
+        out = torch.empty((8, h, w))
+        params = torch.tensor([0.6 / edge_sensitivity, MIN_VARIANCE, WEIGHT_FLOOR])
+        _kernels.affinities(out.data_ptr(), y.data_ptr(), params.data_ptr(), 0, 0, 1, h, w, 0, torch.get_num_threads())
+        return out
     yp = pad1(y)
     valid = pad1(torch.ones_like(y))
     nb = torch.stack([shifted(yp, dy, dx, h, w) for dy, dx in OFFSETS])

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from .krylov import dot
+from .krylov import dot, dots
 from .stencil import OFFSETS, Stencil, _kernels, fused
 
 # Index of each offset in OFFSETS, by (dy, dx).
@@ -231,18 +231,21 @@ class Multigrid:
         a = self.ops[level]
         z1 = self._cycle(level, b)
         w1 = a.apply(z1)
-        ww = dot(w1, w1).clamp_min(1e-300)
-        alpha = dot(w1, b) / ww
+        w1b, w1w1 = dots(w1, [b, w1])
+        w1w1 = w1w1.clamp_min(1e-300)
+        alpha = w1b / w1w1
+        left = 1 - w1b * alpha / dot(b, b).clamp_min(1e-300)  # ||b - alpha w1||^2 / ||b||^2
+        if float(left.max()) <= K_ENOUGH ** 2:
+            return z1.mul_(alpha.float())
         r1 = b - alpha.float() * w1
-        if float((dot(r1, r1) / dot(b, b).clamp_min(1e-300)).max()) <= K_ENOUGH ** 2:
-            return alpha.float() * z1
         z2 = self._cycle(level, r1)
         w2 = a.apply(z2)
-        beta = (dot(w2, w1) / ww).float()
-        w2 -= beta * w1
-        z2 -= beta * z1
-        gamma = dot(w2, r1) / dot(w2, w2).clamp_min(1e-300)
-        return alpha.float() * z1 + gamma.float() * z2
+        w2w1, w2r1, w2w2 = dots(w2, [w1, r1, w2])
+        # Minimal residual over z1, z2: w2 made orthogonal to w1 (w1 . r1 = 0), never formed.
+        beta = w2w1 / w1w1
+        rest = w2w2 - beta * w2w1
+        gamma = torch.where(rest > 1e-12 * w2w2, w2r1 / rest.clamp_min(1e-300), torch.zeros_like(rest))
+        return z1.mul_((alpha - gamma * beta).float()).add_(gamma.float() * z2)
 
     def _cycle(self, level: int, b: torch.Tensor) -> torch.Tensor:
         a = self.ops[level]
