@@ -223,6 +223,21 @@ def test_multigrid_of_the_authors_system_is_a_good_preconditioner(monkeypatch):
     torch.testing.assert_close(res.x, expect, atol=1e-5, rtol=1e-6)
 
 
+def test_plain_pytorch_solve_matches_the_c_kernels(monkeypatch):
+    """The path CUDA takes (no C kernels) gives the same colours, through the same hierarchy."""
+    monkeypatch.setattr(multigrid, "DENSE_MAX", 64)
+    h, w = 45, 52
+    y = torch.tensor(tiny_photo(h, w, seed=11) * 100, dtype=torch.float32)[None]
+    ab, weight = hints_for(h, w, {(3, 4): (30, -20), (40, 45): (-25, 35), (20, 10): (10, 10)})
+    runs = []
+    for kernels in (stencil._kernels, None):
+        monkeypatch.setattr(stencil, "_kernels", kernels)
+        runs.append(levin.solve_ab(y, ab.float(), weight.float()))
+    (fast, info), (slow, info_slow) = runs
+    assert info["levels"] == info_slow["levels"] >= 3 and info_slow["converged"]
+    torch.testing.assert_close(fast, slow, atol=0.05, rtol=0)
+
+
 def test_no_hints_give_grey_without_solving():
     ab, info = levin.solve_ab(torch.rand(1, 20, 20) * 100, torch.zeros(2, 20, 20), torch.zeros(1, 20, 20))
     assert torch.count_nonzero(ab) == 0 and info["iterations"] == 0
