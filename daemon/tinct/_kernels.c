@@ -115,7 +115,7 @@ static void gauss_seidel(float *x, const float *b, const float *d, const float *
     }
 }
 
-/* Interpolation weight planes (see tinct.multigrid.Prolongation.PLANES). */
+/* Interpolation weight planes, in the order of tinct.multigrid.Prolongation.planes(). */
 enum { EW, EE, VN, VS, NW, NE, SW, SE };
 
 /* x = P xc, or x += P xc when add: fine (2I, 2J) takes coarse (I, J); the others mix their

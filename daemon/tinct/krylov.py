@@ -16,6 +16,7 @@ import torch
 from .stencil import _kernels, fused
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
+MAX_VECTORS = 64  # the most stored vectors the C kernels take in one pass (MAX_VECS in _kernels.c)
 
 
 @dataclass
@@ -44,7 +45,7 @@ def _addresses(vs: list[torch.Tensor]) -> torch.Tensor:
 
 def dots(u: torch.Tensor, vs: list[torch.Tensor]) -> torch.Tensor:
     """dot(v, u) for every v in vs at once, shape (len(vs), C, 1, 1), float64."""
-    if len(vs) <= 64 and fused(u, *vs) and all(v.shape == u.shape for v in vs):
+    if len(vs) <= MAX_VECTORS and fused(u, *vs) and all(v.shape == u.shape for v in vs):
         h, w = u.shape[-2:]
         out = torch.empty((len(vs),) + u.shape[:-2] + (1, 1), dtype=torch.float64)
         addresses = _addresses(vs)  # kept alive while the kernel reads it
@@ -57,7 +58,7 @@ def dots(u: torch.Tensor, vs: list[torch.Tensor]) -> torch.Tensor:
 def subtract(u: torch.Tensor, vs: list[torch.Tensor], coef: torch.Tensor) -> torch.Tensor:
     """u -= sum_i coef[i] vs[i] in place (coef as from `dots`), in one pass where the C kernels run."""
     coef = coef.to(u.dtype).contiguous()
-    if len(vs) <= 64 and fused(u, *vs) and all(v.shape == u.shape for v in vs):
+    if len(vs) <= MAX_VECTORS and fused(u, *vs) and all(v.shape == u.shape for v in vs):
         h, w = u.shape[-2:]
         addresses = _addresses(vs)  # kept alive while the kernel reads it
         _kernels.combine(u.data_ptr(), addresses.data_ptr(), coef.data_ptr(), len(vs), 0, u.numel() // (h * w),
