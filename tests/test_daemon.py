@@ -468,3 +468,29 @@ def test_curve_keys_let_only_known_clients_in(tmp_path):
             assert err.value.code == "timeout"
     finally:
         assert d.stop() == 0
+
+
+def test_without_fcntl_tinctd_imports_and_locks_with_msvcrt(tmp_path):
+    """Windows has no fcntl: tinctd's modules still import (no memfd offered) and the one-per-user
+    lock goes through msvcrt, here a stand-in that refuses a second lock the way Windows does."""
+    script = f"""
+import sys, types, subprocess, torch, zmq, numpy   # what the rest of the stack needs, imported first
+locked = set()
+def locking(fd, mode, nbytes):
+    if "held" in locked:
+        raise OSError(13, "Permission denied")
+    locked.add("held")
+sys.modules["fcntl"] = None                         # 'import fcntl' now raises ImportError
+sys.modules["msvcrt"] = types.SimpleNamespace(LK_NBLCK=2, locking=locking)
+from pathlib import Path
+from tinct import server, shm
+assert server.fcntl is None and shm.fcntl is None and not shm.memfd_possible()
+first = server.acquire_lock(Path({str(tmp_path)!r}), "tcp://127.0.0.1:1")
+try:
+    server.acquire_lock(Path({str(tmp_path)!r}), "tcp://127.0.0.1:2")
+except SystemExit as exc:
+    print(exc)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "already running" in done.stdout and "tcp://127.0.0.1:1" in done.stdout

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import fcntl
 import inspect
 import json
 import logging
@@ -28,6 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import zmq
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
 
 from . import __version__, levin, shm
 from . import protocol as P
@@ -525,17 +530,27 @@ def warm_engines(device) -> dict:
     return engines
 
 
+def _lock_exclusively(handle) -> None:
+    """A non-blocking exclusive lock on an open file, held until the process ends; OSError if taken.
+    (Windows, untested here: msvcrt locks the first byte, which others then cannot read either.)"""
+    if fcntl is not None:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    else:
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+
+
 def acquire_lock(directory: Path, endpoint: str):
     """One tinctd per user: an exclusive lock, naming who holds it."""
     path = directory / "tinctd.lock"
     handle = open(path, "a+")
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _lock_exclusively(handle)
     except OSError:
         handle.seek(0)
         try:
             info = json.loads(handle.read() or "{}")
-        except ValueError:
+        except (ValueError, OSError):  # half written, or locked against reading (Windows)
             info = {}
         raise SystemExit(f"tinctd is already running (pid {info.get('pid', '?')}) at "
                          f"{info.get('endpoint', '?')}; stop it first, or give a second one its own "

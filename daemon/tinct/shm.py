@@ -25,7 +25,6 @@ same request the next way.
 """
 from __future__ import annotations
 
-import fcntl
 import hmac
 import mmap
 import os
@@ -35,6 +34,11 @@ import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+try:
+    import fcntl  # memfd seals (Linux); elsewhere there are no memfd buffers
+except ImportError:  # Windows
+    fcntl = None
 
 from .protocol import ProtocolError, Shared
 
