@@ -1,7 +1,9 @@
 """The hint network and the learned engine, with weights exported by our own training code."""
 import argparse
 import io
+import itertools
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,3 +169,21 @@ def test_vibrancy_is_boldness_from_zero_to_one():
     assert learned.temperature(learned.DEFAULT_VIBRANCY) == pytest.approx(learned.AUTO_TEMPERATURE)
     with pytest.raises(ValueError, match="between 0"):
         learned.temperature(1.5)
+
+
+SHARED_EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval"
+
+
+@pytest.mark.skipif(not SHARED_EVAL.is_dir(), reason=f"the shared evaluation photos are not at {SHARED_EVAL}")
+def test_the_shipped_model_gets_bolder_with_vibrancy(monkeypatch):
+    """The slider the plugins show must change the automatic result's colourfulness, and in its direction."""
+    from tinct import api, measure
+    monkeypatch.delenv("TINCT_MODEL", raising=False)
+    monkeypatch.delitem(api._loaded, "learned", raising=False)
+    photos = [rgb for _, rgb in itertools.islice(measure.eval_images(SHARED_EVAL, size=128), 0, 42, 8)]
+    means = []
+    for vibrancy in (0.2, learned.DEFAULT_VIBRANCY, 0.95):
+        outs = [tinct.colorize(measure.gray_of(rgb), engine="learned", vibrancy=vibrancy) for rgb in photos]
+        means.append(np.mean([measure.colorfulness(out) for out in outs]))
+    assert means[0] < means[1] < means[2], means
+    assert means[2] > 1.2 * means[0], means
