@@ -22,7 +22,8 @@ import pytest
 from daemon_fixture import RunningDaemon, free_port, tinct_client
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugins" / "gimp" / "tinct-colorize"
-SIZE = 320  # a second or so of solver work here, enough for several progress reports
+SIZE = 320  # the photo where the image change is tested
+BUSY = 960  # a photo with a second or two of solver work here, for several progress reports (polled every 0.3 s)
 SMALL = 64  # where the change is what is tested, not the solver's work
 PROGRESS_CALLS = ("progress_init", "progress_update", "progress_end")
 UNDO_GROUP = ("undo_group_start", "undo_group_end")
@@ -326,10 +327,10 @@ def _hints(log, size):
     return Layer(log, "Colorize hints", size, size, "R'G'B'A u8", strokes.tobytes())
 
 
-def _photo(log):
+def _photo(log, size=SIZE):
     """A grey gradient photo under a hints layer with two strokes, the photo selected."""
-    photo = Layer(log, "photo", SIZE, SIZE, "R'G'B' u8", np.repeat(_grey(SIZE)[..., None], 3, axis=2).tobytes())
-    hints = _hints(log, SIZE)
+    photo = Layer(log, "photo", size, size, "R'G'B' u8", np.repeat(_grey(size)[..., None], 3, axis=2).tobytes())
+    hints = _hints(log, size)
     return Image(log, [hints, photo]), photo, hints
 
 
@@ -365,7 +366,7 @@ def _progress(log):
 
 def test_progress_names_the_layer_follows_the_daemons_job_and_ends(gimp, tinctd, monkeypatch):
     monkeypatch.setenv("TINCT_ENDPOINT", tinctd.endpoint)
-    image, photo, hints = _photo(gimp.log)
+    image, photo, hints = _photo(gimp.log, BUSY)
     status, error = _colorize(gimp, image, photo)
     assert status == "success", error.message
     progress = _progress(gimp.log)

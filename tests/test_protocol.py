@@ -309,10 +309,13 @@ def test_loopback_rule():
     assert not P.is_loopback("tcp://0.0.0.0:5571") and not P.is_loopback("tcp://192.168.1.2:5571")
 
 
-def test_progress_rises_through_both_solver_phases_and_never_reaches_one():
-    p = server.Progress("final")
-    seen = [p.update(i, r) for i, r in [(1, 1e-1), (2, 1e-2), (3, 1e-4), (1, 1e-1), (2, 1e-2), (3, 1e-3)]]
-    assert seen == sorted(seen) and 0 < seen[0] < 0.5 <= seen[2] and seen[-1] == 0.99
+def test_progress_follows_the_one_solve_to_its_tolerance_and_never_reaches_one():
+    """`final` is one GCR solve to TOL["final"]: its progress must reach the end of the bar, not stall
+    part way as it did while it still assumed a CG phase first."""
+    final = server.Progress("final")
+    seen = [final.update(i, r) for i, r in [(1, 1e-1), (2, 3e-2), (3, 1e-2), (4, 1e-3), (5, 1e-4)]]
+    assert seen == sorted(seen) and 0 < seen[0] < seen[2] < 0.99 and seen[3] == seen[4] == 0.99
+    assert final.update(1, 0.5) == 0.99  # a CPU retry starting over never moves the bar back
     assert server.Progress("preview").update(1, 1e-2) == pytest.approx(0.5)
 
 

@@ -76,23 +76,18 @@ def default_quality(engine) -> str:
 class Progress:
     """A running solve's fraction done, estimated from the Krylov callback (iteration, residual).
 
-    levin.solve_ab runs CG to TOL["preview"] and, for `final`, GMRES on to TOL["final"]:
-    each phase (the iteration count starting again) is an equal share, filled as
-    log(residual) approaches log(tolerance).  Never decreases, stays below 1 until the reply.
+    Both qualities are one Krylov solve from zero (CG for `preview`, GCR for `final`), so the
+    fraction is how far log(residual) has come towards log(TOL[quality]).  Never decreases (a
+    retry on the CPU starts again from a large residual), stays below 1 until the reply.
     """
 
     def __init__(self, quality: str):
-        self.tols = [levin.TOL["preview"]] + ([levin.TOL["final"]] if quality == "final" else [])
-        self.phase, self.last_iteration, self.value = 0, 0, 0.0
+        self.tol = levin.TOL[quality]
+        self.value = 0.0
 
     def update(self, iteration: int, residual: float) -> float:
-        if iteration < self.last_iteration:
-            self.phase += 1
-        self.last_iteration = iteration
-        phase = min(self.phase, len(self.tols) - 1)
-        within = math.log(residual) / math.log(self.tols[phase]) if 0 < residual < 1 else float(residual <= 0)
-        estimate = (phase + min(max(within, 0.0), 1.0)) / len(self.tols)
-        self.value = max(self.value, min(estimate, 0.99))
+        within = math.log(residual) / math.log(self.tol) if 0 < residual < 1 else float(residual <= 0)
+        self.value = max(self.value, min(max(within, 0.0), 0.99))
         return self.value
 
 
