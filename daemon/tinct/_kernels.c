@@ -274,103 +274,41 @@ static int parse(PyObject *args, void **p, Py_ssize_t *dims, int *flag, int *thr
     return 1;
 }
 
+/* An entry point: the common arguments parsed, CHECK (may return NULL), then CALL without the GIL.
+   In CALL, p[0..4] are the five addresses, C/H/W the dims, flag the flag, threads the thread count. */
+#define ENTRY(name, CHECK, CALL)                                            \
+    static PyObject *py_##name(PyObject *self, PyObject *args) {           \
+        void *p[5];                                                         \
+        Py_ssize_t dims[3];                                                 \
+        int flag, threads;                                                  \
+        if (!parse(args, p, dims, &flag, &threads)) return NULL;            \
+        Py_ssize_t C = dims[0], H = dims[1], W = dims[2];                   \
+        (void)C; (void)H; (void)W;                                          \
+        CHECK                                                               \
+        Py_BEGIN_ALLOW_THREADS                                              \
+        CALL;                                                               \
+        Py_END_ALLOW_THREADS                                                \
+        Py_RETURN_NONE;                                                     \
+    }
+#define AT_MOST_MAX_VECS \
+    if ((Py_ssize_t)p[3] > MAX_VECS) return PyErr_Format(PyExc_ValueError, "at most %d vectors", MAX_VECS);
+
 /* residual(y, x, b_or_0, d, c, C, H, W, 0, threads) */
-static PyObject *py_residual(PyObject *self, PyObject *args) {
-    void *p[5];
-    Py_ssize_t dims[3];
-    int flag, threads;
-    if (!parse(args, p, dims, &flag, &threads)) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    residual(p[0], p[1], p[2], p[3], p[4], dims[0], dims[1], dims[2], threads);
-    Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
-}
-
+ENTRY(residual, , residual(p[0], p[1], p[2], p[3], p[4], C, H, W, threads))
 /* gauss_seidel(x, b, d, c, 0, C, H, W, reverse, threads) */
-static PyObject *py_gauss_seidel(PyObject *self, PyObject *args) {
-    void *p[5];
-    Py_ssize_t dims[3];
-    int reverse, threads;
-    if (!parse(args, p, dims, &reverse, &threads)) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    gauss_seidel(p[0], p[1], p[2], p[3], dims[0], dims[1], dims[2], reverse, threads);
-    Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
-}
-
+ENTRY(gauss_seidel, , gauss_seidel(p[0], p[1], p[2], p[3], C, H, W, flag, threads))
 /* prolong(x, xc, weights, 0, 0, C, H, W, add, threads) with the fine H, W */
-static PyObject *py_prolong(PyObject *self, PyObject *args) {
-    void *p[5];
-    Py_ssize_t dims[3];
-    int add, threads;
-    if (!parse(args, p, dims, &add, &threads)) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    prolong(p[0], p[1], p[2], dims[0], dims[1], dims[2], add, threads);
-    Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
-}
-
+ENTRY(prolong, , prolong(p[0], p[1], p[2], C, H, W, flag, threads))
 /* restrict(rc, r, weights, 0, 0, C, H, W, 0, threads) with the fine H, W */
-static PyObject *py_restrict(PyObject *self, PyObject *args) {
-    void *p[5];
-    Py_ssize_t dims[3];
-    int flag, threads;
-    if (!parse(args, p, dims, &flag, &threads)) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    restrict_(p[0], p[1], p[2], dims[0], dims[1], dims[2], threads);
-    Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
-}
-
+ENTRY(restrict, , restrict_(p[0], p[1], p[2], C, H, W, threads))
 /* dot(out_float64, u, v, 0, 0, C, H, W, 0, threads) */
-static PyObject *py_dot(PyObject *self, PyObject *args) {
-    void *p[5];
-    Py_ssize_t dims[3];
-    int flag, threads;
-    if (!parse(args, p, dims, &flag, &threads)) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    dot(p[0], p[1], p[2], dims[0], dims[1] * dims[2], threads);
-    Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
-}
-
+ENTRY(dot, , dot(p[0], p[1], p[2], C, H * W, threads))
 /* affinities(wt, y, params, 0, 0, 1, H, W, 0, threads) */
-static PyObject *py_affinities(PyObject *self, PyObject *args) {
-    void *p[5];
-    Py_ssize_t dims[3];
-    int flag, threads;
-    if (!parse(args, p, dims, &flag, &threads)) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    affinities(p[0], p[1], p[2], dims[1], dims[2], threads);
-    Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
-}
-
+ENTRY(affinities, , affinities(p[0], p[1], p[2], H, W, threads))
 /* dots(out_float64 (m, C), vecs (int64 addresses), u, m, 0, C, H, W, 0, threads) */
-static PyObject *py_dots(PyObject *self, PyObject *args) {
-    void *p[5];
-    Py_ssize_t dims[3];
-    int flag, threads;
-    if (!parse(args, p, dims, &flag, &threads)) return NULL;
-    if ((Py_ssize_t)p[3] > MAX_VECS) return PyErr_Format(PyExc_ValueError, "at most %d vectors", MAX_VECS);
-    Py_BEGIN_ALLOW_THREADS
-    dots(p[0], p[1], p[2], (Py_ssize_t)p[3], dims[0], dims[1] * dims[2], threads);
-    Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
-}
-
+ENTRY(dots, AT_MOST_MAX_VECS, dots(p[0], p[1], p[2], (Py_ssize_t)p[3], C, H * W, threads))
 /* combine(u, vecs (int64 addresses), coef_float32 (m, C), m, 0, C, H, W, 0, threads) */
-static PyObject *py_combine(PyObject *self, PyObject *args) {
-    void *p[5];
-    Py_ssize_t dims[3];
-    int flag, threads;
-    if (!parse(args, p, dims, &flag, &threads)) return NULL;
-    if ((Py_ssize_t)p[3] > MAX_VECS) return PyErr_Format(PyExc_ValueError, "at most %d vectors", MAX_VECS);
-    Py_BEGIN_ALLOW_THREADS
-    combine(p[0], p[1], p[2], (Py_ssize_t)p[3], dims[0], dims[1] * dims[2], threads);
-    Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
-}
+ENTRY(combine, AT_MOST_MAX_VECS, combine(p[0], p[1], p[2], (Py_ssize_t)p[3], C, H * W, threads))
 
 static PyMethodDef methods[] = {
     {"residual", py_residual, METH_VARARGS, "y = b - A x, or A x when b is 0."},
