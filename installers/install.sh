@@ -185,6 +185,11 @@ else
   DONE+=("tinctd: started by the plugins when they first need it ($why)")
 fi
 DONE+=("settings: $CLIENT_CONFIG (tinctd at ${ENDPOINT:-the default endpoint})")
+# tinctd's and the plugins' CURVE keys: a tcp endpoint is authenticated with them (docs/protocol.md)
+KEYS="$("$VENV/bin/python" -c 'from tinct import keys; print(keys.key_dir())')"
+[ -e "$KEYS" ] || setup claim "$RECORD" "$KEYS" --tree
+"$VENV/bin/python" -m tinct.keys >/dev/null
+DONE+=("keys: $KEYS (private; tinctd proves itself with them where it listens on TCP)")
 
 echo
 say "done in $(( SECONDS - T0 )) s:"

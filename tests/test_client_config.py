@@ -43,7 +43,7 @@ def test_config_path_per_system(monkeypatch, platform, env, expected):
 def test_no_file_means_the_defaults(settings, tmp_path):
     assert tinct_client.load_config() == {}
     with tinct_client.Client() as c:
-        assert c.endpoint == tinct_client.DEFAULT_ENDPOINT and c.start_command == []
+        assert c.endpoint == tinct_client.default_endpoint() and c.start_command == []
 
 
 def test_the_file_gives_endpoint_and_start_command(settings):
@@ -77,7 +77,7 @@ def test_the_files_start_command_is_only_for_the_files_daemon(settings, monkeypa
     settings({"start_command": ["/opt/t/tinctd"]})  # no endpoint: the start command is for the default one
     monkeypatch.delenv("TINCT_ENDPOINT")
     with tinct_client.Client() as c:
-        assert (c.endpoint, c.start_command) == (tinct_client.DEFAULT_ENDPOINT, ["/opt/t/tinctd"])
+        assert (c.endpoint, c.start_command) == (tinct_client.default_endpoint(), ["/opt/t/tinctd"])
 
 
 @pytest.mark.parametrize("content, words", [

@@ -54,10 +54,12 @@ def lightness(rgb01):
     return lab.srgb_to_lab(torch.tensor(np.asarray(rgb01, np.float64)).permute(2, 0, 1))[0]
 
 
-def dealer(endpoint):
+def dealer(endpoint, routing_id=None):
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if routing_id:
+        sock.setsockopt(zmq.ROUTING_ID, routing_id)
     sock.connect(endpoint)
     return ctx, sock
 
@@ -145,7 +147,7 @@ def test_suggest_and_the_learned_engine_over_the_wire(daemon):
 
 def test_fuzzed_messages_all_get_errors_and_the_daemon_still_works(daemon):
     rng = random.Random(0)
-    valid = {"v": 1, "type": "colorize", "id": "x", "width": W, "height": H, "layout": "RGBA", "sample": "u8",
+    valid = {"v": P.VERSION, "type": "colorize", "id": "x", "width": W, "height": H, "layout": "RGBA", "sample": "u8",
              "pixels": bytes(W * H * 4)}
     spec = {"file": f"1-{'0' * 32}.in", "reply": f"1-{'0' * 32}.out", "blobs": ["pixels"], "lengths": [W * H * 4]}
     memfd = {"pid": 1, "in": [0, 1], "out": [1, 2], "key": "0" * 64, "blobs": ["pixels"], "lengths": [W * H * 4]}
@@ -275,11 +277,12 @@ def test_cancel_superseding_and_progress(daemon):
 def test_a_resent_request_joins_the_first_instead_of_running_twice(daemon):
     with daemon.client() as c:
         done = c.status()["done"]
-    request = dict(big_job(600), v=1, type="colorize", id=uuid.uuid4().hex, client="resender")
-    socks = [dealer(daemon.endpoint) for _ in range(4)]
+    request = dict(big_job(600), v=P.VERSION, type="colorize", id=uuid.uuid4().hex)
+    owner = b"t" + os.urandom(15)  # one plugin: its sockets share these leading bytes of their routing ids
+    socks = [dealer(daemon.endpoint, owner + bytes([i]) * 4) for i in range(4)]
 
     def state():
-        socks[3][1].send_multipart([b"", P.pack({"v": 1, "type": "status", "id": "s", "client": "resender",
+        socks[3][1].send_multipart([b"", P.pack({"v": P.VERSION, "type": "status", "id": "s",
                                                  "target": request["id"]})])
         return reply_of(socks[3][1])["job"]
 
@@ -302,20 +305,24 @@ def test_a_resent_request_joins_the_first_instead_of_running_twice(daemon):
 
 
 def test_a_client_vanishing_mid_request_leaves_the_daemon_healthy(daemon):
-    ctx, sock = dealer(daemon.endpoint)
-    sock.send_multipart([b""] + P.frames_of(dict(big_job(500), v=1, type="colorize", id=uuid.uuid4().hex)))
+    plugin = uuid.uuid4().hex  # one plugin whose sockets vanish; its status probe sees its own jobs
+    with tinct_client.Client(daemon.endpoint, start_command=[], client_id=plugin) as probe:
+        owner = probe.owner
+    ctx, sock = dealer(daemon.endpoint, owner + b"0000")
+    sock.send_multipart([b""] + P.frames_of(dict(big_job(500), v=P.VERSION, type="colorize", id=uuid.uuid4().hex)))
     time.sleep(0.2)
     sock.close()
     ctx.term()
     for way in ("memfd", "files"):  # clients that leave while their shared-memory request waits in the queue
-        gone = daemon.client(shared_memory=WAYS[way])
+        gone = daemon.client(shared_memory=WAYS[way], client_id=plugin)
         frames = gone._frames(dict(big_job(400), type="colorize", id=uuid.uuid4().hex), gone.hello())
         req = gone.ctx.socket(zmq.REQ)
+        req.setsockopt(zmq.ROUTING_ID, owner + os.urandom(4))
         req.connect(daemon.endpoint)
         req.send_multipart(frames)
         req.close(0)
         gone.close()  # its files unlinked, its buffers closed, maybe before tinctd looked at them
-    with daemon.client() as c:
+    with daemon.client(client_id=plugin) as c:
         assert c.hello()["version"] == P.VERSION
         wait_for(lambda: c.status()["queued"] == 0 and c.status()["running"] is None)
     test_round_trip_of_every_pixel_format(daemon, "RGB", "u16", "files")
@@ -327,8 +334,10 @@ def test_killing_the_daemon_mid_request_gives_a_clear_error(tmp_path):
 
     clients = []
 
+    plugin = uuid.uuid4().hex  # one plugin: its status probes see its own job
+
     def run():
-        with d.client(timeout=5) as c:
+        with d.client(timeout=5, client_id=plugin) as c:
             clients.append(c)
             try:
                 c.colorize(**big_job(1000))
@@ -337,7 +346,7 @@ def test_killing_the_daemon_mid_request_gives_a_clear_error(tmp_path):
 
     t = threading.Thread(target=run)
     t.start()
-    with d.client() as c:
+    with d.client(client_id=plugin) as c:
         wait_for(lambda: c.status()["running"] is not None)
     d.proc.send_signal(signal.SIGKILL)
     t.join(30)
@@ -360,15 +369,17 @@ def test_sigterm_answers_everyone_waiting_then_exits_cleanly(tmp_path):
     d = RunningDaemon(tmp_path)
     errors = {}
 
+    plugin = uuid.uuid4().hex  # one plugin, several threads: status shows it its own jobs
+
     def run(rid):
-        with d.client(timeout=5, retries=0) as c:
+        with d.client(timeout=5, retries=0, client_id=plugin) as c:
             try:
                 c.colorize(**big_job(1000), request_id=rid)
             except tinct_client.TinctError as exc:
                 errors[rid] = exc
 
     threads = [threading.Thread(target=run, args=(rid,)) for rid in ("running", "queued")]
-    with d.client() as c:
+    with d.client(client_id=plugin) as c:
         threads[0].start()
         wait_for(lambda: c.status()["running"] == "running")
         threads[1].start()
@@ -393,10 +404,10 @@ def test_limits_and_an_ipc_endpoint(tmp_path):
                 c.colorize(width=40, height=40, layout="GRAY", sample="u8", pixels=bytes(1600))
             assert err.value.code == "too_large" and "megapixels" in str(err.value)
         ctx, sock = dealer(d.endpoint)
-        sock.send_multipart([b"", P.pack({"v": 1, "type": "colorize", "id": "big", "width": 40, "height": 40,
+        sock.send_multipart([b"", P.pack({"v": P.VERSION, "type": "colorize", "id": "big", "width": 40, "height": 40,
                                           "layout": "GRAY", "sample": "u8", "blobs": []})])
         assert reply_of(sock)["error"]["code"] == "too_large"
-        sock.send_multipart([b"", P.pack({"v": 1, "type": "hello", "blobs": ["pixels"]}), bytes(1 << 20)])
+        sock.send_multipart([b"", P.pack({"v": P.VERSION, "type": "hello", "blobs": ["pixels"]}), bytes(1 << 20)])
         assert not sock.poll(1000)  # ZMQ_MAXMSGSIZE: dropped unread, the connection closed
         sock.close()
         ctx.term()
@@ -455,7 +466,8 @@ def test_curve_keys_let_only_known_clients_in(tmp_path):
     keys = {"server_key": zmq.auth.load_certificate(server_secret)[0]}
     pub, sec = zmq.auth.load_certificate(client_secret)
     spub, ssec = zmq.auth.load_certificate(stranger_secret)
-    d = RunningDaemon(tmp_path, "--curve-secret", str(server_secret), "--curve-clients", str(tmp_path / "clients"))
+    d = RunningDaemon(tmp_path, "--curve-secret", str(server_secret), "--curve-clients", str(tmp_path / "clients"),
+                      endpoint=f"tcp://127.0.0.1:{free_port()}")
     try:
         with tinct_client.Client(d.endpoint, timeout=5, retries=0, start_command=[],
                                  curve=dict(keys, public=pub, secret=sec)) as c:
@@ -465,7 +477,7 @@ def test_curve_keys_let_only_known_clients_in(tmp_path):
                                  curve=dict(keys, public=spub, secret=ssec)) as c:
             with pytest.raises(tinct_client.TinctError) as err:
                 c.hello()
-            assert err.value.code == "timeout"
+            assert err.value.code == "unavailable" and "refused this plugin's connection" in str(err.value)
     finally:
         assert d.stop() == 0
 

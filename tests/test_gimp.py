@@ -167,11 +167,12 @@ def gimp(tmp_path_factory):
     try:
         inputs = _write_inputs(chroot_work)
         t0 = time.monotonic()
-        daemon = RunningDaemon(logs)
+        # its socket in the chroot's private work folder: the same file from both sides
+        daemon = RunningDaemon(logs, endpoint=f"ipc://{chroot_work}/tinctd.sock")
         started = time.monotonic() - t0
         with daemon.client(timeout=30) as client:
             references = _references(client, inputs)
-        env = [f"TINCT_ENDPOINT={daemon.endpoint}", f"TINCTD_COMMAND={UNSTARTABLE}"]
+        env = [f"TINCT_ENDPOINT=ipc://{inside}/tinctd.sock", f"TINCTD_COMMAND={UNSTARTABLE}"]
         dialog, dialog_skip, gui = None, xserver.missing(), 0.0
         if dialog_skip is None:  # first: the batch session stops tinctd at its end
             dialog, gui = _dialog_session(chroot_work, inside, logs, env)

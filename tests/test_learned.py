@@ -120,6 +120,28 @@ def test_options_reach_the_solve_and_unknown_ones_are_refused(weights_file):
         engine.predict_ab(L, hint_ab, hint_w, sharpness=2)
 
 
+@pytest.mark.parametrize("quality", ["final", "preview"])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 300), (300, 1), (2, 5000), (5000, 2), (16, 700)])
+def test_strips_get_the_full_resolution_solve(weights_file, shape, quality):
+    """The network runs at 8 px or more a side, and its colours go back to a strip through the
+    strip's own Levin solve: strokes honoured exactly, the network's pull only where they do not
+    reach, and without that pull the optimization engine's answer."""
+    from tinct import levin
+    engine = learned.LearnedEngine(weights_file)
+    h, w = shape
+    L = torch.linspace(20, 80, h * w).reshape(1, h, w)
+    hint_ab, hint_w = torch.zeros(2, h, w), torch.zeros(1, h, w)
+    hint_ab[:, 0, 0], hint_w[:, 0, 0] = torch.tensor([40.0, -30.0]), 1
+    hint_ab[:, -1, -1], hint_w[:, -1, -1] = torch.tensor([-20.0, 50.0]), 1
+    out = engine.predict_ab(L, hint_ab, hint_w, quality=quality)
+    assert out.shape == (2, h, w) and torch.isfinite(out).all()
+    first = [-20.0, 50.0] if h * w == 1 else [40.0, -30.0]  # a single pixel holds the last stroke
+    torch.testing.assert_close(out[:, 0, 0], torch.tensor(first), atol=1e-3, rtol=0)
+    torch.testing.assert_close(out[:, -1, -1], torch.tensor([-20.0, 50.0]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(engine.predict_ab(L, hint_ab, hint_w, quality=quality, prior_weight=0.0),
+                               levin.solve_ab(L, hint_ab, hint_w, quality=quality)[0])
+
+
 def tiny_shards(folder, count=40, side=40):
     """A shard of random JPEGs laid out like shared/data/train-*.tar."""
     rng = np.random.default_rng(0)

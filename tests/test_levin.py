@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import tinct
 from tinct import krylov, levin, stencil
 from tinct import multigrid
 from tinct.multigrid import Multigrid, Prolongation, galerkin, lumped
@@ -345,3 +346,115 @@ def test_bad_quality_and_method_are_refused():
         levin.solve_ab(*args, quality="best")
     with pytest.raises(ValueError, match="method"):
         levin.solve_ab(*args, method="lu")
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 2), (2, 1), (3, 3), (7, 2), (9, 33), (30, 5)])
+def test_strip_solver_is_an_exact_solve(shape):
+    """Block cyclic reduction along the long side, wide and tall, for a non-symmetric M-matrix."""
+    torch.manual_seed(12)
+    h, w = shape
+    inside = stencil.pad1(torch.ones(h, w, dtype=torch.float64))
+    c = torch.rand(8, h, w, dtype=torch.float64) * torch.stack([stencil.shifted(inside, dy, dx, h, w)
+                                                                 for dy, dx in OFFSETS])
+    st = Stencil(c.sum(0) + torch.rand(h, w, dtype=torch.float64) * 0.1 + 1e-3, c)
+    b = torch.randn(2, h, w, dtype=torch.float64)
+    expect = torch.linalg.solve(st.to_dense(), b.reshape(2, -1).T).T.reshape(2, h, w)
+    torch.testing.assert_close(multigrid.StripSolver(st)(b), expect, atol=1e-10, rtol=1e-10)
+
+
+def strip_lightness(h, w, wiggle):
+    """Lightness (1, H, W) along the strip's long side: dark, then bright from halfway (an edge),
+    plus `wiggle`(t) for t from 0 to 1."""
+    t = torch.linspace(0, 1, max(h, w), dtype=torch.float64)
+    line = torch.where(t < 0.5, 30.0, 70.0) + wiggle(t)
+    return (line[None, :].expand(h, w) if w >= h else line[:, None].expand(h, w)).float().contiguous()[None]
+
+
+RED, BLUE = (60.0, 40.0), (20.0, -60.0)
+
+
+def end_strokes(h, w):
+    """RED on the strip's first line across, BLUE on its last."""
+    ab, weight = torch.zeros(2, h, w), torch.zeros(1, h, w)
+    first, last = ((slice(None), 0), (slice(None), -1)) if w >= h else ((0, slice(None)), (-1, slice(None)))
+    for line, colour in ((first, RED), (last, BLUE)):
+        ab[(slice(None),) + line] = torch.tensor(colour).view(2, 1)
+        weight[(slice(None),) + line] = 1
+    return ab, weight
+
+
+@pytest.mark.parametrize("shape", [(1, 40), (40, 1), (2, 30), (30, 2), (3, 3), (16, 40), (40, 16)])
+@pytest.mark.parametrize("quality", ["final", "preview"])
+def test_strips_match_a_direct_dense_solve(monkeypatch, shape, quality):
+    """Strips solve the same systems as photos: the authors' I - W (final) and the Laplacian of
+    (W + W^T)/2 (preview).  16 px wide strips coarsen once, onto a strip (the small DENSE_MAX
+    makes that coarsest grid long enough for block cyclic reduction, as on a long strip)."""
+    monkeypatch.setattr(multigrid, "DENSE_MAX", 64)
+    h, w = shape
+    light = strip_lightness(h, w, lambda t: 10 * t)  # a ramp: no region walled in by one-way couplings
+    ab, weight = end_strokes(h, w)
+    ab[:, h // 2, w // 2], weight[0, h // 2, w // 2] = torch.tensor([-30.0, 0.0]), 1  # a third stroke inside
+    ours, info = levin.solve_ab(light, ab, weight, quality=quality, tol=1e-7, max_iter=300)
+    assert info["converged"] and (info["iterations"] == 1 or min(shape) > multigrid.COARSEST)
+    y = light[0].double().numpy() / 100
+    fixed = weight[0].numpy().reshape(-1) > 0
+    hint = ab.double().numpy().reshape(2, -1)
+    if quality == "final":
+        expect = np.linalg.solve(authors_matrix(y, fixed.reshape(h, w)), np.where(fixed, hint, 0).T).T
+    else:
+        wts = np.eye(h * w) - authors_matrix(y, np.zeros((h, w), bool))
+        sym = 0.5 * (wts + wts.T)
+        lap = np.diag(sym.sum(1)) - sym
+        expect = hint * fixed
+        expect[:, ~fixed] = np.linalg.solve(lap[np.ix_(~fixed, ~fixed)],
+                                            -(lap[np.ix_(~fixed, fixed)] @ hint[:, fixed].T)).T
+    np.testing.assert_allclose(ours.numpy().reshape(2, -1), expect, atol=2e-3)
+
+
+@pytest.mark.parametrize("quality", ["final", "preview"])
+@pytest.mark.parametrize("shape", [(2, 65535), (1, 65535), (16, 2000), (1, 300)])
+def test_long_strips_carry_colour_from_end_to_end(shape, quality):
+    """A strip with RED at one end and BLUE at the other: a red end, a blue end, every pixel
+    coloured (no grey middle), the colour between the strokes' (the maximum principle, which the
+    float32 system of a 65535 px chain breaks), its biggest step at the
+    lightness edge, and the same answer for the strip stood on end.  Strips up to COARSEST px
+    wide are solved exactly (one iteration); wider ones coarsen onto such a strip, so their
+    answers are as close as the solver's tolerance."""
+    exact = min(shape) <= multigrid.COARSEST
+    answers = []
+    for h, w in (shape, shape[::-1]):
+        ab, weight = end_strokes(h, w)
+        out, info = levin.solve_ab(strip_lightness(h, w, lambda t: 5 * torch.sin(20 * t)), ab, weight, quality=quality)
+        assert info["converged"] and info["iterations"] <= (1 if exact else 4)
+        answers.append(out if w >= h else out.transpose(1, 2))
+    torch.testing.assert_close(answers[1], answers[0], atol=1e-3 if exact else levin.ERROR_TOL, rtol=0)
+    line = answers[0][:, 0, :]  # (2, n) along the strip
+    torch.testing.assert_close(line[:, 0], torch.tensor(RED), atol=1e-2, rtol=0)
+    torch.testing.assert_close(line[:, -1], torch.tensor(BLUE), atol=1e-2, rtol=0)
+    assert line.norm(dim=0).min() > 30  # the straight blend from RED to BLUE never comes near grey
+    for channel, (lo, hi) in enumerate(zip(BLUE, RED)):
+        assert min(lo, hi) - 0.5 <= line[channel].min() and line[channel].max() <= max(lo, hi) + 0.5
+    steps = (line[:, 1:] - line[:, :-1]).norm(dim=0)
+    edge = int((torch.linspace(0, 1, line.shape[1], dtype=torch.float64) < 0.5).sum()) - 1  # dark to bright
+    assert int(steps.argmax()) == edge and steps[edge] > 10 * steps[torch.arange(len(steps)) != edge].max()
+
+
+@pytest.mark.parametrize("quality", ["final", "preview"])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 300), (300, 1), (2, 65535), (65535, 2)])
+def test_colorize_colours_strips(shape, quality):
+    """The finding's reproduction: a grey ramp with a red stroke at one end and a blue one at the
+    other came back grey; now the red end is red, the blue end blue and no pixel is left grey."""
+    h, w = shape
+    n = max(h, w)
+    ramp = np.linspace(0.2, 0.8, n)
+    grey = np.round(255 * (ramp[None, :] if w >= h else ramp[:, None]) * np.ones((h, w))).astype(np.uint8)
+    hints = np.zeros((h, w, 4), np.uint8)
+    first, last = (np.s_[:, 0], np.s_[:, -1]) if w >= h else (np.s_[0, :], np.s_[-1, :])
+    hints[last] = (30, 60, 220, 255)
+    hints[first] = (220, 30, 30, 255)  # a 1x1 image gets only this one
+    rgb = tinct.colorize(grey, hints, quality=quality).astype(int)
+    line = rgb[0] if w >= h else rgb[:, 0]  # (n, 3) along the strip
+    assert line[0, 0] > line[0, 2] + 50
+    if n > 1:
+        assert line[-1, 2] > line[-1, 0] + 30
+    assert (line.max(1) - line.min(1)).min() > 20

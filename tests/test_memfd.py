@@ -35,7 +35,8 @@ def daemon(tmp_path_factory):
 
 def key(daemon):
     with daemon.client() as c:
-        with open(os.path.join(c.hello()["shm_dir"], "key")) as f:
+        info = c.hello()
+        with open(os.path.join(info["shm_dir"], info["shm_key"])) as f:
             return f.read().strip()
 
 
@@ -58,7 +59,7 @@ def send(daemon, shm, pixels_len=W * H):
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(daemon.endpoint)
-    header = {"v": 1, "type": "colorize", "id": uuid.uuid4().hex, "client": "liar", "width": W, "height": H,
+    header = {"v": P.VERSION, "type": "colorize", "id": uuid.uuid4().hex, "width": W, "height": H,
               "layout": "GRAY", "sample": "u8", "blobs": [],
               "shm": dict(shm, blobs=["pixels"], lengths=[pixels_len])}
     try:
@@ -304,13 +305,14 @@ def test_another_user_can_neither_read_the_key_nor_lend_buffers(daemon):
     still_serving(daemon)
 
 
-def test_the_folder_key_is_private_and_kept_across_restarts(daemon, tmp_path):
+def test_the_folder_key_is_private_and_new_for_every_tinctd(daemon, tmp_path):
     with daemon.client() as c:
-        path = os.path.join(c.hello()["shm_dir"], "key")
+        info = c.hello()
+        path = os.path.join(info["shm_dir"], info["shm_key"])
     first = key(daemon)
     assert len(first) == 64 and os.stat(path).st_mode & 0o777 == 0o600
-    other = RunningDaemon(tmp_path)  # a restarted tinctd (here a second one) keeps it: clients read it once
+    other = RunningDaemon(tmp_path)  # a restarted tinctd (here a second one) makes a new one
     try:
-        assert key(other) == first
+        assert key(other) != first
     finally:
         assert other.stop() == 0

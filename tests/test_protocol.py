@@ -1,6 +1,7 @@
 """tinct.protocol, tinct.shm and tinctd's worker without sockets: validation, pixel formats, the
 selection blend, shared-memory files, progress, out-of-memory fallback, client constants."""
 import os
+import re
 import stat
 
 import msgpack
@@ -9,13 +10,13 @@ import pytest
 import torch
 
 from tinct import protocol as P
-from tinct import server, shm
+from tinct import endpoint, server, shm
 
 from daemon_fixture import tinct_client
 
 
 def message(**over):
-    m = {"v": 1, "type": "colorize", "id": "r1", "width": 4, "height": 3, "layout": "RGBA", "sample": "u8",
+    m = {"v": P.VERSION, "type": "colorize", "id": "r1", "width": 4, "height": 3, "layout": "RGBA", "sample": "u8",
          "pixels": bytes(4 * 3 * 4)}
     m.update(over)
     return m
@@ -31,14 +32,16 @@ def job(layout="RGBA", sample="u8", w=4, h=3, data=None, **over):
 
 def test_client_constants_agree_with_the_protocol(tmp_path):
     assert tinct_client.PROTOCOL_VERSION == P.VERSION
-    assert tinct_client.DEFAULT_PORT == P.DEFAULT_PORT
-    assert tinct_client.DEFAULT_ENDPOINT == P.DEFAULT_ENDPOINT
+    assert tinct_client.DEFAULT_PORT == endpoint.DEFAULT_PORT
+    assert tinct_client.TCP_ENDPOINT == endpoint.TCP_ENDPOINT and tinct_client.SOCKET_NAME == endpoint.SOCKET_NAME
+    assert tinct_client.default_endpoint() == endpoint.default_endpoint()
+    assert tinct_client.OWNER_BYTES == server.OWNER_BYTES
     assert tinct_client.LAYOUTS == P.LAYOUTS
     assert tinct_client.SAMPLE_BYTES == {k: v.itemsize for k, v in P.SAMPLES.items()}
     assert tinct_client.BLOBS == P.BLOBS
     assert all(P.output_layout(k) == tinct_client.RESULT_LAYOUTS.get(k, k) for k in P.LAYOUTS)
     assert tinct_client._Memfd.possible() == shm.memfd_possible()
-    files = tinct_client._SharedFiles(str(tmp_path))  # the names the client makes are the ones tinctd takes
+    files = tinct_client._SharedFiles(str(tmp_path), {})  # the names the client makes are the ones tinctd takes
     try:
         assert all(shm.NAME.fullmatch(name) for name in files.names)
         assert all(stat.S_IMODE(os.stat(p).st_mode) == 0o600 for p in files.paths)
@@ -48,8 +51,9 @@ def test_client_constants_agree_with_the_protocol(tmp_path):
 
 
 def test_a_valid_request_parses():
-    j = P.parse_job(message(document="doc", client="c", options={"quality": "preview"}), 100, ["optimization"])
-    assert j.image.raw().shape == (3, 4, 4) and j.key == ("c", "r1") and j.document_key == ("c", "doc")
+    j = P.parse_job(message(document="doc", client="ignored", options={"quality": "preview"}), 100, ["optimization"])
+    j.client = b"owner"  # tinctd files it under the connection's routing id, never a field the client writes
+    assert j.image.raw().shape == (3, 4, 4) and j.key == (b"owner", "r1") and j.document_key == (b"owner", "doc")
     assert j.signature == P.parse_job(message(document="doc", client="c", options={"quality": "preview"},
                                               pixels=bytes(range(48))), 100, ["optimization"]).signature
     assert j.signature != P.parse_job(message(document="doc", client="c"), 100, ["optimization"]).signature
@@ -87,7 +91,7 @@ def test_garbage_is_bad_request_and_pickle_is_never_loaded():
             P.unpack([data], 1000)
         assert err.value.code == "bad_request"
     with pytest.raises(P.ProtocolError) as err:
-        P.unpack([P.pack({"v": 1}), bytes(2000)], 1000)
+        P.unpack([P.pack({"v": P.VERSION}), bytes(2000)], 1000)
     assert err.value.code == "bad_request"  # 'blobs' does not name the frame
     with pytest.raises(P.ProtocolError) as err:
         P.unpack(P.frames_of(message(pixels=bytes(2000))), 1000)
@@ -100,8 +104,8 @@ def test_binary_fields_travel_as_frames():
     back = P.unpack(frames, 10_000)
     assert back["pixels"] == message()["pixels"] and back["hints"] == bytes(48)
     for bad in ([frames[0]], frames + [b"x"], [msgpack.packb(dict(message(), blobs=[]))],
-                [msgpack.packb({"v": 1, "blobs": ["pixels", "pixels"]}), b"a", b"b"],
-                [msgpack.packb({"v": 1, "blobs": "pixels"}), b"a"]):
+                [msgpack.packb({"v": P.VERSION, "blobs": ["pixels", "pixels"]}), b"a", b"b"],
+                [msgpack.packb({"v": P.VERSION, "blobs": "pixels"}), b"a"]):
         with pytest.raises(P.ProtocolError) as err:
             P.unpack(bad, 10_000)
         assert err.value.code == "bad_request"
@@ -145,18 +149,17 @@ def test_memfd_specs_parse_and_lying_ones_are_refused():
         assert err.value.code == "bad_request", bad
 
 
-def test_the_key_is_made_once_private_and_replaced_when_unusable(tmp_path):
+def test_the_key_is_private_and_new_at_every_start(tmp_path):
     folder = tmp_path / "shm"
     folder.mkdir(mode=0o700)
-    first = shm.key(folder)
-    assert shm.KEY_TEXT.fullmatch(first) and stat.S_IMODE((folder / "key").stat().st_mode) == 0o600
-    assert shm.key(folder) == first  # kept across restarts
-    (folder / "key").write_text("short")
-    second = shm.key(folder)
-    assert shm.KEY_TEXT.fullmatch(second) and second != first
-    os.chmod(folder / "key", 0o644)  # readable by others: not a secret any more
-    assert shm.key(folder) != second
-    assert sorted(p.name for p in folder.iterdir()) == ["key"]
+    first = shm.new_key(folder)
+    path = folder / shm.key_name()
+    assert re.fullmatch("[0-9a-f]{64}", first) and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text().strip() == first
+    second = shm.new_key(folder)  # a restart: a key read before opens nothing now
+    assert re.fullmatch("[0-9a-f]{64}", second) and second != first
+    assert path.read_text().strip() == second
+    assert sorted(p.name for p in folder.iterdir()) == [shm.key_name()]
 
 
 @pytest.mark.skipif(not shm.memfd_possible(), reason="no memfd buffers on this system (not Linux, or no /proc)")
@@ -304,9 +307,10 @@ def test_a_selection_over_a_grey_layer_keeps_the_grey_outside():
 
 
 def test_loopback_rule():
-    assert P.is_loopback("tcp://127.0.0.1:5571") and P.is_loopback("tcp://localhost:1")
-    assert P.is_loopback("ipc:///tmp/tinct.sock") and P.is_loopback("tcp://[::1]:5")
-    assert not P.is_loopback("tcp://0.0.0.0:5571") and not P.is_loopback("tcp://192.168.1.2:5571")
+    assert endpoint.is_loopback("tcp://127.0.0.1:5571") and endpoint.is_loopback("tcp://localhost:1")
+    assert endpoint.is_loopback("ipc:///tmp/tinct.sock") and endpoint.is_loopback("tcp://[::1]:5")
+    assert not endpoint.is_loopback("tcp://0.0.0.0:5571") and not endpoint.is_loopback("tcp://192.168.1.2:5571")
+    assert not endpoint.is_loopback("tcp://127.0.0.1:1;0.0.0.0:5571")  # libzmq's source;address form
 
 
 def test_progress_follows_the_one_solve_to_its_tolerance_and_never_reaches_one():
@@ -375,7 +379,7 @@ def shared_job(folder, files):
 
 
 def test_a_shared_memory_job_reads_and_answers_through_the_files(tmp_path, monkeypatch):
-    files = tinct_client._SharedFiles(str(tmp_path))
+    files = tinct_client._SharedFiles(str(tmp_path), {})
     try:
         w = server.Worker(None, "", torch.device("cpu"), {}, tmp_path)
         j, grey = shared_job(tmp_path, files)
@@ -396,7 +400,7 @@ def test_a_shared_memory_job_reads_and_answers_through_the_files(tmp_path, monke
 
 
 def test_big_shared_memory_files_give_their_pages_back(tmp_path, monkeypatch):
-    files = tinct_client._SharedFiles(str(tmp_path))
+    files = tinct_client._SharedFiles(str(tmp_path), {})
     try:
         files.place([bytes(1000)])
         files.trim()

@@ -121,6 +121,7 @@ def check_daemon(client_module, start: bool) -> Row:
     command = client.start_command
     if not start:
         client.start_command = []
+    info, transport = None, "frames"
     try:
         info = client.hello()
     except client_module.TinctError as exc:
@@ -131,10 +132,16 @@ def check_daemon(client_module, start: bool) -> Row:
                "start it: tinctd (or run installers/install.sh so the plugins can start it)")
         return _fail("daemon", str(exc), how)
     finally:
+        if info is not None:  # the way the plugins' pixels would go
+            way = client._shared_memory(info)
+            transport = way.kind if way else "frames"
         client.close()
     engines = info.get("engines", {})
     broken = {name: state for name, state in engines.items() if state != "ready"}
-    detail = (f"tinctd {info.get('tinct', '?')} at {client.endpoint}, {info.get('device', '?')}, engines: "
+    authenticated = ("private socket: only your user can reach it" if client.endpoint.startswith("ipc://") else
+                     "CURVE: tinctd proved it holds its key" if client.endpoint.startswith("tcp://") else "not authenticated")
+    detail = (f"tinctd {info.get('tinct', '?')} at {client.endpoint} ({authenticated}; pixels via {transport}), "
+              f"{info.get('device', '?')}, engines: "
               + ", ".join(f"{name} {'ready' if state == 'ready' else 'NOT ready'}" for name, state in engines.items()))
     if client.started:
         detail += f"; started it the way the plugins do ('{shlex.join(command)}'), left running"

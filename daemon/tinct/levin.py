@@ -50,6 +50,7 @@ TOL = {"final": 1e-3, "preview": 1e-4}  # relative residual
 # worst 0.1 % of pixels within a few ab units of the authors' answer (benchmarks/levin.py).
 ERROR_TOL = 1.0
 MAX_ITER = {"final": 40, "preview": 200}
+STRIP = 16  # an image with a side this short is a strip, solved in float64 (see solve_ab)
 
 
 def affinities(lightness: torch.Tensor, edge_sensitivity: float = 1.0) -> torch.Tensor:
@@ -78,7 +79,7 @@ def affinities(lightness: torch.Tensor, edge_sensitivity: float = 1.0) -> torch.
     nearest = torch.where(ok, diff2, torch.full_like(diff2, math.inf)).amin(0)
     sigma = torch.maximum(0.6 * var / edge_sensitivity, nearest / math.log(100.0)).clamp_min(MIN_VARIANCE)
     weights = torch.exp(-diff2 / sigma).clamp_min(WEIGHT_FLOOR) * ok
-    return weights / weights.sum(0)
+    return weights / weights.sum(0).clamp_min(WEIGHT_FLOOR)  # a 1x1 image's pixel has no neighbours
 
 
 def transpose(c: torch.Tensor) -> torch.Tensor:
@@ -146,21 +147,25 @@ def solve_ab(lightness: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.
     if method not in METHODS:
         raise ValueError(f"method must be one of {tuple(METHODS)}, not {method!r}")
     start = time.perf_counter()
-    light = lightness.reshape(lightness.shape[-2:]).float() / 100.0
-    alpha = hint_weight.reshape(light.shape).float().clamp(0.0, 1.0)
+    # A strip is a chain of pixels up to millions long whose far end is tied to a stroke only ~1/n^2
+    # strongly: float32's rounding of each row of W (~1e-7) outweighs that, and the rounded system's
+    # answer can swing far outside the strokes' colours, so strips are solved in float64.
+    dtype = torch.float64 if min(lightness.shape[-2:]) <= STRIP else torch.float32
+    light = lightness.reshape(lightness.shape[-2:]).to(dtype) / 100.0
+    alpha = hint_weight.reshape(light.shape).to(dtype).clamp(0.0, 1.0)
     fixed = alpha >= FIXED
     kappa = torch.where(fixed, torch.zeros_like(alpha), alpha / (1.0 - alpha).clamp_min(1e-6))
-    target = hint_ab.float() * (alpha > 0)
+    target = hint_ab.to(dtype) * (alpha > 0)
     if prior_ab is not None and prior_weight is not None:
-        kp = (prior_weight.reshape(light.shape).float() if torch.is_tensor(prior_weight)
+        kp = (prior_weight.reshape(light.shape).to(dtype) if torch.is_tensor(prior_weight)
               else torch.full_like(kappa, float(prior_weight)))
         total = kappa + kp
-        target = torch.where(fixed, target, (kappa * target + kp * prior_ab.float()) / total.clamp_min(1e-12))
+        target = torch.where(fixed, target, (kappa * target + kp * prior_ab.to(dtype)) / total.clamp_min(1e-12))
         kappa = total
     info = {"quality": quality, "iterations": 0, "residual": 0.0}
     if not bool(fixed.any()) and not bool((kappa > 0).any()):
         info["seconds"] = time.perf_counter() - start
-        return torch.zeros_like(target), info
+        return torch.zeros_like(target, dtype=torch.float32), info
 
     weights = affinities(light, edge_sensitivity)
     tol = TOL[quality] if tol is None else tol
@@ -181,4 +186,4 @@ def solve_ab(lightness: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.
         info["error"] = out.error
     info.update(levels=mg.levels, iterations=out.iterations, residual=out.residual, converged=out.converged)
     info["seconds"] = time.perf_counter() - start
-    return out.x, info
+    return out.x.float(), info

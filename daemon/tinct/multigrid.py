@@ -23,7 +23,10 @@ level (a plain V-cycle with these operators needs about twice the Krylov
 iterations on 1 MP photos).
 
 Grids are coarsened 2:1 on vertex-centred odd sizes: coarse point (I, J) sits on
-fine pixel (2I, 2J).
+fine pixel (2I, 2J).  Coarsening stops once a side is COARSEST pixels or fewer,
+so the coarsest grid of a strip (or of a very elongated photo) can still be
+long; it is solved exactly all the same, by block cyclic reduction along its
+long side (`StripSolver`), because no smoother carries colour along it.
 """
 from __future__ import annotations
 
@@ -36,7 +39,6 @@ from .stencil import OFFSETS, Stencil, _kernels, fused
 K = {off: k for k, off in enumerate(OFFSETS)}
 COARSEST = 9  # stop coarsening when a side is this small
 DENSE_MAX = 2048  # stop coarsening once this few points remain: the coarsest grid is solved exactly
-BOTTOM_SWEEPS = 20  # Gauss-Seidel sweep pairs when it is larger
 K_ENOUGH = 0.25  # a K-cycle's second step is skipped once the first cut the residual this much
 
 
@@ -179,6 +181,73 @@ def lumped(a: Stencil) -> Stencil:
     return Stencil(torch.maximum(d, c.sum(0)), c)
 
 
+class StripSolver:
+    """The exact solve of a grid with a short side (a strip), by block cyclic reduction.
+
+    The lines across the strip (columns of a wide grid, rows of a tall one) are
+    the blocks: a 3x3 stencil couples each line only to the lines either side,
+    so the matrix is block tridiagonal.  Every other line is eliminated at once
+    (Buzbee, Golub & Nielson 1970), log2(n) vectorised steps for n lines of h
+    pixels, O(n h^3) to factor and O(n h^2) a solve.  The Schur complements of
+    an M-matrix are M-matrices, so the blocks need no pivoting.  It runs in
+    float64: a strip thousands of pixels long is too ill-conditioned for float32.
+    """
+
+    def __init__(self, a: Stencil):
+        self.tall = a.shape[0] > a.shape[1]
+        a = a.swap_axes() if self.tall else a
+        d, c = a.d.double(), a.c.double()
+
+        def lines(dx):  # (n, h, h): how each line couples to the line dx away (dx = 0: itself)
+            m = d.new_zeros(d.shape[1], d.shape[0], d.shape[0])
+            m.diagonal(0, 1, 2).copy_(d.T if dx == 0 else -c[K[0, dx]].T)
+            m.diagonal(-1, 1, 2).copy_(-c[K[-1, dx]].T[:, 1:])
+            m.diagonal(1, 1, 2).copy_(-c[K[1, dx]].T[:, :-1])
+            return m
+
+        diag, lower, upper = lines(0), lines(-1), lines(1)
+        self.steps = []
+        while diag.shape[0] > 1:
+            # Odd lines: x_o = inv b_o - left x_{o-1} - right x_{o+1}, substituted into the even lines.
+            inv = torch.linalg.inv(diag[1::2])
+            left, right = inv @ lower[1::2], inv @ upper[1::2]
+            lo, up = lower[0::2].contiguous(), upper[0::2].contiguous()  # copies: the odd lines are freed
+            n = lo.shape[0]
+            diag = diag[0::2] - lo @ _before(right, n) - up @ _after(left, n)
+            lower, upper = -lo @ _before(left, n), -up @ _after(right, n)
+            self.steps.append((inv, left, right, lo, up))
+        self.last = torch.linalg.inv(diag[0])
+
+    def __call__(self, b: torch.Tensor) -> torch.Tensor:
+        """a^-1 b for b (..., H, W)."""
+        rhs = b.transpose(-1, -2) if self.tall else b
+        x = rhs.reshape((-1,) + rhs.shape[-2:]).double().permute(2, 1, 0)  # (n lines, h, channels)
+        ys = []
+        for inv, _, _, lo, up in self.steps:
+            y = inv @ x[1::2]
+            n = lo.shape[0]
+            x = x[0::2] - lo @ _before(y, n) - up @ _after(y, n)
+            ys.append(y)
+        x = self.last @ x
+        for (_, left, right, _, _), y in zip(reversed(self.steps), reversed(ys)):
+            full = x.new_empty((x.shape[0] + y.shape[0],) + x.shape[1:])
+            full[0::2] = x
+            full[1::2] = y - left @ x[:y.shape[0]] - right @ _after(x[1:], y.shape[0])
+            x = full
+        x = x.permute(2, 1, 0).reshape(rhs.shape).to(b.dtype)
+        return (x.transpose(-1, -2) if self.tall else x).contiguous()
+
+
+def _before(t: torch.Tensor, n: int) -> torch.Tensor:
+    """n lines, line m being t[m - 1] and line 0 zero: the odd line before each even one."""
+    return torch.cat([t.new_zeros((1,) + t.shape[1:]), t])[:n]
+
+
+def _after(t: torch.Tensor, n: int) -> torch.Tensor:
+    """`t` made n lines long with zero lines: the last line may have none after it."""
+    return torch.cat([t, t.new_zeros((n - t.shape[0],) + t.shape[1:])])
+
+
 def fit(x: torch.Tensor, shape) -> torch.Tensor:
     """Zero-pad or crop the last two dimensions to `shape` (odd-size padding between levels)."""
     h, w = shape
@@ -202,7 +271,9 @@ class Multigrid:
         self.kcycle = kcycle
         self.ops: list[Stencil] = []
         self.transfers: list[Prolongation] = []
-        a = a.pad_to_odd()
+        strip = min(a.shape) <= COARSEST
+        if not strip:
+            a = a.pad_to_odd()
         while a.shape[0] * a.shape[1] > DENSE_MAX and min(a.shape) > COARSEST:
             p = Prolongation(a)
             self.ops.append(a)
@@ -210,10 +281,13 @@ class Multigrid:
             a = galerkin(a, p)
             a = (lumped(a) if lump else a).pad_to_odd()
         self.ops.append(a)
-        n = a.shape[0] * a.shape[1]
-        # A dense inverse at the bottom, unless a very elongated image leaves it large.
-        self.coarse_inverse = (torch.linalg.inv(a.to_dense()).to(a.d.dtype).to(a.d.device)
-                               if n <= DENSE_MAX else None)
+        # The bottom is solved exactly: a dense inverse when small, a strip (or the long
+        # coarsest grid of a very elongated image) by block cyclic reduction.
+        if strip or a.shape[0] * a.shape[1] > DENSE_MAX:
+            self.coarse_solve = StripSolver(a)
+        else:
+            inverse = torch.linalg.inv(a.to_dense()).to(a.d.dtype).to(a.d.device)
+            self.coarse_solve = lambda b: (b.reshape(b.shape[:-2] + (-1,)) @ inverse.T).reshape(b.shape)
 
     @property
     def levels(self) -> int:
@@ -247,16 +321,9 @@ class Multigrid:
         return z1.mul_((alpha - gamma * beta).float()).add_(gamma.float() * z2)
 
     def _cycle(self, level: int, b: torch.Tensor) -> torch.Tensor:
-        a = self.ops[level]
         if level == len(self.ops) - 1:
-            if self.coarse_inverse is not None:
-                flat = b.reshape(b.shape[:-2] + (-1,))
-                return (flat @ self.coarse_inverse.T).reshape(b.shape)
-            x = torch.zeros_like(b)
-            for _ in range(BOTTOM_SWEEPS):
-                a.gauss_seidel(x, b)
-                a.gauss_seidel(x, b, reverse=True)
-            return x
+            return self.coarse_solve(b)
+        a = self.ops[level]
         x = torch.zeros_like(b)
         for _ in range(self.smooth):
             a.gauss_seidel(x, b)

@@ -8,18 +8,14 @@ or torch); tests/test_protocol.py checks they agree.
 """
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import msgpack
 import numpy as np
 
 from .levin import QUALITIES
 
-VERSION = 1
-DEFAULT_PORT = 5571
-DEFAULT_ENDPOINT = f"tcp://127.0.0.1:{DEFAULT_PORT}"
+VERSION = 2
 DEFAULT_MAX_PIXELS = 100_000_000
 LAYOUTS = {"GRAY": 1, "GRAYA": 2, "RGB": 3, "RGBA": 4, "BGRA": 4}
 HINT_LAYOUTS = ("RGBA", "BGRA")
@@ -29,6 +25,8 @@ REQUESTS = ("hello", "colorize", "suggest", "cancel", "status")
 BLOBS = ("pixels", "hints", "selection")  # binary fields: frames of their own, or in a shared-memory file
 NUMBER_OPTIONS = {"vibrancy": (0.0, 1.0), "edge_sensitivity": (0.01, 100.0)}  # inclusive ranges
 HEADER_BYTES = 1 << 16  # a header is a few hundred bytes; anything longer is not one of ours
+MAX_DEPTH = 4           # maps and lists inside the header: ours nest two deep ("shm": {"in": [fd, ino]})
+MAX_FRAMES = 1 + len(BLOBS)  # a header and at most one frame per binary field
 BLOCK_BYTES = 1 << 19   # rows of a result encoded at a time (encode_result): a cache's worth
 
 
@@ -46,6 +44,39 @@ class ProtocolError(Exception):
 
 def bad(message: str) -> ProtocolError:
     return ProtocolError("bad_request", message)
+
+
+def describe(value) -> str:
+    """A bounded summary of a value a client sent, for error sentences and the log: its type and
+    size, or a short printable text, never a repr of whatever nesting it holds."""
+    if isinstance(value, bool) or value is None or isinstance(value, int):
+        return repr(value) if not isinstance(value, int) or abs(value) < 1 << 64 else "a huge number"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 40 and value.isprintable() else f"a text of {len(value)} characters"
+    if isinstance(value, (list, tuple, dict)):
+        return f"a {'map' if isinstance(value, dict) else 'list'} of {len(value)}"
+    try:
+        return f"{type(value).__name__} of {len(value)} bytes"
+    except TypeError:
+        return type(value).__name__
+
+
+def depth(value, limit: int = MAX_DEPTH) -> int:
+    """How deep maps and lists nest in `value`, counted without recursion and stopping past `limit`."""
+    deepest, level, todo = 0, 0, [(value, 0)]
+    while todo:
+        item, level = todo.pop()
+        if isinstance(item, (list, dict)):
+            level += 1
+            deepest = max(deepest, level)
+            if deepest > limit:
+                break
+            todo.extend((v, level) for v in (item.values() if isinstance(item, dict) else item))
+            if isinstance(item, dict):
+                todo.extend((k, level) for k in item)
+    return deepest
 
 
 def max_message_bytes(max_pixels: int) -> int:
@@ -108,8 +139,8 @@ BINARY = (bytes, bytearray, memoryview, SharedBlob)
 
 
 def _names(value, what: str) -> list:
-    if (not isinstance(value, list) or len(set(map(str, value))) != len(value)
-            or any(not isinstance(n, str) or n not in BLOBS for n in value)):
+    if (not isinstance(value, list) or any(not isinstance(n, str) or n not in BLOBS for n in value)
+            or len(set(value)) != len(value)):
         raise bad(f"{what} must list distinct binary fields, each one of {', '.join(BLOBS)}")
     return value
 
@@ -157,6 +188,8 @@ def unpack(frames: list, max_bytes: int) -> dict:
     """
     if not frames:
         raise bad("the request is empty")
+    if len(frames) > MAX_FRAMES:
+        raise bad(f"the request has {len(frames)} frames; a header and at most {MAX_FRAMES - 1} binary fields")
     if len(frames[0]) > HEADER_BYTES:
         raise bad(f"the request's header is {len(frames[0])} bytes; pixels belong in frames of their own")
     try:
@@ -166,6 +199,8 @@ def unpack(frames: list, max_bytes: int) -> dict:
         raise bad(f"the request is not a valid msgpack message ({type(exc).__name__})") from None
     if not isinstance(message, dict):
         raise bad("the request must be a msgpack map")
+    if depth(message) > MAX_DEPTH:
+        raise bad(f"the request nests maps and lists more than {MAX_DEPTH} deep")
     if any(k in message for k in BLOBS):
         raise bad("binary fields travel as frames of their own or in shared memory, not in the header")
     names = _names(message.pop("blobs", []), "the request's 'blobs'")
@@ -244,9 +279,9 @@ def layer(message: dict, prefix: str, width: int, height: int, layouts) -> Layer
     layout = field(message, key + "layout", str, required=prefix == "pixels", default="RGBA")
     sample = field(message, key + "sample", str, required=prefix == "pixels", default="u8")
     if layout not in layouts:
-        raise ProtocolError("unsupported", f"pixel layout {layout!r} is not supported; use one of {', '.join(layouts)}")
+        raise ProtocolError("unsupported", f"pixel layout {describe(layout)} is not supported; use one of {', '.join(layouts)}")
     if sample not in SAMPLES:
-        raise ProtocolError("unsupported", f"sample type {sample!r} is not supported; use one of {', '.join(SAMPLES)}")
+        raise ProtocolError("unsupported", f"sample type {describe(sample)} is not supported; use one of {', '.join(SAMPLES)}")
     expected = width * height * LAYOUTS[layout] * SAMPLES[sample].itemsize
     if len(data) != expected:
         raise bad(f"the {prefix} are {len(data)} bytes but a {width}x{height} {layout} {sample} layer needs {expected}")
@@ -256,22 +291,22 @@ def layer(message: dict, prefix: str, width: int, height: int, layouts) -> Layer
 def check_options(options: dict) -> dict:
     for name, value in options.items():
         if name == "quality":
-            if value not in QUALITIES:
-                raise bad(f"option 'quality' must be one of {', '.join(QUALITIES)}, not {value!r}")
+            if not isinstance(value, str) or value not in QUALITIES:
+                raise bad(f"option 'quality' must be one of {', '.join(QUALITIES)}, not {describe(value)}")
         elif name in NUMBER_OPTIONS:
             low, high = NUMBER_OPTIONS[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-                raise bad(f"option {name!r} must be a number from {low:g} to {high:g}, not {value!r}")
+                raise bad(f"option {describe(name)} must be a number from {low:g} to {high:g}, not {describe(value)}")
         else:
-            raise bad(f"unknown option {name!r}; known: quality, {', '.join(NUMBER_OPTIONS)}")
+            raise bad(f"unknown option {describe(name)}; known: quality, {', '.join(NUMBER_OPTIONS)}")
     return dict(options)
 
 
 @dataclass
 class Colorize:
-    """A validated colorize (or suggest) request."""
+    """A validated colorize (or suggest) request; `client` is its owner, the connection's (tinctd sets it)."""
     id: str
-    client: str
+    client: bytes
     document: str | None
     image: Layer
     hints: Layer | None
@@ -285,8 +320,8 @@ class Colorize:
     k: int = 8
 
     @property
-    def key(self) -> tuple[str, str]:
-        """A request is known by its client and id: the same pair again is a resend of the same request."""
+    def key(self) -> tuple[bytes, str]:
+        """A request is known by its owner and id: the same pair again is a resend of the same request."""
         return self.client, self.id
 
     @property
@@ -330,15 +365,14 @@ def parse_job(message: dict, max_pixels: int, engines) -> Colorize:
     kind = field(message, "type", str)
     engine = field(message, "engine", str, required=False, default="learned" if kind == "suggest" else "optimization")
     if engine not in engines:
-        raise ProtocolError("unsupported", f"unknown engine {engine!r}; this tinctd has: {', '.join(engines)}")
+        raise ProtocolError("unsupported", f"unknown engine {describe(engine)}; this tinctd has: {', '.join(engines)}")
     options = check_options(field(message, "options", dict, required=False, default={}))
     image = layer(message, "pixels", width, height, tuple(LAYOUTS))
     hints = layer(message, "hints", width, height, HINT_LAYOUTS)
     selection = field(message, "selection", BINARY, required=False)
     if selection is not None and len(selection) != width * height:
         raise bad(f"the selection is {len(selection)} bytes but needs {width * height} (one u8 per pixel)")
-    job = Colorize(id=field(message, "id", str), client=field(message, "client", str, required=False, default=""),
-                   document=field(message, "document", str, required=False), image=image, hints=hints,
+    job = Colorize(id=field(message, "id", str), client=b"", document=field(message, "document", str, required=False), image=image, hints=hints,
                    selection=selection, engine=engine, options=options, shared=message.get("shm"), type=kind)
     if kind == "suggest":
         job.x, job.y, job.k = field(message, "x", int), field(message, "y", int), field(message, "k", int, False, 8)
@@ -414,17 +448,3 @@ def error(request_id, code: str, message: str, transport: bool = False) -> dict:
     if transport:
         err["transport"] = True
     return {"v": VERSION, "id": request_id, "ok": False, "error": err}
-
-
-def is_loopback(endpoint: str) -> bool:
-    """Whether an endpoint is reachable from this machine only (ipc:// and inproc:// always are)."""
-    parts = urlsplit(endpoint)
-    if parts.scheme != "tcp":
-        return parts.scheme in ("ipc", "inproc")
-    host = parts.hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -40,11 +40,11 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
+from .endpoint import EndpointError, private_folder, runtime_dir
 from .protocol import ProtocolError, Shared
 
 NAME = re.compile(r"([0-9]{1,10})-[0-9a-f]{32}\.(in|out)")  # <client pid>-<random>.in / .out
-KEY = "key"                         # the folder's secret, shown by clients that use memfd buffers
-KEY_TEXT = re.compile(r"[0-9a-f]{64}")
+KEY = re.compile(r"key\.([0-9]{1,10})")  # key.<tinctd pid>: its secret, shown by clients that use memfd buffers
 
 
 def refused(message: str, code: str = "bad_request") -> ProtocolError:
@@ -53,31 +53,22 @@ def refused(message: str, code: str = "bad_request") -> ProtocolError:
 
 
 def directory() -> Path | None:
-    """tinctd's private folder for shared memory, created if needed; None where there is none."""
-    if os.name != "posix" or not hasattr(os, "preadv"):
-        return None
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and Path(runtime).is_dir():
-        path = Path(runtime) / "tinct"
-    elif Path("/dev/shm").is_dir():
-        path = Path("/dev/shm") / f"tinct-{os.geteuid()}"
-    else:
+    """tinctd's private folder for shared memory (the user's runtime folder, tinct.endpoint), created
+    if needed; None where there is none, or where it is someone else's or others may enter it."""
+    path = runtime_dir()
+    if path is None or not hasattr(os, "preadv"):
         return None
     try:
-        path.mkdir(mode=0o700, exist_ok=True)
-        info = path.lstat()
-    except OSError:
-        return None
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
-        return None  # someone else's folder, or one others can enter: fall back to frames
-    return path
+        return private_folder(path)
+    except EndpointError:
+        return None  # fall back to frames
 
 
 def sweep(folder: Path) -> int:
-    """Remove the files of clients that are no longer running; the number removed."""
+    """Remove the files of clients, and the keys of tinctds, that are no longer running; the number removed."""
     removed = 0
     for entry in folder.iterdir():
-        match = NAME.fullmatch(entry.name)
+        match = NAME.fullmatch(entry.name) or KEY.fullmatch(entry.name)
         if match is None:
             continue
         try:
@@ -97,7 +88,8 @@ def _open(folder: Path, name: str, flags: int, need: int = 0) -> int:
         raise ProtocolError("bad_request", "a shared-memory file name must look like '<pid>-<32 hex digits>.in' "
                                            "or '.out', with no folder")
     try:
-        fd = os.open(folder / name, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        # non-blocking: a FIFO under that name must not hold the socket thread waiting for a writer
+        fd = os.open(folder / name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise refused(f"the plugin's shared-memory file {name} cannot be opened ({exc.strerror}); "
                       "it may have closed") from None
@@ -140,31 +132,24 @@ def write(folder: Path, name: str, data: memoryview) -> None:
 
 
 # -- memfd buffers -------------------------------------------------------------------------
-def key(folder: Path) -> str:
-    """The folder's secret (64 hex digits), made once: only tinctd's user can read the folder, so a
-    request that shows it was sent by one of that user's processes, not by another user through the
-    loopback port.  Kept across restarts so that clients need to read it only once."""
-    path = folder / KEY
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            info = os.fstat(fd)
-            text = os.read(fd, 128).decode("ascii", "replace").strip()
-        finally:
-            os.close(fd)
-        if (stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o077
-                and KEY_TEXT.fullmatch(text)):
-            return text
-    except OSError:
-        pass
+def key_name() -> str:
+    """This tinctd's key file in the folder (hello names it): one per process, so tinctds of
+    other endpoints (tests, a second --state-dir) never overwrite each other's."""
+    return f"key.{os.getpid()}"
+
+
+def new_key(folder: Path) -> str:
+    """A fresh secret (64 hex digits) in this tinctd's key file, made at every start: only tinctd's
+    user can read the folder, so a request that shows it was sent by one of that user's processes
+    since this tinctd started (a key read before, by anyone, opens nothing now)."""
     text = secrets.token_hex(32)
-    fresh = folder / f"{KEY}.{os.getpid()}.{secrets.token_hex(8)}"
+    fresh = folder / f"{key_name()}.{secrets.token_hex(8)}"
     fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, text.encode() + b"\n")
     finally:
         os.close(fd)
-    os.replace(fresh, path)
+    os.replace(fresh, folder / key_name())
     return text
 
 

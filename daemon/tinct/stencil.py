@@ -108,6 +108,11 @@ class Stencil:
         c = F.pad(self.c, (0, pw, 0, ph))
         return Stencil(d, c)
 
+    def swap_axes(self) -> "Stencil":
+        """The same operator on the transposed grid (a tall strip becomes a wide one)."""
+        c = torch.stack([self.c[OFFSETS.index((dx, dy))].T for dy, dx in OFFSETS])
+        return Stencil(self.d.T, c)
+
     def gauss_seidel(self, x: torch.Tensor, b: torch.Tensor, reverse: bool = False) -> torch.Tensor:
         """One four-colour Gauss-Seidel sweep (in place on x, returned).
 

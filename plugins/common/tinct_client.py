@@ -19,17 +19,24 @@ the next way, the socket being the last.
 
 Where tinctd listens and how to start it come from the arguments, else $TINCT_ENDPOINT and
 $TINCTD_COMMAND, else the settings file the installer writes (`config_path()`): an editor
-started from a desktop menu has none of our environment variables.
+started from a desktop menu has none of our environment variables.  By default that is a
+socket in the user's private runtime folder, which no other user can reach or replace; on
+loopback TCP (Windows, sandboxed editors) the client speaks CURVE with tinctd's public key
+from the user's key folder and sends nothing to a peer that cannot prove it is tinctd
+(docs/protocol.md, Threat model).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import mmap
 import os
 import shlex
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -40,11 +47,14 @@ except ImportError:
 
 import msgpack
 import zmq
+import zmq.auth
 
 # Copies of tinct.protocol's constants (this file must not import tinct); a test keeps them equal.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 DEFAULT_PORT = 5571
-DEFAULT_ENDPOINT = f"tcp://127.0.0.1:{DEFAULT_PORT}"
+TCP_ENDPOINT = f"tcp://127.0.0.1:{DEFAULT_PORT}"  # the default where there are no ipc sockets (Windows)
+SOCKET_NAME = "tinctd.sock"
+OWNER_BYTES = 16  # the leading bytes of this client's routing ids that tinctd files its requests under
 LAYOUTS = {"GRAY": 1, "GRAYA": 2, "RGB": 3, "RGBA": 4, "BGRA": 4}
 RESULT_LAYOUTS = {"GRAY": "RGB", "GRAYA": "RGBA"}  # what comes back for these (colour needs three channels)
 SAMPLE_BYTES = {"u8": 1, "u16": 2, "f32": 4}
@@ -52,6 +62,8 @@ BLOBS = ("pixels", "hints", "selection")  # binary fields: frames of their own, 
 START_WAIT = 60.0    # seconds a freshly started tinctd gets to load its engines
 PROBE_EVERY = 0.5    # seconds between "how is my request going" questions while one runs
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+HANDSHAKE_FAILED = (getattr(zmq, "EVENT_HANDSHAKE_FAILED_NO_DETAIL", 0) | getattr(zmq, "EVENT_HANDSHAKE_FAILED_PROTOCOL", 0)
+                    | getattr(zmq, "EVENT_HANDSHAKE_FAILED_AUTH", 0))
 KEEP_SHARED = 256 << 20  # shared-memory buffers up to this size together keep their pages between requests
 
 
@@ -64,6 +76,43 @@ class TinctError(Exception):
     def __init__(self, code: str, message: str):
         super().__init__(message)
         self.code, self.message = code, message
+
+
+def runtime_dir():
+    """The user's private folder tinctd's socket lies in (as tinct.endpoint.runtime_dir finds it)."""
+    if os.name != "posix":
+        return None
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+        return os.path.join(runtime, "tinct")
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+    return os.path.join(base, f"tinct-{os.geteuid()}")
+
+
+def default_endpoint() -> str:
+    """ipc://<runtime folder>/tinctd.sock where there are Unix sockets, else loopback TCP."""
+    folder = runtime_dir()
+    return f"ipc://{os.path.join(folder, SOCKET_NAME)}" if folder else TCP_ENDPOINT
+
+
+def key_dir() -> str:
+    """The user's key folder (tinct.keys): $TINCT_KEY_DIR, else `keys` beside the settings file."""
+    return os.environ.get("TINCT_KEY_DIR") or os.path.join(os.path.dirname(config_path()), "keys")
+
+
+def _private_folder_problem(path: str):
+    """Why the folder `path` cannot be trusted with a layer (someone else's, or open to others), or None."""
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        return f"its folder {path} cannot be used ({exc.strerror})"
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{path} is not a folder"
+    if os.name == "posix" and info.st_uid != os.geteuid():
+        return f"its folder {path} belongs to another user"
+    if os.name == "posix" and info.st_mode & 0o077:
+        return f"its folder {path} can be entered by other users"
+    return None
 
 
 def config_path() -> str:
@@ -114,31 +163,35 @@ class Client:
     def __init__(self, endpoint=None, timeout=30.0, retries=2, start_command=None, curve=None,
                  shared_memory=True, client_id=None):
         """Talk to tinctd at `endpoint` (default $TINCT_ENDPOINT, else the settings file's, else
-        DEFAULT_ENDPOINT).
+        default_endpoint()).
 
         timeout: seconds of silence before the daemon counts as gone; retries: how many times a
         request is re-sent after that.  start_command: list[str] (default $TINCTD_COMMAND,
         shlex-split, else the settings file's when the endpoint is the one the file names) run
         detached when nothing answers.  curve: {"server_key", "public", "secret"}
-        (Z85 bytes, from zmq.auth.load_certificate) for a remote tinctd.  shared_memory: True for
+        (Z85 bytes, from zmq.auth.load_certificate) for a remote tinctd; a tcp endpoint without it uses
+        the user's key folder (key_dir()).  shared_memory: True for
         the fastest way the machine has (memfd buffers, else files), "files" for files only, False
         to always send pixels through the socket.  client_id: requests with the same client_id and
-        document supersede each other while queued (default: one id per Client).
+        document supersede each other while queued (default: one id per Client); it never leaves
+        this process as such: tinctd sees only routing ids derived from it.
         """
         self.endpoint = endpoint or os.environ.get("TINCT_ENDPOINT")
         self.timeout, self.retries, self.curve = float(timeout), int(retries), curve
         command = start_command if start_command is not None else os.environ.get("TINCTD_COMMAND")
         if not self.endpoint or command is None:
             config = load_config()
-            self.endpoint = self.endpoint or config.get("endpoint") or DEFAULT_ENDPOINT
+            self.endpoint = self.endpoint or config.get("endpoint") or default_endpoint()
             # the file describes one daemon: its start command is no use for another endpoint
-            if command is None and config.get("endpoint", DEFAULT_ENDPOINT) == self.endpoint:
+            if command is None and config.get("endpoint", default_endpoint()) == self.endpoint:
                 command = config.get("start_command")
         self.start_command = shlex.split(command) if isinstance(command, str) else list(command or [])
-        self.client_id = client_id or uuid.uuid4().hex
+        secret = client_id.encode() if client_id else os.urandom(OWNER_BYTES)
+        self.owner = b"t" + hashlib.sha256(secret).digest()[:OWNER_BYTES - 1]  # never a zero byte first
         self.shared_memory = shared_memory
         self.ctx = zmq.Context()
         self.sock = None          # the REQ socket for hello/status/cancel, replaced after silence
+        self._monitors = {}       # socket -> its monitor, which reports a peer that fails CURVE
         self.shared = None        # _Memfd or _SharedFiles once set up, False when pixels go as frames
         self.transport = None     # how the last request's pixels went: "memfd", "files" or "frames"
         self.info = None          # tinctd's last hello: limits, shared memory
@@ -159,7 +212,7 @@ class Client:
         try:
             reply = self._exchange(sock, self._frames({"type": "cancel", "target": request_id}), self.timeout)
         finally:
-            sock.close(0)
+            self._close(sock)
         if reply is None:
             raise TinctError("unavailable", f"The Tinct daemon is not answering at {self.endpoint}, so nothing "
                                             "could be cancelled.")
@@ -186,12 +239,14 @@ class Client:
 
     def close(self) -> None:
         if self.sock is not None:
-            self.sock.close(0)
+            self._close(self.sock)
             self.sock = None
         if self.shared:
             self.shared.close()
         self.shared = None
-        self.ctx.term()
+        for sock in list(self._monitors):
+            self._close(sock)
+        self.ctx.destroy(linger=0)  # any socket still open (a request abandoned by an exception) goes too
 
     def __enter__(self):
         return self
@@ -228,7 +283,7 @@ class Client:
 
     def _frames(self, message: dict, info: dict | None = None) -> list:
         """[header, blob...]: binary fields as frames, or placed in shared memory when tinctd offers it."""
-        header = {"v": PROTOCOL_VERSION, "client": self.client_id, "id": uuid.uuid4().hex}
+        header = {"v": PROTOCOL_VERSION, "id": uuid.uuid4().hex}
         header.update((k, v) for k, v in message.items() if k not in BLOBS)
         blobs = [(k, message[k]) for k in BLOBS if message.get(k) is not None]
         if blobs:
@@ -266,7 +321,7 @@ class Client:
                 ways.append(_SharedFiles)
             for way in ways if local and same else []:
                 try:
-                    self.shared = way(folder)
+                    self.shared = way(folder, info)
                     break
                 except OSError:
                     pass
@@ -282,14 +337,64 @@ class Client:
 
     # -- plumbing -------------------------------------------------------------------
     def _socket(self):
+        """A REQ socket to tinctd: a routing id under this client's owner bytes (tinctd files its
+        requests under them), CURVE on TCP, and a private folder for an ipc socket."""
+        curve = self._curve()
+        scheme, _, path = self.endpoint.partition("://")
+        if scheme == "ipc" and os.path.isdir(os.path.dirname(path)):
+            problem = _private_folder_problem(os.path.dirname(path))
+            if problem:
+                raise TinctError("unavailable", f"Tinct will not use the daemon socket {path}: {problem}. Someone "
+                                                "may be trying to intercept your images; remove that folder.")
         sock = self.ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
-        if self.curve:
-            sock.curve_serverkey = self.curve["server_key"]
-            sock.curve_publickey = self.curve["public"]
-            sock.curve_secretkey = self.curve["secret"]
+        sock.setsockopt(zmq.ROUTING_ID, self.owner + os.urandom(4))
+        if curve:
+            sock.curve_serverkey = curve["server_key"]
+            sock.curve_publickey = curve["public"]
+            sock.curve_secretkey = curve["secret"]
+        if HANDSHAKE_FAILED:
+            self._monitors[sock] = sock.get_monitor_socket(HANDSHAKE_FAILED)
         sock.connect(self.endpoint)
         return sock
+
+    def _close(self, sock) -> None:
+        monitor = self._monitors.pop(sock, None)
+        if monitor is not None:
+            sock.disable_monitor()
+            monitor.close(0)
+        sock.close(0)
+
+    def _curve(self):
+        """The CURVE keys for a tcp endpoint: given, or tinctd's public key and the plugin's key pair from
+        the user's key folder (tinctd writes them on its first start, the installer before)."""
+        if self.curve or not self.endpoint.startswith("tcp://"):
+            return self.curve
+        folder = key_dir()
+        try:
+            server_key, _ = zmq.auth.load_certificate(os.path.join(folder, "tinctd.key"))
+            public, secret = zmq.auth.load_certificate(os.path.join(folder, "plugin.key_secret"))
+        except (OSError, ValueError):
+            if not self._listening():
+                if not self.start_command or self.started:
+                    raise self._not_running() from None
+                self._start_daemon()  # its first start makes the keys
+                return self._curve()
+            raise TinctError("unavailable", f"Tinct's keys are missing from {folder}, so the plugin cannot check "
+                                            f"that what listens at {self.endpoint} is your Tinct daemon. Start "
+                                            "'tinctd' once (it makes them) or run Tinct's installer again.") from None
+        self.curve = {"server_key": server_key, "public": public, "secret": secret}
+        return self.curve
+
+    def _handshake_failed(self, event: int) -> TinctError:
+        """The sentence for a connection that failed before any request went out."""
+        if event == getattr(zmq, "EVENT_HANDSHAKE_FAILED_AUTH", -1):
+            return TinctError("unavailable", f"The Tinct daemon at {self.endpoint} refused this plugin's connection: "
+                                             "it has too many connections open, or this plugin's key is not one it "
+                                             "allows (run Tinct's installer again).")
+        return TinctError("unavailable", f"Something listens at {self.endpoint} but cannot prove it is your Tinct "
+                                         f"daemon (it does not hold the key in {key_dir()}); nothing was sent to "
+                                         "it. Stop that program, or start 'tinctd' on another endpoint.")
 
     def _exchange(self, sock, frames: list, timeout: float) -> dict | None:
         """Send `frames` and wait for the reply; None after `timeout` s of silence, or as soon as
@@ -305,6 +410,8 @@ class Client:
         for s in (job, sock):
             if s is not None:
                 poller.register(s, zmq.POLLIN)
+                if s in self._monitors:
+                    poller.register(self._monitors[s], zmq.POLLIN)
         deadline = time.monotonic() + timeout
         checked = False
         while True:
@@ -315,6 +422,9 @@ class Client:
             for s in (job, sock):
                 if s is not None and s in events:
                     return s, self._decode(s.recv_multipart(copy=False))
+                if s in self._monitors and self._monitors[s] in events:
+                    event = int.from_bytes(self._monitors[s].recv_multipart()[0][:2], "little")
+                    raise self._handshake_failed(event)  # refused, or a peer that is not tinctd
             if not checked:
                 if not self._listening():
                     return None
@@ -330,7 +440,7 @@ class Client:
             reply = self._exchange(self.sock, frames, self.timeout)
             if reply is not None:
                 return self._checked(reply)
-            self.sock.close(0)  # a REQ socket that got no answer cannot send again
+            self._close(self.sock)  # a REQ socket that got no answer cannot send again
             self.sock = None
             if not self._listening():
                 if self.started or not self.start_command:
@@ -341,9 +451,12 @@ class Client:
         if self._listening():
             raise TinctError("timeout", f"The Tinct daemon at {self.endpoint} did not answer within "
                                         f"{self.timeout:g} s. It may be stuck; restart it ('tinctd').")
+        raise self._not_running()
+
+    def _not_running(self) -> TinctError:
         how = ("" if self.start_command else
                " Start it with the command 'tinctd' (or set TINCTD_COMMAND so the plugin can start it).")
-        raise TinctError("unavailable", f"The Tinct daemon is not running at {self.endpoint}.{how}")
+        return TinctError("unavailable", f"The Tinct daemon is not running at {self.endpoint}.{how}")
 
     def _job(self, message: dict, progress) -> dict:
         """Send work and wait for it, resending the same request id if the daemon goes silent."""
@@ -356,12 +469,16 @@ class Client:
                                           "Colorize a smaller layer, or start tinctd with a larger "
                                           "--max-megapixels.")
         try:
-            attempts = 0
+            attempts, rekeyed = 0, False
             while attempts <= self.retries:
                 # placed again for every attempt: one answered but lost may have left its result in place
                 reply = self._watch(self._frames(message, info), message["id"], progress)
                 error = reply.get("error") if reply is not None and not reply.get("ok") else None
                 if isinstance(error, dict) and error.get("transport") and self.transport != "frames":
+                    if self.transport == "memfd" and not rekeyed:  # a restarted tinctd has a new key
+                        rekeyed, info = True, self.hello()
+                        if self.shared.reread_key(info):
+                            continue
                     self._fall_back()  # the shared memory failed, not the request: send it the next way
                     continue
                 if reply is not None:
@@ -397,7 +514,7 @@ class Client:
                 self.sock.send_multipart(self._frames({"type": "status", "target": request_id}), copy=False)
                 got = self._await(self.sock, self.timeout, job=sock)
                 if got is None or got[0] is sock:  # silence, or the answer overtook the question
-                    self.sock.close(0)  # either way this REQ socket has a question left unanswered
+                    self._close(self.sock)  # either way this REQ socket has a question left unanswered
                     self.sock = None
                     return got and got[1]
                 state = got[1]
@@ -410,7 +527,7 @@ class Client:
                 elif time.monotonic() - lost_since > self.timeout:
                     return None
         finally:
-            sock.close(0)
+            self._close(sock)
 
     def _decode(self, frames) -> dict:
         try:
@@ -439,8 +556,15 @@ class Client:
     def _listening(self) -> bool:
         """Whether anything accepts connections at the endpoint; a refused TCP connect is immediate."""
         scheme, _, rest = self.endpoint.partition("://")
-        if scheme == "ipc":
-            return os.path.exists(rest)
+        if scheme == "ipc":  # a socket file left by a tinctd that was killed refuses connections
+            if not hasattr(socket, "AF_UNIX"):
+                return os.path.exists(rest)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(rest)
+                    return True
+                except OSError:
+                    return False
         if scheme != "tcp":
             return True
         host, _, port = rest.rpartition(":")
@@ -492,14 +616,31 @@ class _Memfd:
     def possible() -> bool:
         return sys.platform.startswith("linux") and hasattr(os, "memfd_create") and hasattr(fcntl, "F_ADD_SEALS")
 
-    def __init__(self, folder: str):
-        fd = os.open(os.path.join(folder, "key"), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            self.key = os.read(fd, 128).decode("ascii", "replace").strip()
-        finally:
-            os.close(fd)
+    def __init__(self, folder: str, info: dict):
+        self.folder, self.key_file = folder, info.get("shm_key", "")
+        if not self.key_file.startswith("key.") or os.sep in self.key_file:
+            raise OSError("tinctd names no key file for memfd buffers")
+        self.key = self._read_key()
         self.fds, self.inodes, self.maps = [-1, -1], [0, 0], [None, None]
         self.out = 0  # the buffer the last request's result goes to
+
+    def _read_key(self) -> str:
+        fd = os.open(os.path.join(self.folder, self.key_file), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            return os.read(fd, 128).decode("ascii", "replace").strip()
+        finally:
+            os.close(fd)
+
+    def reread_key(self, info: dict) -> bool:
+        """Whether tinctd's key changed (it makes a new one at every start, and names it in hello) and
+        was taken up."""
+        try:
+            self.key_file = info.get("shm_key", "")
+            key = self._read_key()
+        except (OSError, TypeError):
+            return False
+        changed, self.key = key != self.key, key
+        return changed
 
     def _fit(self, which: int, size: int) -> None:
         """Buffer `which` (0 request, 1 reply) at least `size` bytes and mapped; made when there is
@@ -566,7 +707,7 @@ class _SharedFiles:
 
     kind = "files"
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: str, info: dict):
         base = f"{os.getpid()}-{uuid.uuid4().hex}"
         self.names = (base + ".in", base + ".out")
         self.paths = [os.path.join(folder, name) for name in self.names]
