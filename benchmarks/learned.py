@@ -4,7 +4,7 @@
 
 The issue's budget is <= 1.5 s for the network on a 512x512 input on the 2-core CPU and
 <= 10 ms on an H100.  The network times are the median of --repeats runs after one warm-up,
-with the committed weights (models/), 10 simulated hints; the engine rows add the Levin
+with the committed weights (models/, installed as tinct.models), 10 simulated hints; the engine rows add the Levin
 solve that brings the network's colours to the photo's own size (`final` quality), which is
 where most of the time goes on large photos.
 """
@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tinct import api, learned, measure
+from tinct import api
+from tinct.engines.learned import engine as learned
+from tinct.training import measure
 
 
 def timed(fn, repeats: int, sync) -> float:

@@ -24,7 +24,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tinct import api, lab, levin, measure
+from tinct import api
+from tinct.color import lab
+from tinct.engines.optimization import levin
+from tinct.training import measure
 
 
 def authors_solution(y: np.ndarray, hint_ab: np.ndarray, fixed: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Peak memory of one colorize job per engine, quality and size: the figures tinct.admission uses.
+"""Peak memory of one colorize job per engine, quality and size: the figures tinct.serve.admission uses.
 
     python benchmarks/memory.py [--sizes 0.25 1 4] [--engines optimization learned]
                                 [--qualities final preview] [--photos kodim01 kodim14] [--strokes 100]
@@ -106,7 +106,7 @@ def child(args) -> None:
     grey, hints = inputs(photo_path(args.photo), args.mp, args.strokes)
     hints = hints if args.hints else None
     if args.tol is not None:  # both engines' solve reads it (the learned engine has no `tol` option)
-        from tinct import levin
+        from tinct.engines.optimization import levin
         levin.TOL[args.quality] = args.tol
     gc.collect()
     before_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
@@ -168,9 +168,11 @@ def main(argv=None) -> None:
     ap.add_argument("--sizes", type=float, nargs="+", default=[0.25, 1, 4], help="megapixels (12 allowed)")
     ap.add_argument("--engines", nargs="+", default=["optimization", "learned"])
     ap.add_argument("--qualities", nargs="+", default=["final", "preview"])
-    ap.add_argument("--photos", nargs="+", default=["kodim01", "kodim14"], help="Kodak photos (names) from the eval set")
+    ap.add_argument("--photos", nargs="+", default=["kodim01", "kodim14"],
+                    help="Kodak photos (names) from the eval set")
     ap.add_argument("--strokes", type=int, default=100)
-    ap.add_argument("--tol", type=float, help="the solver's relative residual goal (tinct.levin.TOL, set in the "
+    ap.add_argument("--tol", type=float,
+                    help="the solver's relative residual goal (tinct.engines.optimization.levin.TOL, set in the "
                     "child after warming up); 0 runs every iteration (MAX_ITER), so `final`'s GCR fills its "
                     "whole restart window: the worst case")
     ap.add_argument("--json", type=Path, help="also write every record here")

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tinct import imagefile, measure
+from tinct.color import imagefile
+from tinct.training import measure
 
 ROOT = Path(__file__).resolve().parents[1]
 source = imagefile.read(ROOT.parent / "shared/data/eval/kodak24/kodim23.png")
@@ -22,7 +23,7 @@ with tempfile.TemporaryDirectory() as tmp:
     imagefile.write(photo, measure.gray_of(source))
     layer = measure.hints_of(source, 60, np.random.default_rng(3))
     imagefile.write(hints, layer)
-    subprocess.run([sys.executable, "-m", "tinct.cli", "colorize", str(photo)], check=True)
+    subprocess.run([sys.executable, "-m", "tinct.tools.cli", "colorize", str(photo)], check=True)
     result = imagefile.read(Path(tmp, "parrots.colorized.png"))
 grey = Image.fromarray(measure.gray_of(source)).convert("RGB")
 draw = ImageDraw.Draw(grey)
@@ -32,4 +33,5 @@ for y, x in zip(ys.tolist(), xs.tolist()):
 row = np.concatenate([np.asarray(grey), result, source], 1)
 out = ROOT / "docs/images/parrots.jpg"
 Image.fromarray(row).resize((row.shape[1] // 2, row.shape[0] // 2), Image.LANCZOS).save(out, quality=88)
-print(f"{out}: PSNR {measure.psnr(result, source):.2f} dB (grey {measure.psnr(measure.gray_of(source), source):.2f} dB)")
+grey = measure.psnr(measure.gray_of(source), source)
+print(f"{out}: PSNR {measure.psnr(result, source):.2f} dB (grey {grey:.2f} dB)")

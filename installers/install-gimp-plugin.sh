@@ -3,8 +3,8 @@
 #
 #   installers/install-gimp-plugin.sh [--plug-ins DIR] [--python PYTHON] [--private-deps]
 #
-# Copies plugins/gimp/tinct-colorize/ plus the shared plugins/common/tinct_client.py into
-# DIR/tinct-colorize/ (default ${XDG_CONFIG_HOME:-~/.config}/GIMP/3.0/plug-ins), the main
+# Copies plugins/gimp/tinct-colorize/ plus plugins/common's tinct_plugin.py, tinct_client.py and
+# tinct_shm.py into DIR/tinct-colorize/ (default ${XDG_CONFIG_HOME:-~/.config}/GIMP/3.0/plug-ins), the main
 # script executable, and makes pyzmq and msgpack importable from GIMP's Python — the python3
 # GIMP finds on its PATH (the plug-in's #! line), or --python.  Uses what that Python already
 # has (Debian/Ubuntu: python3-zmq python3-msgpack, installed with apt-get when run as root for
@@ -31,8 +31,9 @@ while [ $# -gt 0 ]; do
 done
 
 SRC="$REPO/plugins/gimp/tinct-colorize"
-CLIENT="$REPO/plugins/common/tinct_client.py"
-[ -f "$CLIENT" ] || die "$CLIENT is missing; run this from a complete Tinct checkout"
+# the modules both plugins share, vendored beside the plug-in's own
+COMMON=("$REPO"/plugins/common/{tinct_plugin,tinct_client,tinct_shm}.py)
+for f in "${COMMON[@]}"; do [ -f "$f" ] || die "$f is missing; run this from a complete Tinct checkout"; done
 command -v "$PYTHON" >/dev/null || die "no $PYTHON: GIMP 3 runs its Python plug-ins with python3 (install gimp-python / python3-gi)"
 VERSION="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 
@@ -41,7 +42,7 @@ STAGE="$(mktemp -d "$PLUGINS/.tinct-colorize.XXXXXX")"
 chmod 755 "$STAGE"
 trap 'rm -rf "$STAGE"' EXIT
 install -m 755 "$SRC/tinct-colorize.py" "$STAGE/"
-install -m 644 "$SRC/colorize_logic.py" "$CLIENT" "$STAGE/"
+install -m 644 "$SRC/colorize_logic.py" "${COMMON[@]}" "$STAGE/"
 
 # shellcheck source=plugin-deps.sh
 . "$REPO/installers/plugin-deps.sh"

@@ -4,8 +4,8 @@
 #   installers/install-krita-plugin.sh [--resources DIR] [--kritarc FILE] [--python PYTHON]
 #                                      [--private-deps] [--zip FILE [--zip-only]]
 #
-# Copies plugins/krita (tinct_krita.desktop, the tinct_krita package) plus the shared
-# plugins/common/tinct_client.py into DIR/pykrita (default ${XDG_DATA_HOME:-~/.local/share}/krita),
+# Copies plugins/krita (tinct_krita.desktop, the tinct_krita package, plugins/common's modules added
+# to it) into DIR/pykrita (default ${XDG_DATA_HOME:-~/.local/share}/krita),
 # the shortcuts file tinct_krita.action into DIR/actions, enables the plugin in kritarc
 # (default ${XDG_CONFIG_HOME:-~/.config}/kritarc) and makes pyzmq and msgpack importable from
 # Krita's embedded Python: the system Python its pykrita module links (found with ldd), or
@@ -47,8 +47,9 @@ done
 [ "$INSTALL" = 1 ] || [ -n "$ZIP" ] || die "--zip-only needs --zip FILE"
 
 SRC="$REPO/plugins/krita"
-CLIENT="$REPO/plugins/common/tinct_client.py"
-[ -f "$CLIENT" ] || die "$CLIENT is missing; run this from a complete Tinct checkout"
+# the modules both plugins share, vendored into the tinct_krita package
+COMMON=("$REPO"/plugins/common/{tinct_plugin,tinct_client,tinct_shm}.py)
+for f in "${COMMON[@]}"; do [ -f "$f" ] || die "$f is missing; run this from a complete Tinct checkout"; done
 
 # Krita embeds a system Python; pip and import checks must use that one, not whatever
 # python3 is first on PATH (a venv or pyenv would check the wrong site-packages).
@@ -68,7 +69,7 @@ mkdir -p "$PARENT"
 STAGE="$(mktemp -d "$PARENT/.tinct_krita.XXXXXX")"
 trap 'rm -rf "$STAGE"' EXIT
 mkdir "$STAGE/tinct_krita"
-install -m 644 "$SRC"/tinct_krita/*.py "$CLIENT" "$STAGE/tinct_krita/"
+install -m 644 "$SRC"/tinct_krita/*.py "${COMMON[@]}" "$STAGE/tinct_krita/"
 install -m 644 "$SRC/tinct_krita.desktop" "$SRC/tinct_krita.action" "$STAGE/"
 
 # shellcheck source=plugin-deps.sh

@@ -82,10 +82,11 @@ versions() {
   "$1" - <<'PY'
 import warnings; warnings.simplefilter("ignore")  # torch warns about numpy before tinct's deps are in
 import torch, tinct
-from tinct import learned, stencil
+from tinct.engines.learned import engine as learned
+from tinct.engines.optimization import kernels
 print(f"[install] tinct {tinct.__version__}, torch {torch.__version__}, "
       f"CUDA {'yes' if torch.cuda.is_available() else 'no'}, "
-      f"C kernels {'built' if stencil._kernels else 'not built (plain PyTorch)'}, model {learned.model_path()}")
+      f"C kernels {'built' if kernels.AVAILABLE else 'not built (plain PyTorch)'}, model {learned.model_path()}")
 PY
 }
 
@@ -107,7 +108,7 @@ install_torch "$VENV/bin/python"
 say "installing tinct with its model from $ROOT"
 "$VENV/bin/python" -m pip install --quiet --no-cache-dir "$ROOT"   # a local folder is always rebuilt: upgrades
 versions "$VENV/bin/python"
-STATE="${TINCT_STATE_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/tinct}"   # as tinct.server.state_dir()
+STATE="${TINCT_STATE_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/tinct}"   # as tinct.serve.server.state_dir()
 [ -e "$STATE" ] || setup claim "$RECORD" "$STATE" --tree
 setup set "$RECORD" "prefix=$PREFIX" "venv=$VENV" "state_dir=$STATE"
 setup stop "$RECORD" >/dev/null   # an upgraded tinctd starts fresh when next needed
@@ -125,9 +126,9 @@ for tool in tinct tinctd; do
   fi
 done
 
-# Where each editor is, which Python runs its plugins and where they go: tinct.editors, the
+# Where each editor is, which Python runs its plugins and where they go: tinct.tools.editors, the
 # same answer tinct doctor uses.
-eval "$("$VENV/bin/python" -m tinct.editors ${GIMP_COMMAND:+--gimp "$GIMP_COMMAND"} \
+eval "$("$VENV/bin/python" -m tinct.tools.editors ${GIMP_COMMAND:+--gimp "$GIMP_COMMAND"} \
         ${KRITA_COMMAND:+--krita "$KRITA_COMMAND"})"
 DONE=()
 wanted() {  # wanted auto|yes|no NAME FLAG NOTE: whether to install that editor's plugin
@@ -186,9 +187,9 @@ else
 fi
 DONE+=("settings: $CLIENT_CONFIG (tinctd at ${ENDPOINT:-the default endpoint})")
 # tinctd's and the plugins' CURVE keys: a tcp endpoint is authenticated with them (docs/protocol.md)
-KEYS="$("$VENV/bin/python" -c 'from tinct import keys; print(keys.key_dir())')"
+KEYS="$("$VENV/bin/python" -c 'from tinct.serve import keys; print(keys.key_dir())')"
 [ -e "$KEYS" ] || setup claim "$RECORD" "$KEYS" --tree
-"$VENV/bin/python" -m tinct.keys >/dev/null
+"$VENV/bin/python" -m tinct.serve.keys >/dev/null
 DONE+=("keys: $KEYS (private; tinctd proves itself with them where it listens on TCP)")
 
 echo

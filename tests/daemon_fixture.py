@@ -7,10 +7,11 @@ import sys
 import time
 from pathlib import Path
 
+import zmq.auth
+
+import tinct_client  # plugins/common, on the path by pyproject's pytest settings
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "plugins" / "common"))
-import tinct_client  # noqa: E402
-import zmq.auth  # noqa: E402
 
 
 def free_port() -> int:
@@ -32,7 +33,7 @@ class RunningDaemon:
         self.key_dir = Path(key_dir or self.state_dir / "keys")
         self.output = self.state_dir / "output.log"
         env = dict(env or os.environ, OMP_NUM_THREADS="1", TINCT_KEY_DIR=str(self.key_dir))
-        self.command = [sys.executable, "-m", "tinct.server", "--endpoint", self.endpoint,
+        self.command = [sys.executable, "-m", "tinct.serve.server", "--endpoint", self.endpoint,
                         "--state-dir", str(self.state_dir), *args]
         start = self.output.stat().st_size if self.output.exists() else 0  # a restart appends to the same log
         with open(self.output, "ab") as out:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tinct import lab
+from tinct.color import lab
 
 W, H = 224, 150                          # the photo layer
 CANVAS, OFFSETS = (260, 180), (20, 12)   # a bigger canvas, the photo layer moved inside it

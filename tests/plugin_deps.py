@@ -16,7 +16,8 @@ def _pypi_reachable():
         return False
 
 
-needs_pypi = pytest.mark.skipif(not _pypi_reachable(), reason="pypi.org unreachable: the private folder is fetched with pip")
+needs_pypi = pytest.mark.skipif(not _pypi_reachable(),
+                                reason="pypi.org unreachable: the private folder is fetched with pip")
 
 
 def assert_imported_from(private):

@@ -1,4 +1,4 @@
-"""tinct.admission: job sizes, the machine's memory as /proc and the cgroups tell it, and the decision."""
+"""tinct.serve.admission: job sizes, the machine's memory as /proc and the cgroups tell it, and the decision."""
 import ast
 import importlib.util
 import subprocess
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tinct import admission
+from tinct.serve import admission
 
 GIB = 1 << 30
 REPO = Path(__file__).resolve().parents[1]
@@ -228,7 +228,8 @@ def test_a_real_address_space_limit_is_seen():
             "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY)); "
             "import importlib.util as u; s = u.spec_from_file_location('a', sys.argv[2]); a = u.module_from_spec(s); "
             "s.loader.exec_module(a); print(a.total_bytes(), a.available_bytes())")
-    out = subprocess.run([sys.executable, "-c", code, str(REPO / "daemon"), str(REPO / "daemon/tinct/admission.py")],
+    out = subprocess.run([sys.executable, "-c", code, str(REPO / "daemon"),
+                          str(REPO / "daemon/tinct/serve/admission.py")],
                          capture_output=True, text=True, timeout=30, check=True).stdout.split()
     total, available = int(out[0]), int(out[1])
     assert total == 3 << 30
@@ -236,7 +237,7 @@ def test_a_real_address_space_limit_is_seen():
 
 
 def test_admission_imports_only_the_standard_library():
-    tree = ast.parse((REPO / "daemon/tinct/admission.py").read_text())
+    tree = ast.parse((REPO / "daemon/tinct/serve/admission.py").read_text())
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0}
     assert names <= set(sys.stdlib_module_names), names - set(sys.stdlib_module_names)

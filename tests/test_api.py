@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import tinct
-from tinct import lab
+from tinct.color import lab
 
 
 def photo(h=48, w=64, seed=0):
@@ -69,9 +69,9 @@ def test_no_hints_gives_grey_with_the_same_lightness():
 
 
 def test_learned_engine_without_weights_says_so(monkeypatch):
-    from tinct import api
+    from tinct import api, engines
     monkeypatch.setitem(api.ENGINES, "learned", "tinct.no_such_module:Engine")
-    monkeypatch.delitem(api._loaded, "learned", raising=False)
+    monkeypatch.delitem(engines._loaded, "learned", raising=False)
     with pytest.raises(tinct.ModelNotInstalled, match="not installed"):
         tinct.colorize(photo().astype(np.float32), engine="learned")
 

@@ -5,7 +5,8 @@ import sys
 import numpy as np
 import pytest
 
-from tinct import cli, imagefile
+from tinct.color import imagefile
+from tinct.tools import cli
 
 
 @pytest.fixture
@@ -56,5 +57,6 @@ def test_errors_are_sentences_and_a_nonzero_status(archive, capsys):
 
 
 def test_console_script_runs():
-    res = subprocess.run([sys.executable, "-m", "tinct.cli", "colorize", "--help"], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "tinct.tools.cli", "colorize", "--help"],
+                         capture_output=True, text=True)
     assert res.returncode == 0 and "--engine" in res.stdout

@@ -15,10 +15,9 @@ import pytest
 import torch
 import zmq
 
-from tinct import lab
-from tinct import protocol as P
-
 from daemon_fixture import RunningDaemon, free_port, tinct_client
+from tinct.color import lab
+from tinct.serve import protocol as P
 
 W, H = 24, 16
 DTYPES = {"u8": np.uint8, "u16": np.uint16, "f32": np.float32}
@@ -251,7 +250,7 @@ def test_cancel_superseding_and_progress(daemon):
             except tinct_client.TinctError as exc:
                 errors[rid] = exc
 
-    with daemon.client() as watcher:
+    with daemon.client(client_id=client_id) as watcher:  # the same plugin: status shows it its own jobs
         first = threading.Thread(target=run, args=("running", "other"))
         first.start()
         wait_for(lambda: watcher.status()["running"] == "running")
@@ -426,7 +425,7 @@ def test_nothing_listening_is_a_readable_error():
 
 def test_the_client_starts_tinctd_when_told_how(tmp_path):
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    cmd = [sys.executable, "-m", "tinct.server", "--endpoint", endpoint, "--state-dir", str(tmp_path)]
+    cmd = [sys.executable, "-m", "tinct.serve.server", "--endpoint", endpoint, "--state-dir", str(tmp_path)]
     try:
         with tinct_client.Client(endpoint, timeout=5, retries=0, start_command=cmd) as c:
             r = c.colorize(width=W, height=H, layout="RGB", sample="u8", pixels=photo("RGB", "u8").tobytes())
@@ -437,19 +436,20 @@ def test_the_client_starts_tinctd_when_told_how(tmp_path):
 
 
 def test_a_second_instance_says_where_the_first_is(daemon):
-    res = subprocess.run([sys.executable, "-m", "tinct.server", "--endpoint", f"tcp://127.0.0.1:{free_port()}",
+    res = subprocess.run([sys.executable, "-m", "tinct.serve.server", "--endpoint", f"tcp://127.0.0.1:{free_port()}",
                           "--state-dir", str(daemon.state_dir)], capture_output=True, text=True, timeout=60)
     assert res.returncode != 0 and "already running" in res.stderr and daemon.endpoint in res.stderr
 
 
 def test_remote_endpoints_need_explicit_consent(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "tinct.server", "--endpoint", "tcp://0.0.0.0:5571",
+    res = subprocess.run([sys.executable, "-m", "tinct.serve.server", "--endpoint", "tcp://0.0.0.0:5571",
                           "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert res.returncode != 0 and "--allow-remote" in res.stderr
 
 
 def test_check_reports_and_exits_zero():
-    res = subprocess.run([sys.executable, "-m", "tinct.server", "--check"], capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-m", "tinct.serve.server", "--check"], capture_output=True, text=True,
+                         timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "engine optimization: ready" in res.stdout and "colorize ok" in res.stdout
     assert "device: cpu" in res.stdout or "device: cuda" in res.stdout
@@ -495,7 +495,7 @@ def locking(fd, mode, nbytes):
 sys.modules["fcntl"] = None                         # 'import fcntl' now raises ImportError
 sys.modules["msvcrt"] = types.SimpleNamespace(LK_NBLCK=2, locking=locking)
 from pathlib import Path
-from tinct import server, shm
+from tinct.serve import server, shm
 assert server.fcntl is None and shm.fcntl is None and not shm.memfd_possible()
 first = server.acquire_lock(Path({str(tmp_path)!r}), "tcp://127.0.0.1:1")
 try:

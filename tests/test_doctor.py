@@ -1,4 +1,4 @@
-"""tinct doctor and tinct.editors against real failures: a missing or corrupt model, nothing listening,
+"""tinct doctor and tinct.tools.editors against real failures: a missing or corrupt model, nothing listening,
 a plug-in folder that is not there, a Python without pyzmq, a plugin not enabled in kritarc, GIMP 2.10."""
 import json
 import os
@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from daemon_fixture import ROOT, RunningDaemon, free_port
-from tinct import doctor, editors
+from tinct.tools import doctor, editors
 
 COMMON = ROOT / "plugins" / "common"
+VENDORED = ("tinct_plugin.py", "tinct_client.py", "tinct_shm.py")  # what the installers copy from COMMON
 
 
 @pytest.fixture
@@ -38,13 +39,14 @@ def gimp_plugin_folder(tmp_path) -> Path:
     folder.mkdir(parents=True)
     for name in ("tinct-colorize.py", "colorize_logic.py"):
         shutil.copy(ROOT / "plugins/gimp/tinct-colorize" / name, folder)
-    shutil.copy(COMMON / "tinct_client.py", folder)
+    for name in VENDORED:
+        shutil.copy(COMMON / name, folder)
     (folder / "tinct-colorize.py").chmod(0o755)
     return folder
 
 
 def run_doctor(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "tinct.cli", "doctor", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tinct.tools.cli", "doctor", *args], capture_output=True, text=True,
                           timeout=300, env=env)
 
 
@@ -89,7 +91,7 @@ def test_the_daemon_is_started_the_way_the_plugins_start_it(home, tmp_path):
     config = home / ".config" / "tinct" / "client.json"
     config.parent.mkdir(parents=True)
     config.write_text(json.dumps({"endpoint": endpoint, "start_command": [
-        sys.executable, "-m", "tinct.server", "--endpoint", endpoint, "--state-dir", str(state)]}))
+        sys.executable, "-m", "tinct.serve.server", "--endpoint", endpoint, "--state-dir", str(state)]}))
     try:
         row = doctor.check_daemon(doctor.load_client([COMMON]), start=True)
     finally:
@@ -134,7 +136,8 @@ def test_a_working_plugin_says_where_it_finds_tinctd(home, tmp_path):
     plugin.editor.python, plugin.editor.note = sys.executable, ""
     rows = {row.check: row for row in doctor.check_plugin(plugin, True, "installers/install.sh")}
     assert [row.status for row in rows.values()] == ["ok", "ok", "ok"], rows
-    assert "tinct_client" in rows["GIMP 3 Python"].detail and "tcp://127.0.0.1:5571" in rows["GIMP 3 Python"].detail
+    detail = rows["GIMP 3 Python"].detail
+    assert "tinct_client" in detail and "/tinctd.sock" in detail  # the default endpoint: a private ipc socket
     (folder / "tinct-colorize.py").chmod(0o644)  # GIMP runs only executable plug-ins
     rows = {row.check: row for row in doctor.check_plugin(plugin, True, "installers/install.sh")}
     assert rows["GIMP 3 plug-in"].status == "FAIL" and "not executable" in rows["GIMP 3 plug-in"].detail
@@ -144,7 +147,8 @@ def test_a_krita_plugin_not_enabled_in_kritarc_fails(home, tmp_path):
     folder = tmp_path / "pykrita" / "tinct_krita"
     folder.mkdir(parents=True)
     (folder / "__init__.py").write_text("")
-    shutil.copy(COMMON / "tinct_client.py", folder)
+    for name in VENDORED:
+        shutil.copy(COMMON / name, folder)
     (folder.parent / "tinct_krita.desktop").write_text("[Desktop Entry]\n")
     kritarc = tmp_path / "kritarc"
     kritarc.write_text("[python]\nenable_tinct_krita=false\n")

@@ -7,7 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tinct import api, evaluate, measure, net, train
+from tinct import engines
+from tinct.engines.learned import net
+from tinct.training import evaluate, measure, train
 
 
 @pytest.fixture
@@ -18,9 +20,9 @@ def learned_weights(tmp_path, monkeypatch):
     train.export(net.HintNet(len(bins), width=8), bins, torch.ones(len(bins)), {"width": 8, "step": 0, "history": []},
                  path)
     monkeypatch.setenv("TINCT_MODEL", str(path))
-    monkeypatch.delitem(api._loaded, "learned", raising=False)
+    monkeypatch.delitem(engines._loaded, "learned", raising=False)
     yield path
-    api._loaded.pop("learned", None)
+    engines._loaded.pop("learned", None)
 
 
 def test_options_parse_numbers_and_words():

@@ -10,7 +10,8 @@ from plugin_deps import assert_imported_from, needs_pypi
 REPO = Path(__file__).resolve().parents[1]
 INSTALLER = REPO / "installers" / "install-gimp-plugin.sh"
 VERSION = "python%d.%d" % sys.version_info[:2]
-FILES = {"tinct-colorize.py", "colorize_logic.py", "tinct_client.py"}
+COMMON = ("tinct_plugin.py", "tinct_client.py", "tinct_shm.py")  # vendored from plugins/common
+FILES = {"tinct-colorize.py", "colorize_logic.py", *COMMON}
 
 
 def _install(plug_ins, *options):
@@ -24,7 +25,8 @@ def test_installs_the_plugin_with_the_python_that_has_the_packages(tmp_path):
     plugin = tmp_path / "tinct-colorize"
     assert {p.name for p in plugin.iterdir()} == FILES  # this Python has pyzmq/msgpack: no private folder
     assert stat.S_IMODE((plugin / "tinct-colorize.py").stat().st_mode) == 0o755  # GIMP runs only executables
-    assert (plugin / "tinct_client.py").read_bytes() == (REPO / "plugins/common/tinct_client.py").read_bytes()
+    for name in COMMON:
+        assert (plugin / name).read_bytes() == (REPO / "plugins/common" / name).read_bytes()
     assert "Filters → Colorize" in done.stdout
 
 

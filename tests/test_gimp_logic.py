@@ -7,16 +7,14 @@ shows for "daemon not running", "image too large" and "model missing" is what us
 import sys
 from pathlib import Path
 
+import colorize_logic as logic  # plugins/gimp/tinct-colorize and plugins/common: pyproject's pytest pythonpath
 import pytest
 
+import tinct_plugin
 from daemon_fixture import RunningDaemon, free_port, tinct_client
-from tinct import learned
+from tinct.engines.learned import engine as learned
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "plugins" / "gimp" / "tinct-colorize"))
-import colorize_logic as logic  # noqa: E402
-
-sys.path.pop(0)
 UNCHANGED = "The image was not changed."
 
 
@@ -104,14 +102,14 @@ def test_selection_to_send():
 
 
 def test_engine_options():
-    assert logic.engine_options("learned", 0.25) == {"vibrancy": 0.25}
-    assert logic.engine_options("optimization", 0.25) == {}
+    assert tinct_plugin.engine_options("learned", 0.25) == {"vibrancy": 0.25}
+    assert tinct_plugin.engine_options("optimization", 0.25) == {}
 
 
 def test_default_vibrancy_is_the_learned_engines_own():
     """The dialog's default must colour like the engine's automatic default (annealing T 0.38)."""
-    assert logic.DEFAULT_VIBRANCY == pytest.approx(learned.DEFAULT_VIBRANCY, abs=0.005)
-    assert learned.temperature(logic.DEFAULT_VIBRANCY) == pytest.approx(learned.AUTO_TEMPERATURE, abs=0.005)
+    assert tinct_plugin.DEFAULT_VIBRANCY == pytest.approx(learned.DEFAULT_VIBRANCY, abs=0.005)
+    assert learned.temperature(tinct_plugin.DEFAULT_VIBRANCY) == pytest.approx(learned.AUTO_TEMPERATURE, abs=0.005)
 
 
 def test_source_tattoo_prefers_the_recorded_source():
@@ -173,7 +171,8 @@ def test_sentences_from_the_real_client_and_a_real_tinctd(tmp_path, monkeypatch)
             assert "0.02 megapixels" in too_large and "Colorize a smaller layer" in too_large
             assert too_large.endswith(UNCHANGED)
             missing = _sentence(lambda: colorize(50, "learned"))
-            assert missing.startswith("Tinct could not colorize this layer: the learned engine's model is not installed")
+            assert missing.startswith("Tinct could not colorize this layer: "
+                                      "the learned engine's model is not installed")
             assert "choose the Optimization engine" in missing and missing.endswith(UNCHANGED)
             assert colorize(50, "optimization")["layout"] == "RGB"  # and the daemon still serves
     finally:

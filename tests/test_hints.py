@@ -3,7 +3,7 @@ import pytest
 import torch
 from skimage import color
 
-from tinct import hints
+from tinct.color import hints
 
 
 def _layer(seed=0):

@@ -3,7 +3,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from tinct import imagefile
+from tinct.color import imagefile
 
 LAYOUTS = [(12, 10), (12, 10, 2), (12, 10, 3), (12, 10, 4)]
 
@@ -148,7 +148,8 @@ def test_write_refuses_what_it_cannot_store(tmp_path, name, array, message):
         imagefile.write(tmp_path / name, array)
 
 
-@pytest.mark.parametrize("name, dtype", [("w.png", np.uint8), ("w.jpg", np.uint8), ("w.png", np.uint16), ("w.tif", np.uint8)])
+@pytest.mark.parametrize("name, dtype", [("w.png", np.uint8), ("w.jpg", np.uint8), ("w.png", np.uint16),
+                                         ("w.tif", np.uint8)])
 def test_arrays_read_are_writable(tmp_path, name, dtype):
     imagefile.write(tmp_path / name, _random((4, 4, 3), dtype))
     assert imagefile.read(tmp_path / name).flags.writeable

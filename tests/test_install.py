@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from daemon_fixture import ROOT, free_port
-from tinct import editors
+from tinct.tools import editors
 
 INSTALL = ROOT / "installers" / "install.sh"
 SETUP = ROOT / "installers" / "tinct_setup.py"
@@ -95,7 +95,7 @@ def test_the_install_says_what_it_did_and_what_to_do_next(box):
 
 def test_tinct_runs_from_the_prefix_with_its_own_copy_of_the_model(box):
     python = box.prefix / "venv" / "bin" / "python"
-    done = subprocess.run([str(python), "-c", "import tinct, tinct.learned as l; p = l.model_path(); "
+    done = subprocess.run([str(python), "-c", "import tinct, tinct.engines.learned.engine as l; p = l.model_path(); "
                            "print(tinct.__file__); print(p); print(p.stat().st_size)"],
                           capture_output=True, text=True, env=box.env, cwd="/")
     assert done.returncode == 0, done.stderr

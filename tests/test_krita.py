@@ -20,9 +20,22 @@ import numpy as np
 import pytest
 
 from daemon_fixture import RunningDaemon
-from editor_scene import (CANVAS, OFFSETS, SELECTION, STROKES, H, W, assert_hint_colours, assert_lightness_kept,
-                          assert_selection_respected, chroma, grey_photo, hints, lab_of)
-from tinct import imagefile
+from editor_scene import (
+    CANVAS,
+    OFFSETS,
+    SELECTION,
+    STROKES,
+    H,
+    W,
+    assert_hint_colours,
+    assert_lightness_kept,
+    assert_selection_respected,
+    chroma,
+    grey_photo,
+    hints,
+    lab_of,
+)
+from tinct.color import imagefile
 
 pytestmark = pytest.mark.editor
 
@@ -74,7 +87,8 @@ def _references(client, photo8, photo16):
                                hints=hints().tobytes(), x=point[0], y=point[1], k=8)
     return {"photo8": colorize(photo8, "u8"), "photo16": colorize(photo16, "u16"),
             "suggested": [list(c) for c in suggested],
-            **{f"learned_{v}": colorize(photo8, "u8", with_hints=False, engine="learned", vibrancy=v) for v in (0.0, 1.0)}}
+            **{f"learned_{v}": colorize(photo8, "u8", with_hints=False, engine="learned", vibrancy=v)
+               for v in (0.0, 1.0)}}
 
 
 @pytest.fixture(scope="module")

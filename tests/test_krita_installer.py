@@ -2,8 +2,8 @@
 (Tools → Scripts → Import Python Plugin from File, the plugin_importer module Krita ships)
 must accept.  tests/test_krita.py installs with it too and runs the result in a real Krita."""
 
-import importlib.util
 import builtins
+import importlib.util
 import subprocess
 import sys
 import zipfile
@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 INSTALLER = REPO / "installers" / "install-krita-plugin.sh"
 KRITA_IMPORTER = Path("/usr/share/krita/pykrita/plugin_importer/plugin_importer.py")
 VERSION = "python%d.%d" % sys.version_info[:2]
-PACKAGE = {p.name for p in (REPO / "plugins/krita/tinct_krita").glob("*.py")} | {"tinct_client.py"}
+COMMON = ("tinct_plugin.py", "tinct_client.py", "tinct_shm.py")  # vendored from plugins/common
+PACKAGE = {p.name for p in (REPO / "plugins/krita/tinct_krita").glob("*.py")} | set(COMMON)
 
 
 def _run(home, *options):
@@ -55,8 +56,8 @@ def test_installs_enables_and_keeps_the_rest_of_kritarc(tmp_path):
     assert done.returncode == 0, done.stderr
     resources = tmp_path / ".local/share/krita"
     assert {p.name for p in (resources / "pykrita/tinct_krita").iterdir()} == PACKAGE   # no private folder
-    assert (resources / "pykrita/tinct_krita/tinct_client.py").read_bytes() == \
-        (REPO / "plugins/common/tinct_client.py").read_bytes()
+    for name in COMMON:
+        assert (resources / "pykrita/tinct_krita" / name).read_bytes() == (REPO / "plugins/common" / name).read_bytes()
     assert (resources / "pykrita/tinct_krita.desktop").read_bytes() == \
         (REPO / "plugins/krita/tinct_krita.desktop").read_bytes()
     assert (resources / "actions/tinct_krita.action").read_bytes() == \
@@ -94,7 +95,8 @@ def _zip(tmp_path, *options):
 def test_the_zip_has_the_layout_krita_expects(tmp_path):
     with zipfile.ZipFile(_zip(tmp_path)) as z:
         names = z.namelist()
-        assert z.read("tinct_krita/tinct_client.py") == (REPO / "plugins/common/tinct_client.py").read_bytes()
+        for name in COMMON:
+            assert z.read(f"tinct_krita/{name}") == (REPO / "plugins/common" / name).read_bytes()
     assert {n for n in names if "/" not in n.rstrip("/")} == {"tinct_krita.desktop", "tinct_krita.action",
                                                              "tinct_krita/"}
     assert {n.split("/", 1)[1] for n in names if n.startswith("tinct_krita/") and n != "tinct_krita/"} == PACKAGE

@@ -1,224 +1,22 @@
 """The Krita plugin without Krita: its decisions (job.py, formats.py), its Live-mode timing and
 request superseding (live.py, also against a real tinctd), and its document code (document.py)
-run against a small stand-in of Krita's Document and Node classes.  tests/test_krita.py runs
-the same code inside a real Krita.
+run against a small stand-in of Krita's Document and Node classes (tests/fakes/krita.py).
+tests/test_krita.py runs the same code inside a real Krita.
 """
 
-import itertools
 import struct
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from tinct_krita import document, formats, job, live, tinct_plugin
 
 from daemon_fixture import RunningDaemon, free_port, tinct_client
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "plugins" / "krita"))
-from tinct_krita import document, formats, job, live  # noqa: E402
-
-sys.path.pop(0)
+from fakes.krita import ORIGIN, Document, Selection  # also makes tinct_krita importable, as installed
 
 SRGB = formats.SRGB_PROFILE
 LINEAR = "sRGB-elle-V2-g10.icc"
-
-
-# -- a stand-in for the part of Krita's Python API that document.py uses -------------------------
-class Rect:
-    def __init__(self, x, y, w, h):
-        self._r = (x, y, w, h)
-
-    def x(self):
-        return self._r[0]
-
-    def y(self):
-        return self._r[1]
-
-    def width(self):
-        return self._r[2]
-
-    def height(self):
-        return self._r[3]
-
-
-class Uid:
-    def __init__(self, text):
-        self.text = text
-
-    def toString(self):
-        return self.text
-
-
-PLANE, ORIGIN = 64, 16   # a node's pixels cover x, y in -16..47, stored as float RGBA
-ENCODING = {"U8": ("B", 255, [2, 1, 0, 3]), "U16": ("H", 65535, [2, 1, 0, 3]),
-            "F16": ("e", None, [0, 1, 2, 3]), "F32": ("f", None, [0, 1, 2, 3])}
-
-
-class Node:
-    """Krita's Node as far as the plugin uses it: RGBA (BGRA for U8/U16, as Krita stores them) and
-    GRAYA U8; converting colour spaces keeps the values (profiles are only names here)."""
-
-    ids = itertools.count()
-
-    def __init__(self, doc, name, kind, space):
-        self.doc, self._name, self._type, self.space = doc, name, kind, space
-        self.parent, self.children = None, []
-        self.rgba = np.zeros((PLANE, PLANE, 4), np.float64)
-        self.uid = f"{{node-{next(Node.ids)}}}"
-        self._visible, self._opacity, self._blending = True, 255, "normal"
-
-    def uniqueId(self):
-        return Uid(self.uid)
-
-    def name(self):
-        return self._name
-
-    def setName(self, name):
-        self._name = name
-
-    def type(self):
-        return self._type
-
-    def colorModel(self):
-        return self.space.model
-
-    def colorDepth(self):
-        return self.space.depth
-
-    def colorProfile(self):
-        return self.space.profile
-
-    def parentNode(self):
-        return self.parent
-
-    def childNodes(self):
-        return list(self.children)
-
-    def addChildNode(self, child, above):
-        child.parent = self
-        self.children.insert(self.children.index(above) + 1 if above is not None else 0, child)
-        return True
-
-    def remove(self):
-        self.parent.children.remove(self)
-        self.parent = None
-        return True
-
-    def visible(self):
-        return self._visible
-
-    def setVisible(self, on):
-        self._visible = on
-
-    def opacity(self):
-        return self._opacity
-
-    def setOpacity(self, value):
-        self._opacity = value
-
-    def blendingMode(self):
-        return self._blending
-
-    def setBlendingMode(self, mode):
-        self._blending = mode
-
-    def bounds(self):
-        ys, xs = np.nonzero(self.rgba[..., 3] > 0)
-        if not len(xs):
-            return Rect(0, 0, 0, 0)
-        return Rect(xs.min() - ORIGIN, ys.min() - ORIGIN, xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
-
-    def duplicate(self):
-        copy = Node(self.doc, self._name, self._type, self.space)
-        copy.rgba = self.rgba.copy()
-        return copy
-
-    def setColorSpace(self, model, depth, profile):
-        if model not in ("RGBA", "GRAYA") or depth not in ENCODING:
-            return False
-        self.space = formats.Space(model, depth, profile)
-        if model == "GRAYA":
-            self.rgba[..., :3] = self.rgba[..., :3].mean(axis=2, keepdims=True)
-        return True
-
-    def _channels(self):
-        code, scale, order = ENCODING[self.space.depth]
-        return code, scale, ([0, 3] if self.space.model == "GRAYA" else order)
-
-    def pixelData(self, x, y, w, h):
-        code, scale, order = self._channels()
-        values = self.rgba[y + ORIGIN:y + ORIGIN + h, x + ORIGIN:x + ORIGIN + w][..., order]
-        if scale:
-            values = np.round(values * scale).astype(np.int64)
-        return struct.pack(f"={values.size}{code}", *values.ravel().tolist())
-
-    def setPixelData(self, data, x, y, w, h):
-        code, scale, order = self._channels()
-        values = np.array(struct.unpack(f"={len(data) // struct.calcsize(code)}{code}", bytes(data)), np.float64)
-        values = values.reshape(h, w, len(order)) / (scale or 1)
-        target = self.rgba[y + ORIGIN:y + ORIGIN + h, x + ORIGIN:x + ORIGIN + w]
-        if self.space.model == "GRAYA":
-            target[..., :3], target[..., 3] = values[..., :1], values[..., 1]
-        else:
-            target[..., order] = values
-        return True
-
-    def fill(self, x, y, w, h, rgba):
-        self.rgba[y + ORIGIN:y + ORIGIN + h, x + ORIGIN:x + ORIGIN + w] = np.asarray(rgba, np.float64) / 255
-
-
-class Selection:
-    def __init__(self, mask):
-        self.mask = mask  # (height, width) u8 over the canvas
-
-    def pixelData(self, x, y, w, h):
-        return self.mask[y:y + h, x:x + w].tobytes()
-
-
-class Document:
-    def __init__(self, width, height, space=formats.Space("RGBA", "U8", SRGB)):
-        self._size, self.space = (width, height), space
-        self.root = Node(self, "root", "grouplayer", space)
-        self.active, self._selection, self.refreshed = None, None, 0
-
-    def rootNode(self):
-        return self.root
-
-    def width(self):
-        return self._size[0]
-
-    def height(self):
-        return self._size[1]
-
-    def activeNode(self):
-        return self.active
-
-    def setActiveNode(self, node):
-        self.active = node
-
-    def selection(self):
-        return self._selection
-
-    def createNode(self, name, kind):
-        return Node(self, name, kind, self.space)
-
-    def refreshProjection(self):
-        self.refreshed += 1
-
-    def add(self, name, kind="paintlayer", space=None):
-        node = Node(self, name, kind, space or self.space)
-        self.root.addChildNode(node, self.root.children[-1] if self.root.children else None)
-        return node
-
-    def names(self):
-        return [n.name() for n in self.root.childNodes()]
-
-    def state(self):
-        """Everything a failed Colorize must leave as it was."""
-        return [(n.name(), n.uid, n.space, n.rgba.tobytes()) for n in self.root.childNodes()]
 
 
 def photo_doc(space=formats.Space("RGBA", "U8", SRGB)):
@@ -409,7 +207,7 @@ def test_vibrancy_is_sent_as_boldness_to_the_learned_engine_only():
 
 
 def test_default_vibrancy_is_tinctds_own():
-    from tinct import learned
+    from tinct.engines.learned import engine as learned
 
     assert job.DEFAULT_VIBRANCY / 100 == pytest.approx(learned.DEFAULT_VIBRANCY, abs=0.005)
 
@@ -457,11 +255,12 @@ def test_changed_point_lies_on_the_newest_stroke():
 def test_error_sentences():
     sentence = "The Tinct daemon is not running at tcp://127.0.0.1:1."
     assert job.error_sentence(tinct_client.TinctError("unavailable", sentence)) == sentence
-    assert job.expected(job.ColorizeError("x")) and not job.expected(KeyError("pixels"))
+    assert tinct_plugin.expected(job.ColorizeError("x")) and not tinct_plugin.expected(KeyError("pixels"))
+    assert tinct_plugin.expected(formats.FormatError("x"))
     missing = ImportError("No module named 'zmq'", name="zmq")
     assert "apt install python3-zmq python3-msgpack" in job.error_sentence(missing)
     text = job.error_sentence(KeyError("pixels"))
-    assert "unexpectedly (KeyError: 'pixels')" in text and "no layer was changed" in text
+    assert "unexpectedly (KeyError: 'pixels')" in text and "the image was not changed" in text
 
 
 def test_the_real_clients_sentence_when_tinctd_is_not_running():

@@ -3,7 +3,7 @@ import pytest
 import torch
 from skimage import color
 
-from tinct import lab
+from tinct.color import lab
 
 TOL_LAB = 0.05  # the bar against skimage, in L, a, b units
 

@@ -11,8 +11,10 @@ import torch
 from PIL import Image
 
 import tinct
-from tinct import learned, net, train
-from tinct.api import ModelNotInstalled
+from tinct.engines import ModelNotInstalled
+from tinct.engines.learned import engine as learned
+from tinct.engines.learned import net
+from tinct.training import train
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +81,9 @@ def test_a_hint_colour_appears_at_its_location(weights_file):
 
 
 def test_colorize_and_suggest_through_the_api(weights_file, monkeypatch):
-    from tinct import api
+    from tinct import engines
     monkeypatch.setenv("TINCT_MODEL", str(weights_file))
-    monkeypatch.delitem(api._loaded, "learned", raising=False)
+    monkeypatch.delitem(engines._loaded, "learned", raising=False)
     img = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (48, 1))
     out = tinct.colorize(img, engine="learned", vibrancy=0.5)
     assert out.shape == (48, 64, 3) and out.dtype == np.uint8
@@ -89,7 +91,7 @@ def test_colorize_and_suggest_through_the_api(weights_file, monkeypatch):
     assert len(colours) == 5 and all(len(c) == 3 and all(0 <= v <= 255 for v in c) for c in colours)
     with pytest.raises(ValueError, match="outside"):
         tinct.suggest_colors(img, None, 64, 0)
-    monkeypatch.delitem(api._loaded, "learned", raising=False)
+    monkeypatch.delitem(engines._loaded, "learned", raising=False)
 
 
 def test_missing_or_corrupt_weights_say_so(tmp_path):
@@ -105,7 +107,7 @@ def test_missing_or_corrupt_weights_say_so(tmp_path):
 
 
 def test_options_reach_the_solve_and_unknown_ones_are_refused(weights_file):
-    from tinct import levin
+    from tinct.engines.optimization import levin
     engine = learned.LearnedEngine(weights_file)
     L = torch.linspace(20, 80, 24 * 32).reshape(1, 24, 32)
     hint_ab, hint_w = torch.zeros(2, 24, 32), torch.zeros(1, 24, 32)
@@ -126,7 +128,7 @@ def test_strips_get_the_full_resolution_solve(weights_file, shape, quality):
     """The network runs at 8 px or more a side, and its colours go back to a strip through the
     strip's own Levin solve: strokes honoured exactly, the network's pull only where they do not
     reach, and without that pull the optimization engine's answer."""
-    from tinct import levin
+    from tinct.engines.optimization import levin
     engine = learned.LearnedEngine(weights_file)
     h, w = shape
     L = torch.linspace(20, 80, h * w).reshape(1, h, w)
@@ -199,9 +201,10 @@ SHARED_EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "
 @pytest.mark.skipif(not SHARED_EVAL.is_dir(), reason=f"the shared evaluation photos are not at {SHARED_EVAL}")
 def test_the_shipped_model_gets_bolder_with_vibrancy(monkeypatch):
     """The slider the plugins show must change the automatic result's colourfulness, and in its direction."""
-    from tinct import api, measure
+    from tinct import engines
+    from tinct.training import measure
     monkeypatch.delenv("TINCT_MODEL", raising=False)
-    monkeypatch.delitem(api._loaded, "learned", raising=False)
+    monkeypatch.delitem(engines._loaded, "learned", raising=False)
     photos = [rgb for _, rgb in itertools.islice(measure.eval_images(SHARED_EVAL, size=128), 0, 42, 8)]
     means = []
     for vibrancy in (0.2, learned.DEFAULT_VIBRANCY, 0.95):

@@ -7,10 +7,9 @@ import pytest
 import torch
 
 import tinct
-from tinct import krylov, levin, stencil
-from tinct import multigrid
-from tinct.multigrid import Multigrid, Prolongation, galerkin, lumped
-from tinct.stencil import OFFSETS, Stencil
+from tinct.engines.optimization import kernels, krylov, levin, multigrid, stencil
+from tinct.engines.optimization.multigrid import Multigrid, Prolongation, galerkin, lumped
+from tinct.engines.optimization.stencil import OFFSETS, Stencil
 
 
 def authors_matrix(y, fixed):
@@ -78,7 +77,7 @@ def test_stencil_matches_its_dense_matrix(shape):
     np.testing.assert_allclose(st.transpose().to_dense().numpy(), dense.T.numpy(), atol=1e-12)
 
 
-@pytest.mark.skipif(stencil._kernels is None, reason="the C kernels were not built (no compiler)")
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="the C kernels were not built (no compiler)")
 @pytest.mark.parametrize("channels", [1, 2, 5, 9])  # the kernels take channels in blocks of four
 def test_c_kernels_match_pytorch(monkeypatch, channels):
     torch.manual_seed(2)
@@ -90,7 +89,8 @@ def test_c_kernels_match_pytorch(monkeypatch, channels):
     coef = torch.randn(2, channels, 1, 1, dtype=torch.float64)
 
     def run():
-        return (st.apply(x), st.residual(x, b), st.gauss_seidel(x.clone(), b), st.gauss_seidel(x.clone(), b, reverse=True),
+        return (st.apply(x), st.residual(x, b), st.gauss_seidel(x.clone(), b),
+                st.gauss_seidel(x.clone(), b, reverse=True),
                 p.prolong(xc), p.prolong(xc, into=x.clone()), p.restrict(x), krylov.dot(x, b),
                 krylov.dots(x, [b, xc.new_ones(x.shape)]), krylov.subtract(x.clone(), [b, x], coef))
 
@@ -101,7 +101,7 @@ def test_c_kernels_match_pytorch(monkeypatch, channels):
         torch.testing.assert_close(f, s.to(f.dtype), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.skipif(stencil._kernels is None, reason="the C kernels were not built (no compiler)")
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="the C kernels were not built (no compiler)")
 def test_c_weights_match_pytorch(monkeypatch):
     y = torch.tensor(tiny_photo(23, 31, seed=10), dtype=torch.float32)
     y[3:6] = 0.5  # flat rows: the variance floor
@@ -231,8 +231,8 @@ def test_plain_pytorch_solve_matches_the_c_kernels(monkeypatch):
     y = torch.tensor(tiny_photo(h, w, seed=11) * 100, dtype=torch.float32)[None]
     ab, weight = hints_for(h, w, {(3, 4): (30, -20), (40, 45): (-25, 35), (20, 10): (10, 10)})
     runs = []
-    for kernels in (stencil._kernels, None):
-        monkeypatch.setattr(stencil, "_kernels", kernels)
+    for extension in (kernels._kernels, None):  # without the extension, every `fused` says no
+        monkeypatch.setattr(kernels, "_kernels", extension)
         runs.append(levin.solve_ab(y, ab.float(), weight.float()))
     (fast, info), (slow, info_slow) = runs
     assert info["levels"] == info_slow["levels"] >= 3 and info_slow["converged"]

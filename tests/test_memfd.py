@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import zmq
 
-from daemon_fixture import ROOT, RunningDaemon, tinct_client
+from daemon_fixture import ROOT, RunningDaemon
+from tinct.serve import protocol as P
 
 W, H = 32, 24
 LAYER = np.tile(np.linspace(0, 255, W, dtype=np.uint8), (H, 1))  # GRAY u8: the reply is RGB, three times as long
@@ -224,7 +225,11 @@ def test_the_real_buffers_cannot_shrink_and_a_wrong_key_falls_back_to_files(daem
             with pytest.raises(PermissionError):
                 fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE)  # F_SEAL_SEAL: nothing more to add
             assert fcntl.fcntl(fd, fcntl.F_GET_SEALS) & fcntl.F_SEAL_SHRINK
-        c.shared.key = "f" * 64  # e.g. read from another folder: tinctd refuses, the same request goes as files
+        right, c.shared.key = c.shared.key, "f" * 64  # stale (a tinctd restarted): refused, read again, resent
+        r = c.colorize(width=W, height=H, layout="GRAY", sample="u8", pixels=LAYER.tobytes())
+        assert c.transport == "memfd" and c.shared.key == right and len(r["pixels"]) == W * H * 3
+        c.shared.key = "f" * 64
+        c.shared._read_key = lambda: "f" * 64  # wrong and not mendable: the same request goes as files
         r = c.colorize(width=W, height=H, layout="GRAY", sample="u8", pixels=LAYER.tobytes())
         assert c.transport == "files" and len(r["pixels"]) == W * H * 3
         r = c.colorize(width=W, height=H, layout="GRAY", sample="u8", pixels=LAYER.tobytes())
@@ -240,7 +245,7 @@ CLIENT = textwrap.dedent("""
     sys.path.insert(0, sys.argv[2])
     import tinct_client
     side = 700
-    with tinct_client.Client(sys.argv[1], timeout=60, start_command=[]) as c:
+    with tinct_client.Client(sys.argv[1], timeout=60, start_command=[], client_id=sys.argv[3]) as c:
         hints = bytearray(side * side * 4)
         hints[:16] = bytes([200, 40, 40, 255]) * 4
         print("sending", flush=True)
@@ -249,16 +254,17 @@ CLIENT = textwrap.dedent("""
 
 
 def test_a_client_killed_mid_request_leaves_no_memory_behind(daemon):
-    proc = subprocess.Popen([sys.executable, "-c", CLIENT, daemon.endpoint, str(ROOT / "plugins" / "common")],
+    plugin = uuid.uuid4().hex  # the killed client's id: the watcher sees that plugin's jobs
+    proc = subprocess.Popen([sys.executable, "-c", CLIENT, daemon.endpoint, str(ROOT / "plugins" / "common"), plugin],
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "sending"
-        with daemon.client() as c:
+        with daemon.client(client_id=plugin) as c:
             wait_for(lambda: c.status()["running"] is not None, 60)
             assert "/memfd:tinct-request" in memfd_maps(daemon.proc.pid)  # its layer, read in place
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        with daemon.client() as c:
+        with daemon.client(client_id=plugin) as c:
             wait_for(lambda: c.status()["running"] is None, 300)
     finally:
         if proc.poll() is None:
@@ -276,8 +282,8 @@ OTHER_PYTHON = "/usr/bin/python3"  # one another user may run (the venv may be p
                     reason="needs root (to act as another user) and /usr/bin/python3")
 def test_another_user_can_neither_read_the_key_nor_lend_buffers(daemon):
     with daemon.client() as c:
-        folder = c.hello()["shm_dir"]
-    probe = subprocess.run([OTHER_PYTHON, "-c", f"open({os.path.join(folder, 'key')!r}).read()"],
+        info = c.hello()
+    probe = subprocess.run([OTHER_PYTHON, "-c", f"open({os.path.join(info['shm_dir'], info['shm_key'])!r}).read()"],
                            user=NOBODY, capture_output=True, text=True)
     assert probe.returncode != 0 and "PermissionError" in probe.stderr
     # a sealed memfd of another user, named with the right key: tinctd must not map it

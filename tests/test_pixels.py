@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tinct import pixels
+from tinct.color import pixels
 
 SHAPES = {1: lambda h, w: (h, w), 2: lambda h, w: (h, w, 2), 3: lambda h, w: (h, w, 3), 4: lambda h, w: (h, w, 4)}
 

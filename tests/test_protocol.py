@@ -1,4 +1,4 @@
-"""tinct.protocol, tinct.shm and tinctd's worker without sockets: validation, pixel formats, the
+"""tinct.serve.protocol, tinct.serve.shm and tinctd's worker without sockets: validation, pixel formats, the
 selection blend, shared-memory files, progress, out-of-memory fallback, client constants."""
 import os
 import re
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from tinct import protocol as P
-from tinct import endpoint, server, shm
-
+import tinct_shm  # noqa: E402  (plugins/common, put on the path by daemon_fixture)
 from daemon_fixture import tinct_client
+from tinct.serve import endpoint, server, shm
+from tinct.serve import protocol as P
 
 
 def message(**over):
@@ -405,7 +405,7 @@ def test_big_shared_memory_files_give_their_pages_back(tmp_path, monkeypatch):
         files.place([bytes(1000)])
         files.trim()
         assert os.path.getsize(files.paths[0]) == 1000  # small: kept for the next request
-        monkeypatch.setattr(tinct_client, "KEEP_SHARED", 500)
+        monkeypatch.setattr(tinct_shm, "KEEP_SHARED", 500)
         files.trim()
         assert os.path.getsize(files.paths[0]) == 0
     finally:

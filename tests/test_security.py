@@ -1,6 +1,5 @@
 """tinctd under attack: each finding of the security review (issue 13) against a real tinctd process,
 with a real second Unix user where the attack needs one (made here, removed after)."""
-import json
 import os
 import pwd
 import signal
@@ -19,10 +18,9 @@ import pytest
 import zmq
 import zmq.auth
 
-from tinct import protocol as P
-from tinct import server
-
 from daemon_fixture import ROOT, RunningDaemon, free_port, tinct_client
+from tinct.serve import protocol as P
+from tinct.serve import server
 
 W, H = 24, 16
 INTRUDER = "tinct-intruder"
@@ -160,7 +158,7 @@ def test_too_many_frames_are_refused_before_any_is_kept(daemon):
 
 # -- 1. private by construction ---------------------------------------------------------------
 def test_the_default_endpoint_is_a_socket_in_the_users_private_runtime_folder(tmp_path, monkeypatch):
-    from tinct import endpoint
+    from tinct.serve import endpoint
 
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     assert endpoint.default_endpoint() == f"ipc://{tmp_path}/tinct/tinctd.sock"
@@ -211,7 +209,7 @@ def test_a_folder_of_another_user_is_never_used(tmp_path, intruder):
     trap = tmp_path / "trap"
     trap.mkdir(mode=0o700)
     os.chown(trap, intruder, intruder)
-    done = subprocess.run([sys.executable, "-m", "tinct.server", "--endpoint", f"ipc://{trap}/tinctd.sock",
+    done = subprocess.run([sys.executable, "-m", "tinct.serve.server", "--endpoint", f"ipc://{trap}/tinctd.sock",
                            "--state-dir", str(tmp_path / "state")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "belongs to another user" in done.stderr and "Traceback" not in done.stderr
     with tinct_client.Client(f"ipc://{trap}/tinctd.sock", timeout=2, retries=0, start_command=[]) as c:
@@ -221,7 +219,7 @@ def test_a_folder_of_another_user_is_never_used(tmp_path, intruder):
 
 
 def test_a_second_tinctd_refuses_to_take_a_socket_in_use(daemon, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "tinct.server", "--endpoint", daemon.endpoint,
+    done = subprocess.run([sys.executable, "-m", "tinct.serve.server", "--endpoint", daemon.endpoint,
                            "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "another tinctd is listening there" in done.stderr
     still_serving(daemon)
@@ -478,7 +476,7 @@ def test_shared_memory_fields_count_against_the_queue_budget(tmp_path):
             folder = c.hello()["shm_dir"]
         w = h = 540  # 0.29 MP RGBA f32: 4.7 MB, a third of the queue's 2 x 10 MB
         names = []
-        for i in range(6):
+        for _ in range(6):
             base = f"{os.getpid()}-{uuid.uuid4().hex}"
             with open(os.path.join(folder, base + ".in"), "wb") as f:
                 f.write(np.full((h, w, 4), 0.5, np.float32).tobytes())
@@ -504,7 +502,7 @@ def test_shared_memory_fields_count_against_the_queue_budget(tmp_path):
 
 def test_a_layer_that_would_meet_the_oom_killer_is_refused_first(daemon):
     """55 MP needs far more memory than this machine has: refused by measured bytes per megapixel."""
-    from tinct import admission
+    from tinct.serve import admission
 
     w, h = 11000, 5000
     total = admission.total_bytes()
@@ -576,7 +574,7 @@ def test_lock_log_and_state_folder_are_private(daemon):
 
 
 def tinctd(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "tinct.server", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tinct.serve.server", *args], capture_output=True, text=True,
                           timeout=120, env=env)
 
 
@@ -618,11 +616,11 @@ def test_a_state_folder_others_can_write_or_a_linked_log_is_refused(tmp_path):
 
 
 def test_an_empty_xdg_state_home_is_ignored(tmp_path):
-    from tinct.server import state_dir
+    from tinct.serve.server import state_dir
 
     env = dict(os.environ, XDG_STATE_HOME="", HOME=str(tmp_path))
     env.pop("TINCT_STATE_DIR", None)
-    done = subprocess.run([sys.executable, "-c", "from tinct.server import state_dir; print(state_dir())"],
+    done = subprocess.run([sys.executable, "-c", "from tinct.serve.server import state_dir; print(state_dir())"],
                           env=env, capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert done.stdout.strip() == str(tmp_path / ".local/state/tinct") and state_dir
 
@@ -676,7 +674,7 @@ def test_a_job_belongs_to_the_connection_that_sent_it(daemon):
 
 # -- 7. doctor --------------------------------------------------------------------------------
 def test_doctor_says_how_it_reaches_tinctd_and_whether_tinctd_is_authenticated(daemon, tmp_path, monkeypatch):
-    from tinct import doctor
+    from tinct.tools import doctor
 
     monkeypatch.setenv("TINCT_ENDPOINT", daemon.endpoint)
     row = doctor.check_daemon(doctor.load_client([ROOT / "plugins" / "common"]), start=False)

@@ -1,70 +1,20 @@
-"""`tinct.colorize`: the one entry point the daemon, the CLI and the benchmarks share.
+"""`tinct.colorize` and `tinct.suggest_colors`: the entry points the daemon, the CLI and the benchmarks share.
 
 Every engine only predicts Lab a,b from lightness and hints; the pipeline around
 it (decoding the caller's pixels, taking L from the photo, putting L back exactly
-with an in-gamut colour, re-attaching alpha) is written once, here.
+with an in-gamut colour, re-attaching alpha) is written once, here.  Engines are
+reached only through their registry, tinct.engines.
 """
 from __future__ import annotations
-
-import importlib
 
 import numpy as np
 import torch
 
-from . import hints as hintlayer
-from . import lab, levin, pixels
+from .color import hints as hintlayer
+from .color import lab, pixels
+from .engines import ENGINES, ModelNotInstalled, default_device, get_engine
 
-
-class ModelNotInstalled(ValueError):
-    """The learned engine's weights are missing or unreadable."""
-
-
-class OptimizationEngine:
-    """Levin et al. 2004: colour spreads from the strokes along similar lightness."""
-
-    name = "optimization"
-    OPTIONS = {"quality", "edge_sensitivity", "tol", "max_iter", "method", "callback"}
-
-    def predict_ab(self, L, hint_ab, hint_weight, **options):
-        unknown = set(options) - self.OPTIONS
-        if unknown:
-            raise ValueError(f"unknown option(s) for the optimization engine: {', '.join(sorted(unknown))}")
-        ab, _ = levin.solve_ab(L, hint_ab, hint_weight, **options)
-        return ab
-
-
-# name -> "module:attribute" of a zero-argument factory, imported on first use so that the
-# optimization engine never pays for loading the network.
-ENGINES = {
-    "optimization": "tinct.api:OptimizationEngine",
-    "learned": "tinct.learned:LearnedEngine",
-}
-_loaded: dict[str, object] = {}
-
-
-def get_engine(name: str):
-    """The engine called `name`, created once and kept warm."""
-    if name not in ENGINES:
-        raise ValueError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}")
-    if name not in _loaded:
-        module, attr = ENGINES[name].split(":")
-        try:
-            factory = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ModelNotInstalled(
-                f"the {name} engine is not installed in this copy of Tinct ({exc}); "
-                "use engine='optimization'") from exc
-        _loaded[name] = factory()
-    return _loaded[name]
-
-
-def default_device(device=None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use device='cpu'")
-    return dev
+__all__ = ["colorize", "suggest_colors", "prepare", "ENGINES", "ModelNotInstalled", "default_device", "get_engine"]
 
 
 def prepare(image: np.ndarray, hints: np.ndarray | None, device=None):
@@ -97,3 +47,12 @@ def colorize(image: np.ndarray, hints: np.ndarray | None = None, engine: str = "
         ab = eng.predict_ab(L, hint_ab, hint_weight, **options)
         rgb = lab.lab_to_srgb_keep_l(L, ab)
     return pixels.encode(rgb, decoded)
+
+
+def suggest_colors(image: np.ndarray, hints: np.ndarray | None, x: int, y: int, k: int = 8, device=None):
+    """The k most likely colours at (x, y) of `image` given `hints`, for the plugins' palette."""
+    engine = get_engine("learned")
+    _, L, hint_ab, hint_weight = prepare(image, hints, device)
+    if not (0 <= x < L.shape[-1] and 0 <= y < L.shape[-2]):
+        raise ValueError(f"the point ({x}, {y}) is outside the {L.shape[-1]}x{L.shape[-2]} image")
+    return engine.suggest(L, hint_ab, hint_weight, x, y, k)

@@ -1,7 +1,7 @@
 """tinct_client: how the GIMP and Krita plugins talk to tinctd (docs/protocol.md).
 
-Pure Python with pyzmq and msgpack only (no numpy, no torch), so both plugins vendor this
-one file.  Every failure, from a daemon that is not running to a refused request, becomes
+Pure Python with pyzmq and msgpack only (no numpy, no torch), so both plugins vendor it,
+with tinct_shm beside it.  Every failure, from a daemon that is not running to a refused request, becomes
 one `TinctError` whose text a photographer can act on.
 
 Lazy Pirate: every request goes out on a REQ socket; when the daemon falls silent the
@@ -14,7 +14,7 @@ at once while a long job on a live one may take as long as it needs.
 On the same machine the pixels do not go through the socket: on Linux they go through two
 sealed memfd buffers the client keeps mapped and tinctd maps too (no copy but the one into
 the request buffer and the one out of the reply buffer), elsewhere through two files in
-tinctd's private shared-memory folder.  A request tinctd cannot take that way is sent again
+tinctd's private shared-memory folder (both in tinct_shm).  A request tinctd cannot take that way is sent again
 the next way, the socket being the last.
 
 Where tinctd listens and how to start it come from the arguments, else $TINCT_ENDPOINT and
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import os
 import shlex
 import socket
@@ -39,17 +38,20 @@ import sys
 import tempfile
 import time
 import uuid
-
-try:
-    import fcntl  # memfd seals (Linux); other systems have no memfd buffers
-except ImportError:
-    fcntl = None
+from typing import Literal
 
 import msgpack
 import zmq
 import zmq.auth
 
-# Copies of tinct.protocol's constants (this file must not import tinct); a test keeps them equal.
+if __package__:  # vendored into a plugin's package (Krita's tinct_krita)
+    from .tinct_shm import Memfd, SharedFiles
+else:  # beside the plug-in's script (GIMP), or plugins/common on sys.path
+    from tinct_shm import Memfd, SharedFiles
+
+_Memfd, _SharedFiles = Memfd, SharedFiles  # the names the tests knew the transports by
+
+# Copies of tinct.serve.protocol's constants (this file must not import tinct); a test keeps them equal.
 PROTOCOL_VERSION = 2
 DEFAULT_PORT = 5571
 TCP_ENDPOINT = f"tcp://127.0.0.1:{DEFAULT_PORT}"  # the default where there are no ipc sockets (Windows)
@@ -62,9 +64,9 @@ BLOBS = ("pixels", "hints", "selection")  # binary fields: frames of their own, 
 START_WAIT = 60.0    # seconds a freshly started tinctd gets to load its engines
 PROBE_EVERY = 0.5    # seconds between "how is my request going" questions while one runs
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
-HANDSHAKE_FAILED = (getattr(zmq, "EVENT_HANDSHAKE_FAILED_NO_DETAIL", 0) | getattr(zmq, "EVENT_HANDSHAKE_FAILED_PROTOCOL", 0)
+HANDSHAKE_FAILED = (getattr(zmq, "EVENT_HANDSHAKE_FAILED_NO_DETAIL", 0)
+                    | getattr(zmq, "EVENT_HANDSHAKE_FAILED_PROTOCOL", 0)
                     | getattr(zmq, "EVENT_HANDSHAKE_FAILED_AUTH", 0))
-KEEP_SHARED = 256 << 20  # shared-memory buffers up to this size together keep their pages between requests
 
 
 class TinctError(Exception):
@@ -79,7 +81,7 @@ class TinctError(Exception):
 
 
 def runtime_dir():
-    """The user's private folder tinctd's socket lies in (as tinct.endpoint.runtime_dir finds it)."""
+    """The user's private folder tinctd's socket lies in (as tinct.serve.endpoint.runtime_dir finds it)."""
     if os.name != "posix":
         return None
     runtime = os.environ.get("XDG_RUNTIME_DIR")
@@ -96,7 +98,7 @@ def default_endpoint() -> str:
 
 
 def key_dir() -> str:
-    """The user's key folder (tinct.keys): $TINCT_KEY_DIR, else `keys` beside the settings file."""
+    """The user's key folder (tinct.serve.keys): $TINCT_KEY_DIR, else `keys` beside the settings file."""
     return os.environ.get("TINCT_KEY_DIR") or os.path.join(os.path.dirname(config_path()), "keys")
 
 
@@ -176,23 +178,25 @@ class Client:
         document supersede each other while queued (default: one id per Client); it never leaves
         this process as such: tinctd sees only routing ids derived from it.
         """
-        self.endpoint = endpoint or os.environ.get("TINCT_ENDPOINT")
+        endpoint = endpoint or os.environ.get("TINCT_ENDPOINT")
         self.timeout, self.retries, self.curve = float(timeout), int(retries), curve
         command = start_command if start_command is not None else os.environ.get("TINCTD_COMMAND")
-        if not self.endpoint or command is None:
+        if not endpoint or command is None:
             config = load_config()
-            self.endpoint = self.endpoint or config.get("endpoint") or default_endpoint()
+            endpoint = endpoint or config.get("endpoint") or default_endpoint()
             # the file describes one daemon: its start command is no use for another endpoint
-            if command is None and config.get("endpoint", default_endpoint()) == self.endpoint:
+            if command is None and config.get("endpoint", default_endpoint()) == endpoint:
                 command = config.get("start_command")
+        self.endpoint: str = endpoint
         self.start_command = shlex.split(command) if isinstance(command, str) else list(command or [])
         secret = client_id.encode() if client_id else os.urandom(OWNER_BYTES)
         self.owner = b"t" + hashlib.sha256(secret).digest()[:OWNER_BYTES - 1]  # never a zero byte first
         self.shared_memory = shared_memory
         self.ctx = zmq.Context()
+        self.ctx.setsockopt(zmq.LINGER, 0)  # every socket, monitors too: closing never waits for a gone tinctd
         self.sock = None          # the REQ socket for hello/status/cancel, replaced after silence
         self._monitors = {}       # socket -> its monitor, which reports a peer that fails CURVE
-        self.shared = None        # _Memfd or _SharedFiles once set up, False when pixels go as frames
+        self.shared: Memfd | SharedFiles | Literal[False] | None = None  # False: pixels go as frames
         self.transport = None     # how the last request's pixels went: "memfd", "files" or "frames"
         self.info = None          # tinctd's last hello: limits, shared memory
         self.started = False
@@ -297,11 +301,12 @@ class Client:
                 break
             except OSError:  # e.g. no memory for buffers, or the folder is full: the next way
                 self._fall_back()
+                assert info is not None  # shared memory is set up only from it
                 shared = self._shared_memory(info)
         header["blobs"] = [k for k, _ in blobs]
         return [msgpack.packb(header, use_bin_type=True)] + [v for _, v in blobs]
 
-    def _shared_memory(self, info: dict):
+    def _shared_memory(self, info: dict) -> Memfd | SharedFiles | None:
         """This client's shared memory, set up once: memfd buffers where tinctd and the system have
         them, else files in tinctd's folder, if we see that folder as the same one; None: frames."""
         if self.shared is None:
@@ -315,10 +320,10 @@ class Client:
             except OSError:
                 same = False
             ways = []
-            if self.shared_memory is True and info.get("memfd") and _Memfd.possible():
-                ways.append(_Memfd)
+            if self.shared_memory is True and info.get("memfd") and Memfd.possible():
+                ways.append(Memfd)
             if self.shared_memory and hasattr(os, "pwrite"):
-                ways.append(_SharedFiles)
+                ways.append(SharedFiles)
             for way in ways if local and same else []:
                 try:
                     self.shared = way(folder, info)
@@ -477,6 +482,7 @@ class Client:
                 if isinstance(error, dict) and error.get("transport") and self.transport != "frames":
                     if self.transport == "memfd" and not rekeyed:  # a restarted tinctd has a new key
                         rekeyed, info = True, self.hello()
+                        assert isinstance(self.shared, Memfd)  # the memfd transport is its
                         if self.shared.reread_key(info):
                             continue
                     self._fall_back()  # the shared memory failed, not the request: send it the next way
@@ -536,6 +542,7 @@ class Client:
             reply.update((name, frame.bytes) for name, frame in zip(names, frames[1:]))
             spec = reply.pop("shm", None)
             if spec is not None:
+                assert self.shared, "a shared-memory reply to a request sent without shared memory"
                 data = self.shared.read(spec, sum(spec["lengths"]))
                 offset = 0
                 for name, length in zip(spec["blobs"], spec["lengths"]):
@@ -550,7 +557,8 @@ class Client:
     def _checked(reply: dict) -> dict:
         if reply.get("ok"):
             return reply
-        err = reply.get("error") if isinstance(reply.get("error"), dict) else {}
+        error = reply.get("error")
+        err = error if isinstance(error, dict) else {}
         raise TinctError(str(err.get("code", "internal")), str(err.get("message", "tinctd refused the request.")))
 
     def _listening(self) -> bool:
@@ -596,167 +604,6 @@ def _result_bytes(message: dict) -> int:
     """How long a request's result pixels are: the reply buffer's size (nothing for suggest)."""
     if message.get("type") != "colorize":
         return 0
-    layout = RESULT_LAYOUTS.get(message["layout"], message["layout"])
+    sent: str = message["layout"]
+    layout = RESULT_LAYOUTS.get(sent, sent)
     return message["width"] * message["height"] * LAYOUTS[layout] * SAMPLE_BYTES[message["sample"]]
-
-
-class _Memfd:
-    """This client's request buffer, and a reply buffer for results longer than their layer (grey
-    comes back as RGB): memfds sealed against shrinking (so tinctd may map them), kept mapped
-    while they fit and grown in place when a layer needs more (docs/protocol.md).  A result as
-    long as its layer replaces the layer in the request buffer: one buffer to keep, and tinctd
-    need not copy the alpha channel, which is already there.
-
-    Only processes of tinctd's user can read the folder's key, which every request shows."""
-
-    kind = "memfd"
-    NAMES = ("tinct-request", "tinct-reply")
-
-    @staticmethod
-    def possible() -> bool:
-        return sys.platform.startswith("linux") and hasattr(os, "memfd_create") and hasattr(fcntl, "F_ADD_SEALS")
-
-    def __init__(self, folder: str, info: dict):
-        self.folder, self.key_file = folder, info.get("shm_key", "")
-        if not self.key_file.startswith("key.") or os.sep in self.key_file:
-            raise OSError("tinctd names no key file for memfd buffers")
-        self.key = self._read_key()
-        self.fds, self.inodes, self.maps = [-1, -1], [0, 0], [None, None]
-        self.out = 0  # the buffer the last request's result goes to
-
-    def _read_key(self) -> str:
-        fd = os.open(os.path.join(self.folder, self.key_file), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            return os.read(fd, 128).decode("ascii", "replace").strip()
-        finally:
-            os.close(fd)
-
-    def reread_key(self, info: dict) -> bool:
-        """Whether tinctd's key changed (it makes a new one at every start, and names it in hello) and
-        was taken up."""
-        try:
-            self.key_file = info.get("shm_key", "")
-            key = self._read_key()
-        except (OSError, TypeError):
-            return False
-        changed, self.key = key != self.key, key
-        return changed
-
-    def _fit(self, which: int, size: int) -> None:
-        """Buffer `which` (0 request, 1 reply) at least `size` bytes and mapped; made when there is
-        none, and sealed before tinctd ever sees it."""
-        if self.fds[which] < 0:
-            fd = os.memfd_create(self.NAMES[which], os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-            try:
-                fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
-                self.inodes[which] = os.fstat(fd).st_ino
-            except OSError:
-                os.close(fd)
-                raise
-            self.fds[which] = fd
-        mapped = self.maps[which]
-        if size == 0 or (mapped is not None and len(mapped) >= size):
-            return
-        os.ftruncate(self.fds[which], size)  # only ever grows: tinctd may hold a mapping of it
-        if mapped is not None:
-            mapped.close()
-        prot = mmap.PROT_READ | (mmap.PROT_WRITE if which == 0 else 0)
-        self.maps[which] = mmap.mmap(self.fds[which], size, mmap.MAP_SHARED, prot)
-
-    def place(self, blobs: list, result: int) -> tuple[dict, list[int]]:
-        """Copy the binary fields (the layer first) back to back into the request buffer; where they
-        are and where the result of `result` bytes goes, and their lengths."""
-        views = [memoryview(blob).cast("B") for blob in blobs]
-        lengths = [len(view) for view in views]
-        self.out = 0 if result in (0, lengths[0]) else 1
-        self._fit(0, sum(lengths))
-        if self.out:
-            self._fit(1, result)
-        offset = 0
-        for view in views:
-            self.maps[0][offset:offset + len(view)] = view
-            offset += len(view)
-        return ({"pid": os.getpid(), "in": [self.fds[0], self.inodes[0]],
-                 "out": [self.fds[self.out], self.inodes[self.out]], "key": self.key}, lengths)
-
-    def read(self, spec: dict, length: int) -> bytes:
-        """The first `length` bytes of the buffer the result went to, as a new bytes object."""
-        mapped = self.maps[self.out]
-        if spec.get("out") != [self.fds[self.out], self.inodes[self.out]] or length > len(mapped or b""):
-            raise OSError("the reply names another buffer, or more than it holds")
-        return mapped[:length] if length else b""
-
-    def trim(self) -> None:
-        """Give big buffers' memory back after a request (new ones are made for the next); small ones
-        keep their pages."""
-        if sum(len(m) for m in self.maps if m is not None) > KEEP_SHARED:
-            self.close()
-
-    def close(self) -> None:
-        for mapped in self.maps:
-            if mapped is not None:
-                mapped.close()
-        for fd in self.fds:
-            if fd >= 0:
-                os.close(fd)
-        self.fds, self.maps = [-1, -1], [None, None]
-
-
-class _SharedFiles:
-    """This client's request and reply files in tinctd's shared-memory folder (docs/protocol.md)."""
-
-    kind = "files"
-
-    def __init__(self, folder: str, info: dict):
-        base = f"{os.getpid()}-{uuid.uuid4().hex}"
-        self.names = (base + ".in", base + ".out")
-        self.paths = [os.path.join(folder, name) for name in self.names]
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        self.fds = []
-        try:
-            for path in self.paths:
-                self.fds.append(os.open(path, flags, 0o600))
-        except OSError:
-            self.close()
-            raise
-
-    def place(self, blobs: list, result: int = 0) -> tuple[dict, list[int]]:
-        """Write the binary fields back to back from the start of the request file; where, and their lengths."""
-        lengths, offset = [], 0
-        for blob in blobs:
-            view = memoryview(blob).cast("B")
-            done = 0
-            while done < len(view):
-                done += os.pwrite(self.fds[0], view[done:], offset + done)
-            lengths.append(len(view))
-            offset += len(view)
-        return {"file": self.names[0], "reply": self.names[1]}, lengths
-
-    def read(self, spec: dict, length: int) -> bytes:
-        """The first `length` bytes of the reply file."""
-        if spec.get("file") != self.names[1]:
-            raise OSError("the reply names another file")
-        data = os.pread(self.fds[1], length, 0)
-        parts = [data]
-        while sum(map(len, parts)) < length:
-            more = os.pread(self.fds[1], length - sum(map(len, parts)), sum(map(len, parts)))
-            if not more:
-                raise OSError("the reply file is shorter than the reply says")
-            parts.append(more)
-        return data if len(parts) == 1 else b"".join(parts)
-
-    def trim(self) -> None:
-        """Give big files' memory back after a request; small ones keep their pages for the next."""
-        if sum(os.fstat(fd).st_size for fd in self.fds) > KEEP_SHARED:
-            for fd in self.fds:
-                os.ftruncate(fd, 0)
-
-    def close(self) -> None:
-        for fd in self.fds:
-            os.close(fd)
-        self.fds = []
-        for path in self.paths:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass

@@ -1,17 +1,21 @@
 """The decisions of the GIMP plug-in that need no GIMP.
 
 Kept out of tinct-colorize.py so they are unit-tested on any Python (tests/test_gimp_logic.py);
-that file only moves pixels and layers.  Pure standard library: GIMP's Python has nothing else
-but pyzmq and msgpack, and this module must import even when those are missing, so it can
-explain that they are.
+that file only moves pixels and layers.  What Krita's plugin decides alike comes from
+tinct_plugin (plugins/common, copied in beside this file by the installer); this module adds
+GIMP's side: its pixel formats, parasites and menu paths.  Pure standard library: GIMP's Python
+has nothing else but pyzmq and msgpack, and this module must import even when those are
+missing, so it can explain that they are.
 """
+from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
-RESULT_NAME = "Colorized"
-HINTS_NAME = "Colorize hints"
-DEFAULT_VIBRANCY = 0.65  # the learned engine's own default boldness (tinct.learned), 0 muted .. 1 bold
+import tinct_plugin
+from tinct_plugin import ColorizeError
+
+ADD_HINTS = "Filters → Colorize → Add Hints Layer"
+DESELECT = "Select → None"
 # The codes of tinctd's own refusals (docs/protocol.md), worded as fragments about the request;
 # the client's codes (unavailable, timeout) come as whole sentences written for people.
 DAEMON_CODES = ("bad_request", "too_large", "unsupported", "busy", "cancelled", "internal")
@@ -37,10 +41,6 @@ _SAMPLE_BYTES = {"u8": 1, "u16": 2, "f32": 4}
 # expects; "RGBA u8" would hand over linear light.
 _BABL_MODEL = {"RGB": "R'G'B'", "RGBA": "R'G'B'A", "GRAY": "Y'", "GRAYA": "Y'A"}
 _CHANNELS = {"RGB": 3, "RGBA": 4, "GRAY": 1, "GRAYA": 2}
-
-
-class ColorizeError(Exception):
-    """A failure the plug-in detects itself; the message is the sentence GIMP shows."""
 
 
 class GimpRefused(Exception):
@@ -105,41 +105,15 @@ def has_strokes(hints):
     return alpha.count(0) != len(alpha)
 
 
-def hints_to_send(engine, hints, hints_layer_name):
-    """The hints bytes to send, or None; refuses an optimization run without strokes.
-
-    The learned engine colorizes a photo on its own, so no strokes is a valid request; the
-    optimization engine only spreads colours it is given, so it would return grey.
-    """
-    if hints is not None and has_strokes(hints):
-        return hints
-    if engine == "learned":
-        return None
-    where = (f'on the "{hints_layer_name}" layer' if hints_layer_name
-             else "on a hints layer (Filters → Colorize → Add Hints Layer)")
-    raise ColorizeError(
-        f"The Optimization engine spreads the colours you paint: paint a few strokes {where} "
-        f"over the photo and run Colorize again, or choose the Learned engine, which "
-        f"colorizes without strokes.")
+def hints_to_send(engine: str, hints: bytes | None, hints_layer_name: str | None) -> bytes | None:
+    """The RGBA u8 hints to send, or None (tinct_plugin.hints_to_send, with GIMP's menu path)."""
+    painted = hints is not None and has_strokes(hints)
+    return tinct_plugin.hints_to_send(engine, hints, painted, hints_layer_name, ADD_HINTS)
 
 
-def selection_to_send(mask):
-    """The u8 selection mask over the layer to send, None when everything is selected.
-
-    A selection that misses the layer entirely would change nothing, which is refused with
-    a sentence rather than sending the whole layer for no result.
-    """
-    if mask is None or mask.count(255) == len(mask):
-        return None
-    if mask.count(0) == len(mask):
-        raise ColorizeError("The selection does not touch this layer; select part of the "
-                            "photo or remove the selection (Select → None) and run Colorize again.")
-    return mask
-
-
-def engine_options(engine, vibrancy):
-    """Options for the daemon: vibrancy only means something to the learned engine."""
-    return {"vibrancy": float(vibrancy)} if engine == "learned" else {}
+def selection_to_send(mask: bytes | None) -> bytes | None:
+    """The selection to send, or None (tinct_plugin.selection_to_send, with GIMP's menu path)."""
+    return tinct_plugin.selection_to_send(mask, DESELECT)
 
 
 def source_tattoo(selected_tattoo, *marks):
@@ -182,21 +156,12 @@ def change_failed(what, exc, restored):
             f"choose Edit → Undo to get the image back as it was.")
 
 
-def error_sentence(exc):
-    """The message GIMP shows for a failure: our own and the client's sentences as they are,
-    tinctd's refusals ("the layer is 30 megapixels; ...") made into one that says what happened."""
-    if isinstance(exc, ColorizeError):
-        return str(exc)
-    if hasattr(exc, "code") and hasattr(exc, "message"):  # tinct_client.TinctError
-        if exc.code not in DAEMON_CODES:
-            return exc.message
+def error_sentence(exc: BaseException) -> str:
+    """The message GIMP shows for a failure (tinct_plugin.error_sentence), except that tinctd's
+    refusals ("the layer is 30 megapixels; ...") are made into one that says what happened."""
+    if tinct_plugin.is_tinct_error(exc) and exc.code in DAEMON_CODES:
         text = exc.message.strip().rstrip(".")
         if text[1:2].islower():  # "The layer ..." but not "GPU ..."
             text = text[0].lower() + text[1:]
         return f"Tinct could not colorize this layer: {text}. The image was not changed."
-    if isinstance(exc, ImportError) and exc.name in ("zmq", "msgpack"):
-        version = "%d.%d" % sys.version_info[:2]
-        return (f"Colorize needs pyzmq and msgpack in GIMP's Python {version}, and {exc.name} "
-                f"is missing; run installers/install-gimp-plugin.sh again.")
-    return (f"Colorize failed unexpectedly ({type(exc).__name__}: {exc}); the image was not "
-            f"changed. Please report this.")
+    return tinct_plugin.error_sentence(exc, "GIMP", "run installers/install-gimp-plugin.sh again")

@@ -2,8 +2,9 @@
 """Tinct for GIMP 3: Filters → Colorize → Add Hints Layer / Colorize….
 
 Only the GIMP-specific glue lives here (procedures, buffers, layers, undo, progress); the
-decisions are in colorize_logic.py and the talking to tinctd in tinct_client.py, which the
-installer copies in beside this file.  Both procedures work non-interactively through the PDB.
+decisions are in colorize_logic.py and, where Krita's plugin makes them alike, tinct_plugin.py,
+and the talking to tinctd in tinct_client.py; the installer copies those two (and tinct_shm.py)
+in beside this file from plugins/common.  Both procedures work non-interactively through the PDB.
 """
 
 import contextlib
@@ -20,9 +21,10 @@ import gi  # noqa: E402
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
+import colorize_logic as logic  # noqa: E402
 from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
-import colorize_logic as logic  # noqa: E402
+import tinct_plugin  # noqa: E402
 
 COLORIZE = "plug-in-tinct-colorize"
 ADD_HINTS = "plug-in-tinct-add-hints-layer"
@@ -58,17 +60,17 @@ def _ok(done):
 def _source_layer(image, drawables):
     """The photo layer: the selected layer, or the one a selected Tinct layer was made for."""
     if len(drawables) != 1 or not isinstance(drawables[0], Gimp.Layer):
-        raise logic.ColorizeError("Select the one photo layer to colorize in the Layers dialog.")
+        raise tinct_plugin.ColorizeError("Select the one photo layer to colorize in the Layers dialog.")
     selected = drawables[0]
     tattoo = logic.source_tattoo(selected.get_tattoo(), _mark_of(selected, logic.RESULT_PARASITE),
                                  _mark_of(selected, logic.HINTS_PARASITE))
     source = image.get_layer_by_tattoo(tattoo)
     if source is None:
-        raise logic.ColorizeError("The photo layer this layer was made for is gone; select a "
-                                  "photo layer and run Colorize again.")
+        raise tinct_plugin.ColorizeError("The photo layer this layer was made for is gone; select a "
+                                         "photo layer and run Colorize again.")
     if source.is_group():
-        raise logic.ColorizeError("Colorize works on a paint layer, not a layer group; select "
-                                  "the photo layer inside the group.")
+        raise tinct_plugin.ColorizeError("Colorize works on a paint layer, not a layer group; select "
+                                         "the photo layer inside the group.")
     return source
 
 
@@ -98,7 +100,7 @@ def _all_or_nothing(image, what):
                     step()
                 except Exception:  # and on with the others
                     restored = False
-        raise logic.ColorizeError(logic.change_failed(what, exc, restored)) from exc
+        raise tinct_plugin.ColorizeError(logic.change_failed(what, exc, restored)) from exc
     finally:
         image.undo_group_end()
 
@@ -183,7 +185,7 @@ def colorize(image, drawables, config):
         reply = client.colorize(
             width=width, height=height, layout=fmt.layout, sample=fmt.sample,
             pixels=_read(source, fmt.babl, 0, 0, width, height), hints=hints,
-            engine=engine, options=logic.engine_options(engine, config.get_property("vibrancy")),
+            engine=engine, options=tinct_plugin.engine_options(engine, config.get_property("vibrancy")),
             selection=selection, document=f"gimp-image-{image.get_id()}", progress=_progress)
     finally:
         client.close()
@@ -196,7 +198,7 @@ def colorize(image, drawables, config):
         _to_rgb_if_gray(image, undo)
         for layer in earlier:  # out of the new one's way, or GIMP names that "Colorized #1"
             _rename(layer, f"{layer.get_name()} (replaced)", undo)
-        result = _add_layer(image, undo, logic.RESULT_NAME, _LAYER_TYPE[out.layout], source,
+        result = _add_layer(image, undo, tinct_plugin.RESULT_NAME, _LAYER_TYPE[out.layout], source,
                             logic.RESULT_PARASITE, lambda layer: _write(layer, out.babl, reply["pixels"]))
         if hints_layer is not None and hints_layer.get_visible() and not config.get_property("keep-hints-visible"):
             _ok(hints_layer.set_visible(False))
@@ -211,13 +213,13 @@ def colorize(image, drawables, config):
 def add_hints_layer(image, drawables):
     """A transparent "Colorize hints" layer over the photo, selected so the user can paint."""
     source = _source_layer(image, drawables)
-    existing = image.get_layer_by_name(logic.HINTS_NAME)
+    existing = image.get_layer_by_name(tinct_plugin.HINTS_NAME)
     if existing is not None:
         image.set_selected_layers([existing])
         return
     with _all_or_nothing(image, "add the hints layer") as undo:
         _to_rgb_if_gray(image, undo)
-        hints = _add_layer(image, undo, logic.HINTS_NAME, _LAYER_TYPE["RGBA"], source, logic.HINTS_PARASITE,
+        hints = _add_layer(image, undo, tinct_plugin.HINTS_NAME, _LAYER_TYPE["RGBA"], source, logic.HINTS_PARASITE,
                            lambda layer: _ok(layer.fill(Gimp.FillType.TRANSPARENT)))
         _ok(image.set_selected_layers([hints]))
 
@@ -235,7 +237,7 @@ class TinctColorize(Gimp.PlugIn):
             procedure.set_menu_label("Add Hints Layer")
             procedure.set_documentation(
                 "Add a transparent layer to paint colour strokes on",
-                f'Adds "{logic.HINTS_NAME}" above the selected layer and selects it; paint strokes '
+                f'Adds "{tinct_plugin.HINTS_NAME}" above the selected layer and selects it; paint strokes '
                 "in the colours you want there, then run Colorize. A grayscale image becomes RGB.",
                 name)
         else:
@@ -243,20 +245,21 @@ class TinctColorize(Gimp.PlugIn):
             procedure.set_menu_label("Colorize…")
             procedure.set_documentation(
                 "Colorize the selected layer with the Tinct daemon",
-                f'Adds a layer "{logic.RESULT_NAME}" directly above the selected layer with the '
+                f'Adds a layer "{tinct_plugin.RESULT_NAME}" directly above the selected layer with the '
                 "photo's lightness and colours spread from the hint strokes (or predicted by the "
                 "learned engine); only selected pixels change. Running it again replaces that layer.",
                 name)
             engines = Gimp.Choice.new()
-            engines.add("optimization", 0, "Optimization", "Spreads the colours of your strokes along the photo's edges")
+            engines.add("optimization", 0, "Optimization",
+                        "Spreads the colours of your strokes along the photo's edges")
             engines.add("learned", 1, "Learned", "A trained network; colorizes even without strokes")
             procedure.add_choice_argument("engine", "_Engine", "Colorization engine", engines,
                                           "optimization", GObject.ParamFlags.READWRITE)
             procedure.add_double_argument("vibrancy", "_Vibrancy",
                                           "Learned engine: how bold its colours are, 0 muted .. 1 bold",
-                                          0.0, 1.0, logic.DEFAULT_VIBRANCY, GObject.ParamFlags.READWRITE)
+                                          0.0, 1.0, tinct_plugin.DEFAULT_VIBRANCY, GObject.ParamFlags.READWRITE)
             procedure.add_string_argument("hints-layer", "_Hints layer", "Name of the layer with the colour strokes",
-                                          logic.HINTS_NAME, GObject.ParamFlags.READWRITE)
+                                          tinct_plugin.HINTS_NAME, GObject.ParamFlags.READWRITE)
             procedure.add_boolean_argument("keep-hints-visible", "_Keep hints visible",
                                            "Leave the hints layer visible above the result",
                                            False, GObject.ParamFlags.READWRITE)

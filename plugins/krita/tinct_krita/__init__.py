@@ -3,7 +3,8 @@
 Krita imports this package when kritarc has [python] enable_tinct_krita=true (the installer
 sets it).  Layout: formats.py, job.py and live.py decide (pure Python, unit-tested without
 Krita); document.py reads and writes layers; controller.py, widgets.py and extension.py are
-the Krita glue; tinct_client.py is vendored from plugins/common by the installer.
+the Krita glue; tinct_plugin.py (what GIMP's plug-in decides alike), tinct_client.py and
+tinct_shm.py are vendored from plugins/common by the installer.
 """
 
 import os

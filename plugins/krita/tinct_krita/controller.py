@@ -18,7 +18,7 @@ from PyQt5.QtCore import QObject, Qt, QTimer, pyqtSignal
 from PyQt5.QtGui import QColor
 from PyQt5.QtWidgets import QMessageBox
 
-from . import document, job, live
+from . import document, job, live, tinct_plugin
 
 POLL_MS = 100
 THUMBNAIL = 256
@@ -118,7 +118,7 @@ class Controller(QObject):
         a floating message for Live mode and suggestions, which run by themselves."""
         text = job.error_sentence(exc)
         _log(text)
-        if not job.expected(exc):
+        if not tinct_plugin.expected(exc):
             _log("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
         self._say(text)
         window = Krita.instance().activeWindow()

@@ -11,6 +11,8 @@ numpy): these decisions are unit-tested on any Python.
 
 from dataclasses import dataclass
 
+from .tinct_plugin import ColorizeError
+
 # Profiles whose values are sRGB-encoded, which is what tinctd's Lab conversion assumes.
 SRGB_PROFILE = "sRGB-elle-V2-srgbtrc.icc"
 SRGB_ENCODED = {SRGB_PROFILE, "sRGB built-in", "sRGB IEC61966-2.1"}
@@ -21,7 +23,7 @@ WIRE = {"U8": ("BGRA", "u8"), "U16": ("BGRA", "u16"), "F32": ("RGBA", "f32")}
 SAMPLE_BYTES = {"u8": 1, "u16": 2, "f32": 4}
 
 
-class FormatError(ValueError):
+class FormatError(ColorizeError):
     """A layer Tinct cannot read, or an answer that does not fit the request; the text is for the user."""
 
 

@@ -5,28 +5,24 @@ only when painted, the selection only when partial, the engine's options) and th
 a failure shows.  Layers are known by name, the only mark Krita's Python API lets a layer
 carry across sessions: the plugin makes "Colorize hints" above the photo and "Colorized"
 directly above the photo, and looks for them in the run of such layers above it, so either
-one can be the active layer when Colorize runs again.
+one can be the active layer when Colorize runs again.  What GIMP's plug-in decides alike comes
+from tinct_plugin (plugins/common, vendored into this package by the installer).
 """
+from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
-from . import formats
+from . import formats, tinct_plugin
+from .tinct_plugin import ENGINES, HINTS_NAME, RESULT_NAME, ColorizeError
 
-RESULT_NAME = "Colorized"
-HINTS_NAME = "Colorize hints"
 TINCT_NAMES = (RESULT_NAME, HINTS_NAME)
-ENGINES = ("optimization", "learned")
+ADD_HINTS = "Filter → Add Colorize Hints Layer"
+DESELECT = "Select → Deselect"
 # Vibrancy slider, 0..100 %, sent as tinctd's `vibrancy` option, the learned engine's boldness
-# 0..1 (the engine turns it into its annealing temperature).  The default, 65 %, is tinctd's
-# own default (0.65, the temperature 0.38 that Zhang et al. found most natural).
-DEFAULT_VIBRANCY = 65
+# 0..1 (the engine turns it into its annealing temperature).
+DEFAULT_VIBRANCY = round(tinct_plugin.DEFAULT_VIBRANCY * 100)
 LIVE_DEBOUNCE = 0.3   # seconds without new strokes before Live mode colorizes
 SUGGESTIONS = 8
-
-
-class ColorizeError(Exception):
-    """A failure the plugin detects itself; the text is the sentence Krita shows."""
 
 
 @dataclass
@@ -47,12 +43,9 @@ def saved_settings(engine, vibrancy):
     return Settings(engine=engine if engine in ENGINES else ENGINES[0], vibrancy=vibrancy)
 
 
-def engine_options(settings, live=False):
-    """Live runs use the fast preview solve; vibrancy only means something to the learned engine."""
-    options = {"quality": "preview" if live else "final"}
-    if settings.engine == "learned":
-        options["vibrancy"] = settings.vibrancy / 100
-    return options
+def engine_options(settings: Settings, live: bool = False) -> dict:
+    """tinct_plugin.engine_options for the docker's settings: Live runs use the fast preview solve."""
+    return tinct_plugin.engine_options(settings.engine, settings.vibrancy / 100, "preview" if live else "final")
 
 
 @dataclass(frozen=True)
@@ -98,35 +91,15 @@ def check_hints_layer(layers, stack):
                             "strokes on a paint layer (Filter → Add Colorize Hints Layer).")
 
 
-def hints_to_send(engine, hints, fmt):
-    """The hints bytes to send, or None; refuses an optimization run without strokes.
-
-    The learned engine colorizes a photo on its own, so no strokes is a valid request; the
-    optimization engine only spreads colours it is given, so it would return grey."""
-    if hints is not None and formats.has_paint(hints, fmt):
-        return hints
-    if engine == "learned":
-        return None
-    where = f'on the "{HINTS_NAME}" layer' if hints is not None else \
-        "on a hints layer (Filter → Add Colorize Hints Layer)"
-    raise ColorizeError(f"The Optimization engine spreads the colours you paint: paint a few strokes {where} "
-                        "and run Colorize again, or choose the Learned engine, which colorizes without strokes.")
+def hints_to_send(engine: str, hints, fmt: formats.WireFormat):
+    """The hints to send, or None (tinct_plugin.hints_to_send, with Krita's hints layer and menu path)."""
+    painted = hints is not None and formats.has_paint(hints, fmt)
+    return tinct_plugin.hints_to_send(engine, hints, painted, HINTS_NAME if hints is not None else None, ADD_HINTS)
 
 
-def selection_to_send(mask):
-    """The u8 selection mask over the layer to send; None when everything is selected.
-
-    tinctd blends by it, so pixels outside come back unchanged.  A selection that misses the
-    layer entirely would change nothing, which is refused with a sentence instead."""
-    if mask is None:
-        return None
-    mask = bytes(mask)
-    if not mask.strip(b"\xff"):
-        return None
-    if not mask.strip(b"\0"):
-        raise ColorizeError("The selection does not touch this layer; select part of the photo or "
-                            "remove the selection (Select → Deselect) and run Colorize again.")
-    return mask
+def selection_to_send(mask) -> bytes | None:
+    """The selection to send, or None (tinct_plugin.selection_to_send, with Krita's menu path)."""
+    return tinct_plugin.selection_to_send(mask, DESELECT)
 
 
 def layer_rect(bounds, canvas):
@@ -175,19 +148,8 @@ def changed_point(old, new, width, bytes_per_pixel):
     return ((left + right) // 2, y)
 
 
-def expected(exc):
-    """Whether a failure is one the plugin or tinctd put into words (the rest are bugs: traceback logged)."""
-    return isinstance(exc, (ColorizeError, formats.FormatError)) or hasattr(exc, "code") and hasattr(exc, "message")
-
-
-def error_sentence(exc):
-    """The message Krita shows for a failure: the client's and our own sentences as they are."""
-    if expected(exc):
-        return str(exc)
-    if isinstance(exc, ImportError) and exc.name in ("zmq", "msgpack"):
-        version = "%d.%d" % sys.version_info[:2]
-        return (f"Tinct needs pyzmq and msgpack in Krita's Python {version}, and {exc.name} is missing: "
-                "install them (Debian, Ubuntu: apt install python3-zmq python3-msgpack) or run "
-                "installers/install-krita-plugin.sh from a Tinct checkout, which fetches them for Krita.")
-    return (f"Colorize failed unexpectedly ({type(exc).__name__}: {exc}); no layer was changed. "
-            "Please report this.")
+def error_sentence(exc: BaseException) -> str:
+    """The message Krita shows for a failure (tinct_plugin.error_sentence, with Krita's remedy)."""
+    return tinct_plugin.error_sentence(exc, "Krita", "install them (Debian, Ubuntu: apt install python3-zmq "
+                                       "python3-msgpack) or run installers/install-krita-plugin.sh from a "
+                                       "Tinct checkout, which fetches them for Krita")

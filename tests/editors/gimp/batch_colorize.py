@@ -7,8 +7,21 @@
 import os
 import time
 
-from pdb_record import (ADD_HINTS, COLORIZE, P, WORK, Gimp, dump, export, layer, load, procedure, run,
-                        with_hints, write_report)
+from pdb_record import (
+    ADD_HINTS,
+    COLORIZE,
+    WORK,
+    Gimp,
+    P,
+    dump,
+    export,
+    layer,
+    load,
+    procedure,
+    run,
+    with_hints,
+    write_report,
+)
 
 report = {"menu": {name: list(procedure(name).get_menu_paths()) for name in (COLORIZE, ADD_HINTS)}}
 

@@ -78,7 +78,8 @@ class Xvfb:
 
     def windows(self, title, ending=False):
         """The top-level windows called `title` (or, with `ending`, whose title ends with it)."""
-        root, parent, children, count = ctypes.c_ulong(), ctypes.c_ulong(), ctypes.POINTER(ctypes.c_ulong)(), ctypes.c_uint()
+        root, parent = ctypes.c_ulong(), ctypes.c_ulong()
+        children, count = ctypes.POINTER(ctypes.c_ulong)(), ctypes.c_uint()
         self.x11.XQueryTree(self.connection, self.x11.XDefaultRootWindow(self.connection), ctypes.byref(root),
                             ctypes.byref(parent), ctypes.byref(children), ctypes.byref(count))
         found = []

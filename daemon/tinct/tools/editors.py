@@ -2,7 +2,7 @@
 on Linux, Windows and macOS.
 
 One answer for the installers and for `tinct doctor`, so both look in the same places:
-install.sh reads `python -m tinct.editors` (shell assignments) and passes the folders to the
+install.sh reads `python -m tinct.tools.editors` (shell assignments) and passes the folders to the
 per-editor installers; a PowerShell or zsh installer can read the same.
 """
 from __future__ import annotations
@@ -119,7 +119,8 @@ def gimp(command: str | None = None) -> Editor:
     command = found
     if command is None:
         if sys.platform.startswith("linux") and _output(["flatpak", "info", GIMP_FLATPAK], 30) is not None:
-            return Editor("GIMP 3", None, None, None, Path.home() / ".var/app" / GIMP_FLATPAK / "config/GIMP/3.0/plug-ins",
+            return Editor("GIMP 3", None, None, None,
+                          Path.home() / ".var/app" / GIMP_FLATPAK / "config/GIMP/3.0/plug-ins",
                           f"only the Flatpak {GIMP_FLATPAK} is installed; its Python lacks pyzmq and the "
                           "installers do not handle Flatpak yet")
         return Editor("GIMP 3", None, None, _system_python(), plugins, "not found on PATH")
@@ -160,7 +161,7 @@ def krita(command: str | None = None) -> Editor:
 
 def main(argv=None) -> int:
     """Print what was found as shell assignments (for install.sh): gimp_command=..., krita_python=..."""
-    ap = argparse.ArgumentParser(prog="python -m tinct.editors", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m tinct.tools.editors", description=main.__doc__)
     ap.add_argument("--gimp", help="the GIMP 3 executable to use instead of searching")
     ap.add_argument("--krita", help="the Krita executable to use instead of searching")
     args = ap.parse_args(argv)

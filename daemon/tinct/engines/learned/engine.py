@@ -9,17 +9,23 @@ blurry upsampled ones, and every stroke is honoured exactly.
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import hints as hintlayer
-from . import lab, levin, net
-from .api import ModelNotInstalled, prepare
+from tinct.color import hints as hintlayer
+from tinct.color import lab
+from tinct.engines import ModelNotInstalled
+from tinct.engines.optimization import levin
 
-MODEL_PATH = Path(__file__).resolve().parents[2] / "models" / "tinct-hint-v1.pt"
+from . import net
+
+# The shipped weights are package data (pyproject.toml): in a checkout and an editable install they are this
+# folder's models/ itself, where `tinct train` exports; a wheel carries the same file in the same place.
+assert __package__ is not None  # set for every module of a package
+MODEL_PATH = Path(str(resources.files("tinct.models") / "tinct-hint-v1.pt"))
 AUTO_TEMPERATURE = 0.38   # Zhang et al. 2016's annealed mean for the automatic (no hints) case
 # "vibrancy" 0..1 is what users see (more is bolder); the annealing temperature it sets falls from
 # 1 (the distribution's mean: muted, safe) to 0.05 (near its mode: bold).  The default gives 0.38.
@@ -36,11 +42,8 @@ def temperature(vibrancy: float) -> float:
 
 
 def model_path() -> Path:
-    """$TINCT_MODEL, else the checkout's models/ (where `tinct train` exports), else the copy that an
-    installed, non-editable tinct carries inside the package (setup.py puts it there)."""
-    if "TINCT_MODEL" in os.environ:
-        return Path(os.environ["TINCT_MODEL"])
-    return MODEL_PATH if MODEL_PATH.parent.is_dir() else Path(__file__).resolve().parent / "models" / MODEL_PATH.name
+    """$TINCT_MODEL, else the weights the package carries (models/, installed as tinct.models)."""
+    return Path(os.environ["TINCT_MODEL"]) if "TINCT_MODEL" in os.environ else MODEL_PATH
 
 
 def load(path: Path):
@@ -64,6 +67,7 @@ def load(path: Path):
 
 class LearnedEngine:
     name = "learned"
+    DEFAULT_QUALITY = "final"
     OPTIONS = {"vibrancy", "quality", "max_side", "prior_weight", "callback"}
 
     def __init__(self, path: Path | None = None):
@@ -87,7 +91,8 @@ class LearnedEngine:
         ab = lab.denormalize_ab(pred[0, :, :size[0], :size[1]])
         return ab, logits[0], size
 
-    def predict_ab(self, L, hint_ab, hint_weight, vibrancy=None, quality="final", max_side=512, prior_weight=None,
+    def predict_ab(self, L, hint_ab, hint_weight, vibrancy=None, quality=DEFAULT_QUALITY, max_side=512,
+                   prior_weight=None,
                    callback=None, **unknown):
         """ab (2,H,W).  `vibrancy` (0..1) decodes the colour distribution at that boldness instead
         of taking the regression head (the automatic case always decodes, by default at
@@ -110,7 +115,7 @@ class LearnedEngine:
                                 quality=quality, callback=callback)
         return out
 
-    def suggest(self, L, hint_ab, hint_weight, x: int, y: int, k: int = 8) -> list[tuple[int, int, int]]:
+    def suggest(self, L, hint_ab, hint_weight, x: int, y: int, k: int = 8) -> list[tuple[int, ...]]:
         """The k most likely colours at pixel (x, y), as sRGB u8, most likely first."""
         _, logits, size = self.network(L, hint_ab, hint_weight)
         h, w = L.shape[-2:]
@@ -122,13 +127,3 @@ class LearnedEngine:
         rgb = lab.lab_to_srgb_keep_l(light, ab)[:, :, 0].T                      # (k, 3)
         return [tuple(int(v) for v in c) for c in (rgb * 255 + 0.5).clamp(0, 255).byte().tolist()]
 
-
-def suggest_colors(image: np.ndarray, hints: np.ndarray | None, x: int, y: int, k: int = 8, device=None):
-    """The k most likely colours at (x, y) of `image` given `hints`, for the plugins' palette."""
-    from .api import get_engine
-
-    engine = get_engine("learned")
-    _, L, hint_ab, hint_weight = prepare(image, hints, device)
-    if not (0 <= x < L.shape[-1] and 0 <= y < L.shape[-2]):
-        raise ValueError(f"the point ({x}, {y}) is outside the {L.shape[-1]}x{L.shape[-2]} image")
-    return engine.suggest(L, hint_ab, hint_weight, x, y, k)

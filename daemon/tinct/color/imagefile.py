@@ -6,6 +6,7 @@ Each format goes through the library that keeps its full depth: Pillow for 8-bit
 HxWx3 (RGB) or HxWx4 (RGBA), uint8 or uint16 (TIFF may also hold float32/float64 in 0..1).
 """
 from pathlib import Path
+from typing import cast
 
 import imagecodecs
 import numpy as np
@@ -59,8 +60,10 @@ def _read_pillow(path):
 def _read_tiff(path):
     with tifffile.TiffFile(path) as tf:
         page = tf.pages[0]
+        assert isinstance(page, tifffile.TiffPage)  # the first page always is one (no useframes here)
         if page.photometric not in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB):
-            raise ValueError(f"{page.photometric.name} TIFF is not supported; save as grey or RGB")
+            photometric = cast(tifffile.PHOTOMETRIC, page.photometric)  # tifffile annotates it int
+            raise ValueError(f"{photometric.name} TIFF is not supported; save as grey or RGB")
         image = page.asarray()
         if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and image.ndim == 3:
             image = np.moveaxis(image, 0, -1)

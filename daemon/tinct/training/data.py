@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import lab
+from tinct.color import lab
 
 NO_HINTS = 0.25      # share of samples without any hint
 STROKES = 0.3        # share of hinted samples that get strokes instead of patches
@@ -27,7 +27,7 @@ POINT_P = 1 / 8      # geometric parameter for the number of patches (ideepcolor
 
 
 def default_data_dir() -> Path:
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    return Path(__file__).resolve().parents[3].parent / "shared" / "data"
 
 
 def load_shards(data_dir: Path, cache: Path) -> np.ndarray:
@@ -42,7 +42,9 @@ def load_shards(data_dir: Path, cache: Path) -> np.ndarray:
         with tarfile.open(shard) as tar:
             for member in sorted(tar.getmembers(), key=lambda m: m.name):
                 if member.isfile() and member.name.endswith(".jpg"):
-                    img = Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB")
+                    handle = tar.extractfile(member)
+                    assert handle is not None  # a regular file always has its content
+                    img = Image.open(io.BytesIO(handle.read())).convert("RGB")
                     photos.append(np.asarray(img))
     array = np.stack(photos)
     cache.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 from . import editors
 
 RECORD_NAME = "install-manifest.json"   # written by installers/tinct_setup.py into the prefix
-CHECKOUT = Path(__file__).resolve().parents[2]
+CHECKOUT = Path(__file__).resolve().parents[3]
 # Run in the editor's Python with the plug-in's folder first on sys.path, the way the plug-in
 # imports them (a private pythonX.Y folder beside it wins over that Python's own packages).
 PROBE = """
@@ -58,7 +58,7 @@ def _fail(check, detail, fix):
 
 def check_python() -> Row:
     version = ".".join(map(str, sys.version_info[:3]))
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036  (the Python that runs this may be any)
         return _fail("python", f"{version} ({sys.executable})", "Tinct needs Python 3.10 or newer: run "
                      "installers/install.sh --python python3.X with a newer one")
     return _ok("python", f"{version} ({sys.executable})")
@@ -89,7 +89,8 @@ def check_torch() -> Row:
 
 
 def check_model() -> Row:
-    from . import api, learned
+    from tinct import api
+    from tinct.engines.learned import engine as learned
 
     path = learned.model_path()
     try:
@@ -101,13 +102,20 @@ def check_model() -> Row:
 
 
 def load_client(folders: list[Path]):
-    """The plugins' own tinct_client module, from the first folder that has it (None if none)."""
+    """The plugins' own tinct_client module, from the first folder that has it (None if none), with
+    the sibling modules it imports (tinct_shm) taken from that same folder."""
     for folder in folders:
         path = folder / "tinct_client.py"
         if path.is_file():
             spec = importlib.util.spec_from_file_location("tinct_client", path)
+            assert spec is not None and spec.loader is not None  # a .py file always has both
             module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
+            sys.modules.pop("tinct_shm", None)
+            sys.path.insert(0, str(folder))
+            try:
+                spec.loader.exec_module(module)
+            finally:
+                sys.path.remove(str(folder))
             return module
     return None
 
@@ -136,10 +144,12 @@ def check_daemon(client_module, start: bool) -> Row:
             way = client._shared_memory(info)
             transport = way.kind if way else "frames"
         client.close()
+    assert info is not None  # hello answered: its failures returned above
     engines = info.get("engines", {})
     broken = {name: state for name, state in engines.items() if state != "ready"}
     authenticated = ("private socket: only your user can reach it" if client.endpoint.startswith("ipc://") else
-                     "CURVE: tinctd proved it holds its key" if client.endpoint.startswith("tcp://") else "not authenticated")
+                     "CURVE: tinctd proved it holds its key" if client.endpoint.startswith("tcp://") else
+                     "not authenticated")
     detail = (f"tinctd {info.get('tinct', '?')} at {client.endpoint} ({authenticated}; pixels via {transport}), "
               f"{info.get('device', '?')}, engines: "
               + ", ".join(f"{name} {'ready' if state == 'ready' else 'NOT ready'}" for name, state in engines.items()))
@@ -227,7 +237,7 @@ def check_plugin(plugin: Plugin, asked: bool, installer: str) -> list[Row]:
                         "see its Python Plugin Manager"))
         return rows
     seen = probe(editor.python, plugin.client_folder)
-    from . import protocol
+    from tinct.serve import protocol
 
     if "error" in seen:
         rows.append(fail(f"{name} Python", f"{editor.python}: {seen['error']}",
@@ -236,7 +246,8 @@ def check_plugin(plugin: Plugin, asked: bool, installer: str) -> list[Row]:
         rows.append(fail(f"{name} Python", f"the plug-in speaks protocol {seen['protocol']}, tinct "
                          f"{protocol.VERSION}", f"run {installer} to update the plug-in"))
     elif seen["start_command"] and not shutil.which(seen["start_command"][0]):
-        rows.append(fail(f"{name} Python", f"the plug-in would start tinctd with '{shlex.join(seen['start_command'])}', "
+        rows.append(fail(f"{name} Python", "the plug-in would start tinctd with "
+                                           f"'{shlex.join(seen['start_command'])}', "
                          "which is not there", "run installers/install.sh again"))
     else:
         start = (f"starts it with '{shlex.join(seen['start_command'])}'" if seen["start_command"]
@@ -265,6 +276,7 @@ def table(rows: list[Row]) -> str:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    assert __doc__ is not None  # this module's docstring
     parser.description = __doc__.split("\n\n")[-1].replace("\n", " ")
     for key, editor in (("gimp", "GIMP 3"), ("krita", "Krita")):
         parser.add_argument(f"--{key}", action=argparse.BooleanOptionalAction, default=None,

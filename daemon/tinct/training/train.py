@@ -1,6 +1,6 @@
 """Train the hint network on the shared photo shards (resumable).
 
-    tinct train [--steps N] [--batch 16] [--crop 128] [--run runs/hint-v1] [--export models/tinct-hint-v1.pt]
+    tinct train [--steps N] [--batch 16] [--crop 128] [--run runs/hint-v1] [--export PATH]
 
 Loss: cross-entropy over the ab bins with Zhang et al. 2016's class rebalancing (weights
 proportional to ((1 - 1/2) p + 1/2 / Q)^-1, p measured on our own training photos) plus a
@@ -19,8 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import data, lab, measure, net
-from .hints import from_layer
+from tinct.color import lab
+from tinct.color.hints import from_layer
+from tinct.engines.learned import net
+from tinct.engines.learned.engine import MODEL_PATH
+
+from . import data, measure
 
 LAMBDA = 0.5           # rebalancing mix (Zhang 2016)
 CLASS_WEIGHT = 1.0     # weight of the cross-entropy against the regression term
@@ -39,7 +43,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=32, help="channels of the first level")
     parser.add_argument("--run", dest="run_dir", default="runs/hint-v1",
                         help="checkpoint folder (resumed if present)")
-    parser.add_argument("--export", default="models/tinct-hint-v1.pt", help="fp16 weights for the engine")
+    parser.add_argument("--export", default=None, help="fp16 weights for the engine (default: the package's own, "
+                        "models/tinct-hint-v1.pt, which the engine reads)")
     parser.add_argument("--data", default=None, help="folder with train-*.tar (default: shared/data)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--device", default=None)
@@ -123,7 +128,8 @@ def run(args) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    photos = data.load_shards(Path(args.data) if args.data else data.default_data_dir(), run_dir.parent / "train160.npy")
+    photos = data.load_shards(Path(args.data) if args.data else data.default_data_dir(),
+                              run_dir.parent / "train160.npy")
     if args.limit:
         photos = photos[:args.limit]
     train_count = len(photos) - min(VAL_PHOTOS, len(photos) // 4)
@@ -138,7 +144,8 @@ def run(args) -> int:
     else:
         ckpt, bins, width = None, net.ab_bins(), args.width
         weights = class_weights(photos[:train_count], bins)
-    model = net.HintNet(len(bins), width).to(device, memory_format=torch.channels_last)  # ~10 % faster on CPU
+    model = net.HintNet(len(bins), width).to(  # pyright: ignore[reportCallIssue]  # stubs lack memory_format
+        device, memory_format=torch.channels_last)  # ~10 % faster on CPU
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(0)
     step, seconds, history, images = 0, 0.0, [], 0
@@ -186,16 +193,18 @@ def run(args) -> int:
                             "lr": learning_rate(step, args), "batch": args.batch, "crop": args.crop})
             print(f"validation at step {step}: PSNR {val[0]:.2f} dB (0 hints), {val[10]:.2f} dB (10 hints)", flush=True)
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                        "step": step, "images": images, "seconds": time.monotonic() - started, "history": history, "bins": bins,
+                        "step": step, "images": images, "seconds": time.monotonic() - started, "history": history,
+                        "bins": bins,
                         "class_weights": weights, "width": width}, ckpt_path.with_suffix(".tmp"))
             ckpt_path.with_suffix(".tmp").replace(ckpt_path)
             export(model, bins, weights, {"width": width, "step": step, "history": history,
-                                          "crop": args.crop, "batch": args.batch}, Path(args.export))
+                                          "crop": args.crop, "batch": args.batch}, Path(args.export or MODEL_PATH))
             last_save, saved_step = time.monotonic(), step
     return 0
 
 
 def main(argv=None) -> int:
+    assert __doc__ is not None  # this module's docstring
     parser = argparse.ArgumentParser(prog="tinct train", description=__doc__.splitlines()[0])
     configure(parser)
     return run(parser.parse_args(argv))

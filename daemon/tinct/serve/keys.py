@@ -85,7 +85,7 @@ def allowed_clients(extra: Path | None = None) -> set[bytes]:
 
 
 def main() -> int:
-    """`python -m tinct.keys`: make the user's key folder if it is not there (the installer runs it)."""
+    """`python -m tinct.serve.keys`: make the user's key folder if it is not there (the installer runs it)."""
     try:
         print(ensure())
     except EndpointError as exc:

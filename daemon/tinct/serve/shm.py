@@ -53,7 +53,7 @@ def refused(message: str, code: str = "bad_request") -> ProtocolError:
 
 
 def directory() -> Path | None:
-    """tinctd's private folder for shared memory (the user's runtime folder, tinct.endpoint), created
+    """tinctd's private folder for shared memory (the user's runtime folder, tinct.serve.endpoint), created
     if needed; None where there is none, or where it is someone else's or others may enter it."""
     path = runtime_dir()
     if path is None or not hasattr(os, "preadv"):
@@ -181,6 +181,7 @@ class Buffers:
         if not hmac.compare_digest(shared.key.encode(), self.secret.encode()):
             raise refused("the shared-memory key is not this tinctd's; the plugin must read it from the "
                           "shared-memory folder tinctd names")
+        assert shared.source and shared.target  # a memfd request names both buffers (protocol._shared)
         if shared.source == shared.target:  # the result replaces the layer: one mapping, written if there is one
             both = self.get(shared.pid, *shared.source, max(shared.size, result), result > 0)
             shared.maps = (both, both)
@@ -214,6 +215,7 @@ class Buffers:
             info = os.fstat(handle)  # what was opened, which may differ from what was looked at
             if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_ino != ino:
                 raise refused("the plugin's shared-memory buffer is not a memfd of tinctd's user")
+            assert fcntl is not None  # Buffers exist only where memfd_possible()
             try:
                 seals = fcntl.fcntl(handle, fcntl.F_GET_SEALS)
             except OSError:

@@ -6,7 +6,7 @@ what "lightness" and "colour" mean. The constants are scikit-image's (sRGB matri
 (what the GPU is fast at); float64 input stays float64 so measurements can match the reference
 protocol bit for bit.
 """
-from functools import lru_cache
+from functools import cache
 
 import torch
 
@@ -38,7 +38,7 @@ def denormalize_ab(x):
     return x * AB_SCALE
 
 
-@lru_cache(maxsize=None)
+@cache
 def _constants(device, dtype):
     m = torch.tensor(_XYZ_FROM_RGB, dtype=torch.float64)
     white = torch.tensor(_WHITE, dtype=torch.float64)

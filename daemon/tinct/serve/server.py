@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import inspect
 import json
 import logging
 import logging.handlers
@@ -36,7 +35,11 @@ except ImportError:  # Windows
     fcntl = None
     import msvcrt
 
-from . import __version__, admission, endpoint, keys, levin, shm
+from tinct import __version__
+from tinct.engines import QUALITIES
+from tinct.engines.optimization import levin
+
+from . import admission, endpoint, keys, shm
 from . import protocol as P
 from .door import Door
 
@@ -47,7 +50,7 @@ except ImportError:  # Windows
 
 log = logging.getLogger("tinctd")
 MAX_QUEUED = 64               # requests waiting for the worker; more are answered `busy`
-MAX_CONNECTIONS = 256         # open connections; more are refused at the handshake (tinct.door)
+MAX_CONNECTIONS = 256         # open connections; more are refused at the handshake (tinct.serve.door)
 SEND_HWM = 4                  # replies libzmq holds per client; more wait in tinctd (PENDING_BYTES)
 PENDING_BYTES = 32 << 20      # replies waiting for a slow client, beyond one; older ones are dropped past this
 RECEIVE_HWM = 4               # requests libzmq holds per connection before tinctd has read them
@@ -90,16 +93,19 @@ class Task:
 
 
 def default_quality(engine) -> str:
-    """The quality an engine uses when the request names none, read from its own signature."""
-    for fn in (engine.predict_ab, levin.solve_ab):
-        param = inspect.signature(fn).parameters.get("quality")
-        if param is not None and param.default is not inspect.Parameter.empty:
-            return param.default
-    return "final"
+    """The quality an engine uses when the request names none: each engine declares its own."""
+    return getattr(engine, "DEFAULT_QUALITY", "final")
+
+
+def defaults() -> dict:
+    """What a request gets when it names no option: hello tells the plugins, so they need not know."""
+    from tinct.engines.learned.engine import DEFAULT_VIBRANCY
+
+    return {"quality": "final", "qualities": list(QUALITIES), "vibrancy": round(DEFAULT_VIBRANCY, 4)}
 
 
 def admit(job: P.Colorize) -> tuple[str, str] | None:
-    """tinct.admission's verdict on a job: refused before the OOM killer would have to step in."""
+    """tinct.serve.admission's verdict on a job: refused before the OOM killer would have to step in."""
     image = job.image
     return admission.admit(job.engine, job.options.get("quality"), image.width * image.height,
                            shortest_side=min(image.width, image.height))
@@ -261,6 +267,7 @@ class Worker(threading.Thread):
         if shared is not None and shared.memfd:  # the client's own pages: nothing to copy
             job.attach(memoryview(shared.maps[0])[:shared.size] if shared.size else memoryview(b""))
         elif shared is not None:
+            assert self.shm_dir is not None  # the daemon queued a file request only with a folder
             view = self.scratch("in", shared.size)
             shm.read(self.shm_dir, shared.file, view)
             job.attach(view)
@@ -305,6 +312,7 @@ class Worker(threading.Thread):
             if shared is not None and shared.memfd:
                 reply["shm"] = shared.reply_spec(len(data))
             elif shared is not None:
+                assert self.shm_dir is not None  # as for reading the request above
                 try:
                     shm.write(self.shm_dir, shared.reply, data)
                     reply["shm"] = shared.reply_spec(len(data))
@@ -338,7 +346,7 @@ class Daemon:
                  ipc_lock=None):
         """Listen at `address`: an ipc socket in a private folder (`ipc_lock`: claim_socket's, taken
         here if None), or TCP with CURVE (`curve`: a "secret" certificate file and a "clients" folder
-        of remote clients' keys, or None for the user's own keys, tinct.keys)."""
+        of remote clients' keys, or None for the user's own keys, tinct.serve.keys)."""
         self.endpoint, self.max_pixels, self.device = address, max_pixels, device
         self.max_bytes = P.max_message_bytes(max_pixels)
         self.max_queued_bytes = 2 * self.max_bytes
@@ -346,7 +354,7 @@ class Daemon:
         self.shm_dir = shm.directory() if endpoint.is_loopback(address) else None
         if self.shm_dir is not None and shm.sweep(self.shm_dir):
             log.info("removed shared-memory files of plugins that are gone from %s", self.shm_dir)
-        self.buffers = None  # clients' memfd buffers (tinct.shm.Buffers), where the system has them
+        self.buffers: shm.Buffers | None = None  # clients' memfd buffers, where the system has them
         self.fresh_key()
         self.engines = warm_engines(device)
         self.active: dict[tuple, Task] = {}                 # queued, running, or answered but not yet sent
@@ -423,7 +431,8 @@ class Daemon:
                 "models": {k: v for k, v in models.items() if v}, "devices": devices, "device": str(self.device),
                 "limits": {"max_pixels": self.max_pixels, "max_bytes": self.max_bytes, "max_queued": MAX_QUEUED},
                 "layouts": list(P.LAYOUTS), "samples": list(P.SAMPLES),
-                "authenticated": "curve" if self.endpoint.startswith("tcp://") else "private socket"}
+                "authenticated": "curve" if self.endpoint.startswith("tcp://") else "private socket",
+                "defaults": defaults()}
         folder = self.shared_memory()
         if folder is not None:
             st = folder.stat()
@@ -491,9 +500,11 @@ class Daemon:
                 raise shm.refused("this tinctd takes no such shared memory on this endpoint; send the pixels "
                                   "as frames", "unsupported")
             if shared.memfd:
+                assert self.buffers is not None  # refused just above otherwise
                 self.buffers.prune()
                 self.buffers.attach(shared, P.result_bytes(job))
             else:
+                assert self.shm_dir is not None  # shared_memory() returned it just above
                 shm.check(self.shm_dir, shared.file, shared.size)
                 shm.check(self.shm_dir, shared.reply, 0)
         task = Task(job, [identity], size)
@@ -515,6 +526,7 @@ class Daemon:
         task = self.active.get((owner, target))
         where = self.worker.withdraw(task) if task is not None else ""
         if where == "queued":
+            assert task is not None  # withdraw found it
             self.finish(task, P.error(target, "cancelled", "cancelled before it started"))
         return bool(where)
 
@@ -669,7 +681,8 @@ def _lock_exclusively(handle) -> None:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     else:
         handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        msvcrt.locking(  # pyright: ignore[reportAttributeAccessIssue]  # msvcrt's stubs: Windows only
+            handle.fileno(), msvcrt.LK_NBLCK, 1)  # pyright: ignore[reportAttributeAccessIssue]  # likewise
 
 
 def open_private(path: Path):
@@ -782,14 +795,14 @@ def main(argv=None) -> int:
                     help=f"ZeroMQ endpoint, ipc://PATH or tcp://ADDRESS:PORT (default $TINCT_ENDPOINT or {default})")
     ap.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     ap.add_argument("--max-megapixels", type=float, default=P.DEFAULT_MAX_PIXELS / 1e6,
-                    help="largest layer accepted (default %(default)g); memory may allow less (tinct.admission)")
+                    help="largest layer accepted (default %(default)g); memory may allow less (tinct.serve.admission)")
     ap.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
                     help="open connections at once; more are refused (default %(default)d)")
     ap.add_argument("--state-dir", help="lock and log folder (default $TINCT_STATE_DIR or $XDG_STATE_HOME/tinct)")
     ap.add_argument("--allow-remote", action="store_true",
                     help="bind a non-loopback address (needs --curve-secret and --curve-clients)")
     ap.add_argument("--curve-secret", help="this server's zmq.auth secret certificate file "
-                                           "(default on tcp: the user's key folder, tinct.keys)")
+                                           "(default on tcp: the user's key folder, tinct.serve.keys)")
     ap.add_argument("--curve-clients", help="folder of the allowed remote clients' public certificates")
     ap.add_argument("--check", action="store_true", help="print device, engines, models; exit 0 if usable")
     ap.add_argument("--verbose", action="store_true", help="log every refused request too")
@@ -801,7 +814,7 @@ def main(argv=None) -> int:
         ap.error("--max-megapixels must be a number above 0 and at most 100000")
     if not 1 <= args.max_connections <= 1 << 16:
         ap.error("--max-connections must be from 1 to 65536")
-    from tinct.api import default_device
+    from tinct.engines import default_device
 
     try:
         device = default_device(args.device)

@@ -16,10 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-try:  # fused C loops for the CPU (see _kernels.c); plain PyTorch without them
-    from . import _kernels
-except ImportError:  # pragma: no cover - depends on the build
-    _kernels = None
+from . import kernels
+from .kernels import fused
 
 # Neighbour offsets (dy, dx); OFFSETS[7 - k] is the opposite of OFFSETS[k].
 OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
@@ -39,12 +37,6 @@ def pad1(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (1, 1, 1, 1))
 
 
-def fused(*tensors: torch.Tensor) -> bool:
-    """Whether the C kernels can take these tensors (CPU float32, contiguous)."""
-    return _kernels is not None and all(
-        t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
-
-
 @dataclass
 class Stencil:
     d: torch.Tensor  # (H, W) diagonal
@@ -53,20 +45,13 @@ class Stencil:
     def __post_init__(self):
         self.d, self.c = self.d.contiguous(), self.c.contiguous()
 
-    def _kernel(self, fn, out, x, b, flag=0):
-        h, w = self.shape
-        nc = x.numel() // (h * w)
-        fn(out.data_ptr(), x.data_ptr(), b.data_ptr() if b is not None else 0,
-           self.d.data_ptr(), self.c.data_ptr(), nc, h, w, flag, torch.get_num_threads())
-        return out
-
     @property
-    def shape(self) -> tuple[int, int]:
+    def shape(self) -> tuple[int, ...]:
         return tuple(self.d.shape)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         if fused(x, self.d):
-            return self._kernel(_kernels.residual, torch.empty_like(x), x, None)
+            return kernels.residual(torch.empty_like(x), x, self.d, self.c)
         h, w = self.shape
         xp = pad1(x)
         y = self.d * x
@@ -76,10 +61,10 @@ class Stencil:
 
     def residual(self, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if fused(x, b, self.d):
-            return self._kernel(_kernels.residual, torch.empty_like(x), x, b)
+            return kernels.residual(torch.empty_like(x), x, self.d, self.c, b)
         return b - self.apply(x)
 
-    def transpose(self) -> "Stencil":
+    def transpose(self) -> Stencil:
         """A^T as a stencil: its coupling k at r is A's opposite coupling at r + off_k."""
         h, w = self.shape
         cp = pad1(self.c)
@@ -98,7 +83,7 @@ class Stencil:
             a[rows.reshape(-1), cols.reshape(-1)] -= vals.reshape(-1).double()
         return a
 
-    def pad_to_odd(self) -> "Stencil":
+    def pad_to_odd(self) -> Stencil:
         """Grow even sides by one decoupled identity row/column, so 2:1 coarsening is exact."""
         h, w = self.shape
         ph, pw = 1 - h % 2, 1 - w % 2
@@ -108,7 +93,7 @@ class Stencil:
         c = F.pad(self.c, (0, pw, 0, ph))
         return Stencil(d, c)
 
-    def swap_axes(self) -> "Stencil":
+    def swap_axes(self) -> Stencil:
         """The same operator on the transposed grid (a tall strip becomes a wide one)."""
         c = torch.stack([self.c[OFFSETS.index((dx, dy))].T for dy, dx in OFFSETS])
         return Stencil(self.d.T, c)
@@ -121,10 +106,7 @@ class Stencil:
         forward sweep keeps a V-cycle symmetric, as CG's preconditioner must be.
         """
         if fused(x, b, self.d):
-            h, w = self.shape
-            _kernels.gauss_seidel(x.data_ptr(), b.data_ptr(), self.d.data_ptr(), self.c.data_ptr(), 0,
-                                  x.numel() // (h * w), h, w, int(reverse), torch.get_num_threads())
-            return x
+            return kernels.gauss_seidel(x, b, self.d, self.c, reverse)
         h, w = self.shape
         colours = ((0, 0), (0, 1), (1, 0), (1, 1))
         for ci, cj in (reversed(colours) if reverse else colours):

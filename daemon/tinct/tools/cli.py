@@ -1,8 +1,8 @@
 """The `tinct` command: colorize photos and whole archive folders; train and evaluate models.
 
     tinct colorize PHOTO|FOLDER ... [--hints HINTS.png] [--engine optimization|learned] [-o OUT]
-    tinct train ...      (tinct.train)
-    tinct eval ...       (tinct.evaluate)
+    tinct train ...      (tinct.training.train)
+    tinct eval ...       (tinct.training.evaluate)
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 HINTS_TAG, RESULT_TAG = ".hints", ".colorized"
 # Subcommands living in their own modules, each with configure(parser) and run(args) -> int.
-MODULES = {"train": "tinct.train", "eval": "tinct.evaluate", "doctor": "tinct.doctor"}
+MODULES = {"train": "tinct.training.train", "eval": "tinct.training.evaluate", "doctor": "tinct.tools.doctor"}
 
 
 def photos_in(paths: list[Path]) -> list[Path]:
@@ -62,7 +62,8 @@ class Progress:
 
 
 def colorize_files(args) -> int:
-    from . import api, imagefile
+    from tinct import api
+    from tinct.color import imagefile
 
     photos = photos_in([Path(p) for p in args.photos])
     if not photos:
@@ -110,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "default NAME.colorized.EXT beside each photo")
     col.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     col.add_argument("--quality", choices=["final", "preview"], help="optimization engine only")
-    col.add_argument("--vibrancy", type=float, help="learned engine only: 0 (muted) .. 1 (bold); default 0.65 without hints")
+    col.add_argument("--vibrancy", type=float,
+                     help="learned engine only: 0 (muted) .. 1 (bold); default 0.65 without hints")
     col.set_defaults(run=colorize_files)
     for name, module in MODULES.items():
         try:

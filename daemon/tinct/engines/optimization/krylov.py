@@ -8,15 +8,15 @@ digits that decide convergence.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
-from .stencil import _kernels, fused
+from . import kernels
+from .kernels import MAX_VECTORS, fused
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
-MAX_VECTORS = 64  # the most stored vectors the C kernels take in one pass (MAX_VECS in _kernels.c)
 
 
 @dataclass
@@ -31,27 +31,14 @@ class Result:
 def dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Per-channel inner product, shape (C, 1, 1), float64."""
     if fused(u, v) and u.shape == v.shape:
-        h, w = u.shape[-2:]
-        out = torch.empty(u.shape[:-2] + (1, 1), dtype=torch.float64)
-        _kernels.dot(out.data_ptr(), u.data_ptr(), v.data_ptr(), 0, 0, u.numel() // (h * w), h, w, 0,
-                     torch.get_num_threads())
-        return out
+        return kernels.dot(torch.empty(u.shape[:-2] + (1, 1), dtype=torch.float64), u, v)
     return (u * v).sum(dim=(-2, -1), dtype=torch.float64, keepdim=True)
-
-
-def _addresses(vs: list[torch.Tensor]) -> torch.Tensor:
-    return torch.tensor([v.data_ptr() for v in vs], dtype=torch.int64)
 
 
 def dots(u: torch.Tensor, vs: list[torch.Tensor]) -> torch.Tensor:
     """dot(v, u) for every v in vs at once, shape (len(vs), C, 1, 1), float64."""
     if len(vs) <= MAX_VECTORS and fused(u, *vs) and all(v.shape == u.shape for v in vs):
-        h, w = u.shape[-2:]
-        out = torch.empty((len(vs),) + u.shape[:-2] + (1, 1), dtype=torch.float64)
-        addresses = _addresses(vs)  # kept alive while the kernel reads it
-        _kernels.dots(out.data_ptr(), addresses.data_ptr(), u.data_ptr(), len(vs), 0, u.numel() // (h * w),
-                      h, w, 0, torch.get_num_threads())
-        return out
+        return kernels.dots(torch.empty((len(vs),) + u.shape[:-2] + (1, 1), dtype=torch.float64), u, vs)
     return torch.stack([dot(v, u) for v in vs])
 
 
@@ -59,11 +46,7 @@ def subtract(u: torch.Tensor, vs: list[torch.Tensor], coef: torch.Tensor) -> tor
     """u -= sum_i coef[i] vs[i] in place (coef as from `dots`), in one pass where the C kernels run."""
     coef = coef.to(u.dtype).contiguous()
     if len(vs) <= MAX_VECTORS and fused(u, *vs) and all(v.shape == u.shape for v in vs):
-        h, w = u.shape[-2:]
-        addresses = _addresses(vs)  # kept alive while the kernel reads it
-        _kernels.combine(u.data_ptr(), addresses.data_ptr(), coef.data_ptr(), len(vs), 0, u.numel() // (h * w),
-                         h, w, 0, torch.get_num_threads())
-        return u
+        return kernels.combine(u, vs, coef)
     for c, v in zip(coef, vs):
         u.addcmul_(v, c, value=-1)
     return u

@@ -1,7 +1,7 @@
 """The project's measuring protocol (shared/bench/README.md): grey input, simulated hints, scores.
 
 Every quality figure in the project comes from these functions so that they are comparable with
-each other and with the published ideepcolor sweep. The Lab maths is `tinct.lab` in float64,
+each other and with the published ideepcolor sweep. The Lab maths is `tinct.color.lab` in float64,
 which reproduces the reference `hintsim.py` exactly (same seed -> same hints layer).
 """
 import os
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import imagefile, lab
+from tinct.color import imagefile, lab
 
 
 def _lab64(rgb_u8):
@@ -72,7 +72,7 @@ def colorfulness(rgb_u8):
 
 def _default_eval_dir():
     env = os.environ.get("TINCT_EVAL_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data" / "eval"
+    return Path(env) if env else Path(__file__).resolve().parents[4] / "shared" / "data" / "eval"
 
 
 def eval_images(root=None, size=256):

@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import torch
 
+from . import kernels
+from .kernels import fused
 from .krylov import dot, dots
-from .stencil import OFFSETS, Stencil, _kernels, fused
+from .stencil import OFFSETS, Stencil
 
 # Index of each offset in OFFSETS, by (dy, dx).
 K = {off: k for k, off in enumerate(OFFSETS)}
@@ -99,9 +101,7 @@ class Prolongation:
         h, w = self.fine_shape
         if fused(xc, self.weights) and (into is None or fused(into)):
             out = xc.new_empty(xc.shape[:-2] + (h, w)) if into is None else into
-            _kernels.prolong(out.data_ptr(), xc.data_ptr(), self.weights.data_ptr(), 0, 0, out.numel() // (h * w),
-                             h, w, int(into is not None), torch.get_num_threads())
-            return out
+            return kernels.prolong(out, xc, self.weights, accumulate=into is not None)
         ew, ee, vn, vs, cnw, cne, csw, cse = self.planes()
         x = xc.new_zeros(xc.shape[:-2] + (h, w))
         x[..., 0::2, 0::2] = xc
@@ -117,11 +117,7 @@ class Prolongation:
     def restrict(self, r: torch.Tensor) -> torch.Tensor:
         """P^T r: every fine pixel hands its value back with its interpolation weights."""
         if fused(r, self.weights):
-            out = r.new_empty(r.shape[:-2] + self.weights.shape[-2:])
-            h, w = self.fine_shape
-            _kernels.restrict(out.data_ptr(), r.data_ptr(), self.weights.data_ptr(), 0, 0, r.numel() // (h * w),
-                              h, w, 0, torch.get_num_threads())
-            return out
+            return kernels.restrict(r.new_empty(r.shape[:-2] + self.weights.shape[-2:]), r, self.weights)
         ew, ee, vn, vs, cnw, cne, csw, cse = self.planes()
         rc = r[..., 0::2, 0::2].clone()
         re, rv, rm = r[..., 0::2, 1::2], r[..., 1::2, 0::2], r[..., 1::2, 1::2]

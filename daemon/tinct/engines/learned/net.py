@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import lab
+from tinct.color import lab
 
 BIN_SIZE = 10.0
 
@@ -33,7 +33,8 @@ def ab_bins(step: float = BIN_SIZE) -> torch.Tensor:
     for da in offsets:
         for db in offsets:
             for light in torch.arange(0.0, 100.1, 2.0, dtype=torch.float64):
-                rgb = lab.lab_to_srgb(torch.stack([torch.full_like(a, light), a + da, b + db]), clip=False)
+                full = torch.full_like(a, light)  # pyright: ignore[reportArgumentType]  # torch takes a 0-d tensor
+                rgb = lab.lab_to_srgb(torch.stack([full, a + da, b + db]), clip=False)
                 hit |= ((rgb >= 0) & (rgb <= 1)).all(0)
     return torch.stack([a[hit], b[hit]], 1).float()
 

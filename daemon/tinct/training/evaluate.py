@@ -3,7 +3,7 @@
     tinct eval [--engines learned optimization] [--hints 0 1 2 5 10 20 50 100] [--out eval-out]
     tinct eval --photos val --set prior_weight=1e-4 ...   (tune on held-out training photos)
 
-The protocol of shared/bench (tinct.measure): the eval photos resized to 256x256, grey
+The protocol of shared/bench (tinct.training.measure): the eval photos resized to 256x256, grey
 input = the photo's Lab lightness, N hints = 6x6 patches of the photo's mean ab at
 Gaussian-distributed centres with a fixed seed per photo, PSNR on 8-bit RGB.  Writes a
 CSV of every (engine, hints, photo) and a PNG plot of the mean curves beside the grey
@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from . import api, data, measure, train
+from tinct import api
+
+from . import data, measure, train
 
 HINT_COUNTS = (0, 1, 2, 5, 10, 20, 50, 100)
 COLOURS = {"learned": (200, 60, 40), "optimization": (40, 90, 200), "grey": (120, 120, 120)}

@@ -19,7 +19,7 @@ symmetric form ties it to its surroundings, and a preconditioner built from it
 mistakes how weakly such a region leaks by orders of magnitude, so Krylov
 methods on the authors' system crawl there (the residual shrinks while the
 region's colour drifts).  `final` therefore builds its multigrid from the
-authors' operator itself (see tinct.multigrid: transfers from its own rows,
+authors' operator itself (see tinct.engines.optimization.multigrid: transfers from its own rows,
 coarse operators kept M-matrices, a K-cycle) and runs GCR on it,
 from zero.  Its stopping rule looks at the error, not only the residual: the
 walled-in regions' colour costs almost no residual.
@@ -35,11 +35,13 @@ import time
 
 import torch
 
-from . import krylov
-from .multigrid import Multigrid
-from .stencil import OFFSETS, Stencil, _kernels, fused, opposite, pad1, shifted
+from tinct.engines import QUALITIES
 
-QUALITIES = ("final", "preview")
+from . import kernels, krylov
+from .kernels import fused
+from .multigrid import Multigrid
+from .stencil import OFFSETS, Stencil, opposite, pad1, shifted
+
 METHODS = ("gcr", "bicgstab")
 MIN_VARIANCE = 2e-6     # the authors' floor on the window variance
 WEIGHT_FLOOR = 1e-6     # float32 exp underflows to 0 and would cut hint-free regions off
@@ -64,10 +66,8 @@ def affinities(lightness: torch.Tensor, edge_sensitivity: float = 1.0) -> torch.
     y = lightness
     h, w = y.shape
     if fused(y):
-        out = torch.empty((8, h, w))
         params = torch.tensor([0.6 / edge_sensitivity, MIN_VARIANCE, WEIGHT_FLOOR])
-        _kernels.affinities(out.data_ptr(), y.data_ptr(), params.data_ptr(), 0, 0, 1, h, w, 0, torch.get_num_threads())
-        return out
+        return kernels.affinities(torch.empty((8, h, w)), y, params)
     yp = pad1(y)
     valid = pad1(torch.ones_like(y))
     nb = torch.stack([shifted(yp, dy, dx, h, w) for dy, dx in OFFSETS])

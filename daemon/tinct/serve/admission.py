@@ -65,7 +65,7 @@ FIXED_BYTES: dict[tuple[str, str], int] = {
 TINCTD_BYTES = 512 << 20
 DEFAULT_QUALITY = "final"  # both engines' default when a request names none
 # A layer with a side this short or shorter is a strip, which the solver runs in float64
-# (tinct.levin.STRIP, not imported here: levin imports torch).  Measured 2026-12-04 on 62500x16
+# (tinct.engines.optimization.levin.STRIP, not imported here: levin imports torch).  Measured 2026-12-04 on 62500x16
 # strips (1 MP; the solve then runs all 40 iterations): 1.70-1.89 kB a pixel for `final`, 1.0 kB for
 # `preview`, both engines: 2.3 and 2.6 times the table.  Strips get 3.5 times its bytes per pixel.
 STRIP_SIDE = 16
@@ -215,6 +215,7 @@ def cgroup_memory(root: str | os.PathLike = "/") -> tuple[int | None, int | None
     for version, (directory, top) in _cgroup_dirs(Path(root)).items():
         cap, left = _cgroup_limits(directory, top, version)
         if cap is not None:
+            assert left is not None  # _cgroup_limits finds both or neither
             limit = cap if limit is None else min(limit, cap)
             room = left if room is None else min(room, left)
     return limit, room
@@ -304,7 +305,7 @@ def admit(engine: str, quality: str | None, pixels: int, reserved: int = 0, shor
 
 
 def main() -> None:
-    """`python -m tinct.admission`: this machine's figures and the largest layer per engine and quality."""
+    """`python -m tinct.serve.admission`: this machine's figures and the largest layer per engine and quality."""
     total, available = total_bytes(), available_bytes()
     print(f"total {_gb(total) if total is not None else '?'} GB, available now "
           f"{_gb(available) if available is not None else '?'} GB, tinctd itself {_gb(TINCTD_BYTES)} GB")

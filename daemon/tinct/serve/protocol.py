@@ -9,11 +9,12 @@ or torch); tests/test_protocol.py checks they agree.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, cast, overload
 
 import msgpack
 import numpy as np
 
-from .levin import QUALITIES
+from tinct.engines import QUALITIES
 
 VERSION = 2
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -85,7 +86,7 @@ def max_message_bytes(max_pixels: int) -> int:
 
 
 def pack(message: dict) -> bytes:
-    return msgpack.packb(message, use_bin_type=True)
+    return cast(bytes, msgpack.packb(message, use_bin_type=True))  # packb's inferred type has a None
 
 
 def frames_of(message: dict) -> list:
@@ -102,7 +103,7 @@ def frames_of(message: dict) -> list:
 
 @dataclass
 class SharedBlob:
-    """A binary field a local client left in its shared-memory file (tinct.shm), read when the job runs."""
+    """A binary field a local client left in its shared-memory file (tinct.serve.shm), read when the job runs."""
     offset: int
     length: int
 
@@ -112,7 +113,7 @@ class SharedBlob:
 
 @dataclass
 class Shared:
-    """A request's shared memory (tinct.shm): where its binary fields are, where the result goes.
+    """A request's shared memory (tinct.serve.shm): where its binary fields are, where the result goes.
 
     Either two files in tinctd's folder (`file`, `reply`) or the client's two memfd buffers
     (`pid`, and [fd, inode] of each), with the folder's `key`; `size` bytes of fields from the start."""
@@ -120,10 +121,10 @@ class Shared:
     file: str = ""
     reply: str = ""
     pid: int = 0
-    source: tuple = ()
-    target: tuple = ()
+    source: tuple[int, int] | tuple[()] = ()
+    target: tuple[int, int] | tuple[()] = ()
     key: str = ""
-    maps: tuple = ()  # memfd: the two buffers as tinctd mapped them, once checked (tinct.shm.Buffers)
+    maps: tuple = ()  # memfd: the two buffers as tinctd mapped them, once checked (tinct.serve.shm.Buffers)
 
     @property
     def memfd(self) -> bool:
@@ -164,7 +165,8 @@ def _shared(message: dict, framed: list) -> tuple[Shared, dict]:
         pid = field(spec, "pid", int)
         if not 0 < pid < 1 << 31:
             raise bad("the 'shm' field's 'pid' must be a process id")
-        where = dict(pid=pid, source=_buffer(spec, "in"), target=_buffer(spec, "out"), key=field(spec, "key", str))
+        where: dict[str, Any] = dict(pid=pid, source=_buffer(spec, "in"), target=_buffer(spec, "out"),
+                                     key=field(spec, "key", str))
     else:
         where = dict(file=field(spec, "file", str), reply=field(spec, "reply", str))
     lengths = field(spec, "lengths", list)
@@ -217,6 +219,18 @@ def unpack(frames: list, max_bytes: int) -> dict:
     return message
 
 
+_T = TypeVar("_T")
+
+
+@overload
+def field(message: dict, name: str, kinds: type[_T], required: Literal[True] = ..., default: object = ...) -> _T: ...
+@overload
+def field(message: dict, name: str, kinds: type[_T], required: bool, default: _T) -> _T: ...
+@overload
+def field(message: dict, name: str, kinds: type[_T], required: bool = ..., default: None = ...) -> _T | None: ...
+@overload
+def field(message: dict, name: str, kinds: tuple[type, ...], required: bool = ...,
+          default: None = ...) -> bytes | bytearray | memoryview | SharedBlob | None: ...
 def field(message: dict, name: str, kinds, required: bool = True, default=None):
     """message[name] if it has type `kinds` (never bool, which msgpack also has); else bad_request."""
     value = message.get(name)
@@ -236,7 +250,7 @@ class Layer:
     height: int
     layout: str
     sample: str
-    data: bytes | memoryview | SharedBlob
+    data: bytes | bytearray | memoryview | SharedBlob
 
     @property
     def channels(self) -> int:
@@ -244,6 +258,7 @@ class Layer:
 
     def raw(self) -> np.ndarray:
         """(H, W, C) exactly as sent, channels in wire order, without a copy."""
+        assert not isinstance(self.data, SharedBlob)  # Colorize.attach resolved it
         return np.frombuffer(self.data, dtype=SAMPLES[self.sample]).reshape(self.height, self.width, self.channels)
 
     def colour(self, raw: np.ndarray) -> np.ndarray:
@@ -279,9 +294,11 @@ def layer(message: dict, prefix: str, width: int, height: int, layouts) -> Layer
     layout = field(message, key + "layout", str, required=prefix == "pixels", default="RGBA")
     sample = field(message, key + "sample", str, required=prefix == "pixels", default="u8")
     if layout not in layouts:
-        raise ProtocolError("unsupported", f"pixel layout {describe(layout)} is not supported; use one of {', '.join(layouts)}")
+        raise ProtocolError("unsupported", f"pixel layout {describe(layout)} is not supported; "
+                                           f"use one of {', '.join(layouts)}")
     if sample not in SAMPLES:
-        raise ProtocolError("unsupported", f"sample type {describe(sample)} is not supported; use one of {', '.join(SAMPLES)}")
+        raise ProtocolError("unsupported", f"sample type {describe(sample)} is not supported; "
+                                           f"use one of {', '.join(SAMPLES)}")
     expected = width * height * LAYOUTS[layout] * SAMPLES[sample].itemsize
     if len(data) != expected:
         raise bad(f"the {prefix} are {len(data)} bytes but a {width}x{height} {layout} {sample} layer needs {expected}")
@@ -310,7 +327,7 @@ class Colorize:
     document: str | None
     image: Layer
     hints: Layer | None
-    selection: bytes | memoryview | SharedBlob | None
+    selection: bytes | bytearray | memoryview | SharedBlob | None
     engine: str
     options: dict
     shared: Shared | None = None
@@ -350,6 +367,7 @@ class Colorize:
     def selection_mask(self) -> np.ndarray | None:
         if self.selection is None:
             return None
+        assert not isinstance(self.selection, SharedBlob)  # Colorize.attach resolved it
         return np.frombuffer(self.selection, np.uint8).reshape(self.image.height, self.image.width)
 
 
@@ -369,10 +387,12 @@ def parse_job(message: dict, max_pixels: int, engines) -> Colorize:
     options = check_options(field(message, "options", dict, required=False, default={}))
     image = layer(message, "pixels", width, height, tuple(LAYOUTS))
     hints = layer(message, "hints", width, height, HINT_LAYOUTS)
+    assert image is not None  # the pixels are required: layer raised if they were missing
     selection = field(message, "selection", BINARY, required=False)
     if selection is not None and len(selection) != width * height:
         raise bad(f"the selection is {len(selection)} bytes but needs {width * height} (one u8 per pixel)")
-    job = Colorize(id=field(message, "id", str), client=b"", document=field(message, "document", str, required=False), image=image, hints=hints,
+    job = Colorize(id=field(message, "id", str), client=b"", document=field(message, "document", str, required=False),
+                   image=image, hints=hints,
                    selection=selection, engine=engine, options=options, shared=message.get("shm"), type=kind)
     if kind == "suggest":
         job.x, job.y, job.k = field(message, "x", int), field(message, "y", int), field(message, "k", int, False, 8)
@@ -439,12 +459,12 @@ def encode_result(job: Colorize, result: np.ndarray, raw: np.ndarray, buffer=Non
                 block[..., 3] = source[..., -1]
         for target, channel in enumerate(order):
             block[..., target] = colour[..., channel]
-    return layout, memoryview(out).cast("B")
+    return layout, memoryview(out).cast("B")  # pyright: ignore[reportArgumentType]  # numpy: __buffer__ is 3.12+
 
 
 def error(request_id, code: str, message: str, transport: bool = False) -> dict:
     """An error reply; `transport` says the request may succeed sent another way (ProtocolError)."""
-    err = {"code": code, "message": message}
+    err: dict[str, str | bool] = {"code": code, "message": message}
     if transport:
         err["transport"] = True
     return {"v": VERSION, "id": request_id, "ok": False, "error": err}

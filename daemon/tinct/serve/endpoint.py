@@ -4,7 +4,7 @@ On Linux and macOS the default is an `ipc://` socket in the user's private runti
 (mode 0700, owned by the user): the kernel lets no other user connect to it or put a socket
 of their own in its place, so nothing can impersonate tinctd or read a layer on the way.
 Loopback TCP stays for Windows and sandboxed editors; there every local user can connect, so
-tinctd is authenticated with CURVE (tinct.keys) and the plugins send nothing to a peer that
+tinctd is authenticated with CURVE (tinct.serve.keys) and the plugins send nothing to a peer that
 cannot prove it holds tinctd's key.  Stdlib only: the plugins' client carries a copy of
 these rules (tests/test_protocol.py keeps them equal).
 """

@@ -1,0 +1,20 @@
+"""The optimization engine as the registry (tinct.engines) creates it."""
+from __future__ import annotations
+
+from . import levin
+
+
+class OptimizationEngine:
+    """Levin et al. 2004: colour spreads from the strokes along similar lightness."""
+
+    name = "optimization"
+    DEFAULT_QUALITY = "final"
+    OPTIONS = {"quality", "edge_sensitivity", "tol", "max_iter", "method", "callback"}
+
+    def predict_ab(self, L, hint_ab, hint_weight, **options):
+        unknown = set(options) - self.OPTIONS
+        if unknown:
+            raise ValueError(f"unknown option(s) for the optimization engine: {', '.join(sorted(unknown))}")
+        options.setdefault("quality", self.DEFAULT_QUALITY)
+        ab, _ = levin.solve_ab(L, hint_ab, hint_weight, **options)
+        return ab
