@@ -81,14 +81,15 @@ def owned(data: dict, path: Path) -> bool:
 
 
 # -- the plugins' settings file ----------------------------------------------------------
-def merge_config(data: dict, file: Path, tinctd: str, endpoint: str | None, service: str | None) -> tuple[str | None, list[str]]:
+def merge_config(data: dict, file: Path, tinctd: str, endpoint: str | None,
+                 service: str | None) -> tuple[str | None, list[str]]:
     """Write endpoint and start_command into the settings file.  The endpoint stays what the file
     says unless `endpoint` is given; a start_command the user changed since the last install stays
     too, and so does every other key.  Returns (endpoint in effect or None for the default, notes)."""
     try:
         current = json.loads(file.read_text(encoding="utf-8")) if file.exists() else {}
     except ValueError as exc:
-        raise SystemExit(f"{file} is not valid JSON ({exc}); correct or delete it, then install again")
+        raise SystemExit(f"{file} is not valid JSON ({exc}); correct or delete it, then install again") from None
     if not isinstance(current, dict):
         raise SystemExit(f"{file} should hold a JSON object; correct or delete it, then install again")
     ours = data.get("config", {}).get("written", {})

@@ -7,11 +7,33 @@ import sys
 import time
 from pathlib import Path
 
+import msgpack
+import zmq
 import zmq.auth
 
 import tinct_client  # plugins/common, on the path by pyproject's pytest settings
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def dealer(endpoint: str, routing_id: bytes | None = None):
+    """(context, DEALER socket) connected to `endpoint`, as a raw client that frames its own requests."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    if routing_id:
+        sock.setsockopt(zmq.ROUTING_ID, routing_id)
+    sock.connect(endpoint)
+    return ctx, sock
+
+
+def reply_of(sock, wait_ms: int = 30_000) -> dict:
+    """The next reply on a DEALER socket, its binary frames put back under their names."""
+    assert sock.poll(wait_ms), "no reply"
+    frames = sock.recv_multipart()
+    reply = msgpack.unpackb(frames[1], raw=False)
+    reply.update(zip(reply.pop("blobs", []), frames[2:]))
+    return reply
 
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ import pytest
 import torch
 import zmq
 
-from daemon_fixture import RunningDaemon, free_port, tinct_client
+from daemon_fixture import RunningDaemon, dealer, free_port, reply_of, tinct_client
 from tinct.color import lab
 from tinct.serve import protocol as P
 
@@ -51,24 +51,6 @@ def hints(w=W, h=H):
 
 def lightness(rgb01):
     return lab.srgb_to_lab(torch.tensor(np.asarray(rgb01, np.float64)).permute(2, 0, 1))[0]
-
-
-def dealer(endpoint, routing_id=None):
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    if routing_id:
-        sock.setsockopt(zmq.ROUTING_ID, routing_id)
-    sock.connect(endpoint)
-    return ctx, sock
-
-
-def reply_of(sock, wait_ms=30_000):
-    assert sock.poll(wait_ms), "no reply"
-    frames = sock.recv_multipart()
-    reply = msgpack.unpackb(frames[1], raw=False)
-    reply.update(zip(reply.pop("blobs", []), frames[2:]))
-    return reply
 
 
 def wait_for(predicate, seconds=30):

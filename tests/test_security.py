@@ -18,7 +18,7 @@ import pytest
 import zmq
 import zmq.auth
 
-from daemon_fixture import ROOT, RunningDaemon, free_port, tinct_client
+from daemon_fixture import ROOT, RunningDaemon, dealer, free_port, reply_of, tinct_client
 from tinct.serve import protocol as P
 from tinct.serve import server
 
@@ -56,24 +56,6 @@ def as_intruder(uid, code, **kw):
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(SITE), "HOME": "/"}
     return subprocess.Popen([SYSTEM_PYTHON, "-c", textwrap.dedent(code)], user=uid, group=uid, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
-
-
-def dealer(endpoint, routing_id=None):
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    if routing_id:
-        sock.setsockopt(zmq.ROUTING_ID, routing_id)
-    sock.connect(endpoint)
-    return ctx, sock
-
-
-def reply_of(sock, wait_ms=30_000):
-    assert sock.poll(wait_ms), "no reply"
-    frames = sock.recv_multipart()
-    reply = msgpack.unpackb(frames[1], raw=False)
-    reply.update(zip(reply.pop("blobs", []), frames[2:]))
-    return reply
 
 
 def ask(endpoint, header, frames=(), wait_ms=30_000):
@@ -158,7 +140,11 @@ def test_too_many_frames_are_refused_before_any_is_kept(daemon):
 
 # -- 1. private by construction ---------------------------------------------------------------
 def test_the_default_endpoint_is_a_socket_in_the_users_private_runtime_folder(tmp_path, monkeypatch):
-    from tinct.serve import endpoint
+    from tinct.serve import endpoint, keys
+
+    assert str(keys.config_dir()) == os.path.dirname(tinct_client.config_path())  # one key folder for both sides
+    monkeypatch.setenv("TINCT_KEY_DIR", str(tmp_path / "k"))
+    assert str(keys.key_dir()) == tinct_client.key_dir()
 
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     assert endpoint.default_endpoint() == f"ipc://{tmp_path}/tinct/tinctd.sock"
