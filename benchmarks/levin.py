@@ -1,7 +1,7 @@
 """Speed and quality of the optimization engine against a SciPy sparse-direct solve of the same system.
 
     python benchmarks/levin.py [--sizes 0.25 1 4] [--images 3] [--reference-up-to 1] [--device cpu]
-                               [--method gcr|bicgstab] [--threads N]
+                               [--threads N]
 
 For each size (megapixels; eval photos resized square with Lanczos, as the protocol in
 shared/bench does at 256²) and each photo: 100 simulated hints (6x6 patches of the photo's
@@ -75,7 +75,6 @@ def main() -> None:
     ap.add_argument("--reference-up-to", type=float, default=1.0,
                     help="largest size (MP) solved by SciPy too (~2-4 min per photo at 1 MP on 2 cores)")
     ap.add_argument("--device", default=None)
-    ap.add_argument("--method", default="gcr", choices=sorted(levin.METHODS))
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     args = ap.parse_args()
     if args.threads:
@@ -85,7 +84,7 @@ def main() -> None:
     step = max(1, len(photos) // args.images)
     photos = photos[::step][:args.images]
     print(f"device {device}, torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} CPUs, {args.hints} hints, final by {args.method}, "
+          f"on {os.cpu_count()} CPUs, {args.hints} hints, "
           f"photos: {', '.join(n for n, _ in photos)}")
     head = (f"{'MP':>5} {'photo':<18} {'prev s':>7} {'it':>4} {'prev dB':>8} {'final s':>8} {'it':>4} "
             f"{'final dB':>8} {'scipy s':>8} {'scipy dB':>8} {'final-sp':>8} {'speed-up':>8} {'grey dB':>8}")
@@ -104,7 +103,7 @@ def main() -> None:
                 levin.solve_ab(L[:, :64, :64], hint_ab[:, :64, :64], hint_w[:, :64, :64])  # warm-up
                 if device.type == "cuda":
                     torch.cuda.synchronize()
-                ab, info = levin.solve_ab(L, hint_ab, hint_w, quality=quality, method=args.method)
+                ab, info = levin.solve_ab(L, hint_ab, hint_w, quality=quality)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 row[quality] = (info["seconds"], info["iterations"], measure.psnr(to_rgb(L, ab), rgb))

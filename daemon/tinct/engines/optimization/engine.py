@@ -9,7 +9,7 @@ class OptimizationEngine:
 
     name = "optimization"
     DEFAULT_QUALITY = "final"
-    OPTIONS = {"quality", "edge_sensitivity", "tol", "max_iter", "method", "callback"}
+    OPTIONS = {"quality", "edge_sensitivity", "tol", "max_iter", "callback"}
 
     def predict_ab(self, L, hint_ab, hint_weight, **options):
         unknown = set(options) - self.OPTIONS

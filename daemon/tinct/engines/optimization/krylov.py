@@ -94,54 +94,6 @@ def pcg(apply: Operator, b: torch.Tensor, x: torch.Tensor, precond: Operator, to
     return Result(x, it, float(res.max()), float(res.max()) <= tol)
 
 
-def bicgstab(apply: Operator, b: torch.Tensor, x: torch.Tensor, precond: Operator, tol: float,
-             max_iter: int, callback: Callable[[int, float], None] | None = None) -> Result:
-    """Right-preconditioned BiCGStab (van der Vorst 1992) for a non-symmetric operator.
-
-    The residual is recomputed from scratch when the shadow vector loses
-    orthogonality (rho -> 0), the usual restart that keeps it from breaking down.
-    """
-    bnorm = dot(b, b).sqrt()
-    r = b - apply(x)
-    shadow = r.clone()
-    rho = alpha = omega = torch.ones_like(bnorm)
-    v = torch.zeros_like(b)
-    p = torch.zeros_like(b)
-    it = 0
-    res = _relres(r, bnorm)
-    while it < max_iter and float(res.max()) > tol:
-        rho_new = dot(shadow, r)
-        if bool((rho_new.abs() < 1e-30 * dot(r, r).clamp_min(1e-300)).any()):
-            r = b - apply(x)
-            shadow, p, v = r.clone(), torch.zeros_like(b), torch.zeros_like(b)
-            rho = alpha = omega = torch.ones_like(bnorm)
-            rho_new = dot(shadow, r)
-        beta = (_div(rho_new, rho) * _div(alpha, omega)).float()
-        p = r + beta * (p - omega.float() * v)
-        y = precond(p)
-        v = apply(y)
-        alpha = _div(rho_new, dot(shadow, v))
-        x.add_(alpha.float() * y)
-        s = r - alpha.float() * v
-        it += 1
-        res = _relres(s, bnorm)
-        if float(res.max()) <= tol:
-            r = s
-            if callback:
-                callback(it, float(res.max()))
-            break
-        z = precond(s)
-        t = apply(z)
-        omega = _div(dot(t, s), dot(t, t))
-        x.add_(omega.float() * z)
-        r = s - omega.float() * t
-        rho = rho_new
-        res = _relres(r, bnorm)
-        if callback:
-            callback(it, float(res.max()))
-    return Result(x, it, float(res.max()), float(res.max()) <= tol)
-
-
 def gcr(apply: Operator, b: torch.Tensor, x: torch.Tensor, precond: Operator, tol: float, max_iter: int,
         restart: int = 20, callback: Callable[[int, float], None] | None = None,
         error_tol: float | None = None) -> Result:

@@ -42,7 +42,6 @@ from .kernels import fused
 from .multigrid import Multigrid
 from .stencil import OFFSETS, Stencil, opposite, pad1, shifted
 
-METHODS = ("gcr", "bicgstab")
 MIN_VARIANCE = 2e-6     # the authors' floor on the window variance
 WEIGHT_FLOOR = 1e-6     # float32 exp underflows to 0 and would cut hint-free regions off
 FIXED = 1.0 - 1e-6      # hint weight from which a pixel's colour is fixed outright
@@ -130,22 +129,18 @@ def symmetric_system(weights: torch.Tensor, target: torch.Tensor, kappa: torch.T
 def solve_ab(lightness: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor,
              prior_ab: torch.Tensor | None = None, prior_weight: float | torch.Tensor | None = None,
              quality: str = "final", edge_sensitivity: float = 1.0, tol: float | None = None,
-             max_iter: int | None = None, method: str = "gcr", callback=None) -> tuple[torch.Tensor, dict]:
+             max_iter: int | None = None, callback=None) -> tuple[torch.Tensor, dict]:
     """Colour (2, H, W) for lightness L (1, H, W) in 0..100 from strokes and an optional prior.
 
     `hint_weight` (1, H, W) in 0..1 is the stroke's alpha: 1 fixes the colour,
     less pulls towards it.  `prior_ab` with `prior_weight` (a number or a map) is
     a soft data term, e.g. the learned network's colours.  With neither strokes
-    nor prior the answer is grey (ab = 0).  `method` is the Krylov method for
-    `final`: "gcr" (the default: its residual never grows) or "bicgstab"
-    (a third of the memory, but erratic; kept for the benchmark).
+    nor prior the answer is grey (ab = 0).
     Returns (ab, info) where info has iterations, residual, converged and
     seconds (and for `final` the error estimate in ab units).
     """
     if quality not in QUALITIES:
         raise ValueError(f"quality must be one of {QUALITIES}, not {quality!r}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {tuple(METHODS)}, not {method!r}")
     start = time.perf_counter()
     # A strip is a chain of pixels up to millions long whose far end is tied to a stroke only ~1/n^2
     # strongly: float32's rounding of each row of W (~1e-7) outweighs that, and the rounded system's
@@ -176,13 +171,9 @@ def solve_ab(lightness: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.
         out = krylov.pcg(s.apply, b, torch.zeros_like(b), mg, tol, max_iter, callback)
     else:
         a, b = authors_system(weights, target, kappa, fixed)
-        if method == "gcr":
-            mg = Multigrid(a, lump=True, kcycle=True)
-            out = krylov.gcr(a.apply, b, torch.zeros_like(b), mg, tol, max_iter, callback=callback,
-                             error_tol=ERROR_TOL)
-        else:  # BiCGStab needs a fixed preconditioner: the V-cycle without the K-cycle's inner steps
-            mg = Multigrid(a, lump=True)
-            out = krylov.bicgstab(a.apply, b, torch.zeros_like(b), mg, tol, max_iter, callback)
+        mg = Multigrid(a, lump=True, kcycle=True)
+        out = krylov.gcr(a.apply, b, torch.zeros_like(b), mg, tol, max_iter, callback=callback,
+                         error_tol=ERROR_TOL)
         info["error"] = out.error
     info.update(levels=mg.levels, iterations=out.iterations, residual=out.residual, converged=out.converged)
     info["seconds"] = time.perf_counter() - start
