@@ -108,7 +108,7 @@ install_torch "$VENV/bin/python"
 say "installing tinct with its model from $ROOT"
 "$VENV/bin/python" -m pip install --quiet --no-cache-dir "$ROOT"   # a local folder is always rebuilt: upgrades
 versions "$VENV/bin/python"
-STATE="${TINCT_STATE_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/tinct}"   # as tinct.serve.server.state_dir()
+STATE="${TINCT_STATE_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/tinct}"   # as tinct.serve.state.state_dir()
 [ -e "$STATE" ] || setup claim "$RECORD" "$STATE" --tree
 setup set "$RECORD" "prefix=$PREFIX" "venv=$VENV" "state_dir=$STATE"
 setup stop "$RECORD" >/dev/null   # an upgraded tinctd starts fresh when next needed

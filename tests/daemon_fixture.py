@@ -55,7 +55,7 @@ class RunningDaemon:
         self.key_dir = Path(key_dir or self.state_dir / "keys")
         self.output = self.state_dir / "output.log"
         env = dict(env or os.environ, OMP_NUM_THREADS="1", TINCT_KEY_DIR=str(self.key_dir))
-        self.command = [sys.executable, "-m", "tinct.serve.server", "--endpoint", self.endpoint,
+        self.command = [sys.executable, "-m", "tinct.serve", "--endpoint", self.endpoint,
                         "--state-dir", str(self.state_dir), *args]
         start = self.output.stat().st_size if self.output.exists() else 0  # a restart appends to the same log
         with open(self.output, "ab") as out:

@@ -98,7 +98,7 @@ def test_a_broken_file_is_a_sentence_naming_it(settings, content, words):
 def test_a_real_tinctd_is_started_from_the_file(settings, tmp_path):
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     state = tmp_path / "state"
-    settings({"endpoint": endpoint, "start_command": [sys.executable, "-m", "tinct.serve.server",
+    settings({"endpoint": endpoint, "start_command": [sys.executable, "-m", "tinct.serve",
                                                       "--endpoint", endpoint,
                                                       "--state-dir", str(state)]})
     try:

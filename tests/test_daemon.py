@@ -15,21 +15,13 @@ import pytest
 import torch
 import zmq
 
-from daemon_fixture import RunningDaemon, dealer, free_port, reply_of, tinct_client
+from daemon_fixture import dealer, free_port, reply_of, tinct_client
 from tinct.color import lab
 from tinct.serve import protocol as P
 
 W, H = 24, 16
 DTYPES = {"u8": np.uint8, "u16": np.uint16, "f32": np.float32}
 CHANNELS = P.LAYOUTS
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    d = RunningDaemon(tmp_path_factory.mktemp("tinctd"))
-    yield d
-    assert d.alive(), "tinctd died during the tests"
-    assert d.stop() == 0  # SIGTERM shuts down cleanly
 
 
 def photo(layout, sample, w=W, h=H):
@@ -309,8 +301,8 @@ def test_a_client_vanishing_mid_request_leaves_the_daemon_healthy(daemon):
     test_round_trip_of_every_pixel_format(daemon, "RGB", "u16", "files")
 
 
-def test_killing_the_daemon_mid_request_gives_a_clear_error(tmp_path):
-    d = RunningDaemon(tmp_path)
+def test_killing_the_daemon_mid_request_gives_a_clear_error(tinctd, tmp_path):
+    d = tinctd(tmp_path)
     errors = []
 
     clients = []
@@ -336,8 +328,8 @@ def test_killing_the_daemon_mid_request_gives_a_clear_error(tmp_path):
     assert clients[0].shared is None  # its buffers let go: a tinctd still finishing must not write into the next
 
 
-def test_a_daemon_gone_before_the_next_request_is_not_running_not_stopped_mid_work(tmp_path):
-    d = RunningDaemon(tmp_path)
+def test_a_daemon_gone_before_the_next_request_is_not_running_not_stopped_mid_work(tinctd, tmp_path):
+    d = tinctd(tmp_path)
     with d.client(timeout=5, retries=1) as c:
         c.colorize(width=W, height=H, layout="RGB", sample="u8", pixels=photo("RGB", "u8").tobytes())
         assert d.stop() == 0  # between two requests of a client that knows it (its hello is kept)
@@ -346,8 +338,8 @@ def test_a_daemon_gone_before_the_next_request_is_not_running_not_stopped_mid_wo
     assert err.value.code == "unavailable" and "not running" in str(err.value)
 
 
-def test_sigterm_answers_everyone_waiting_then_exits_cleanly(tmp_path):
-    d = RunningDaemon(tmp_path)
+def test_sigterm_answers_everyone_waiting_then_exits_cleanly(tinctd, tmp_path):
+    d = tinctd(tmp_path)
     errors = {}
 
     plugin = uuid.uuid4().hex  # one plugin, several threads: status shows it its own jobs
@@ -373,8 +365,8 @@ def test_sigterm_answers_everyone_waiting_then_exits_cleanly(tmp_path):
     assert "tinctd stopped" in (tmp_path / "tinctd.log").read_text()
 
 
-def test_limits_and_an_ipc_endpoint(tmp_path):
-    d = RunningDaemon(tmp_path, "--max-megapixels", "0.001", endpoint=f"ipc://{tmp_path}/tinctd.sock")
+def test_limits_and_an_ipc_endpoint(tinctd, tmp_path):
+    d = tinctd(tmp_path, "--max-megapixels", "0.001", endpoint=f"ipc://{tmp_path}/tinctd.sock")
     try:
         with d.client() as c:
             info = c.hello()
@@ -407,7 +399,7 @@ def test_nothing_listening_is_a_readable_error():
 
 def test_the_client_starts_tinctd_when_told_how(tmp_path):
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    cmd = [sys.executable, "-m", "tinct.serve.server", "--endpoint", endpoint, "--state-dir", str(tmp_path)]
+    cmd = [sys.executable, "-m", "tinct.serve", "--endpoint", endpoint, "--state-dir", str(tmp_path)]
     try:
         with tinct_client.Client(endpoint, timeout=5, retries=0, start_command=cmd) as c:
             r = c.colorize(width=W, height=H, layout="RGB", sample="u8", pixels=photo("RGB", "u8").tobytes())
@@ -418,19 +410,19 @@ def test_the_client_starts_tinctd_when_told_how(tmp_path):
 
 
 def test_a_second_instance_says_where_the_first_is(daemon):
-    res = subprocess.run([sys.executable, "-m", "tinct.serve.server", "--endpoint", f"tcp://127.0.0.1:{free_port()}",
+    res = subprocess.run([sys.executable, "-m", "tinct.serve", "--endpoint", f"tcp://127.0.0.1:{free_port()}",
                           "--state-dir", str(daemon.state_dir)], capture_output=True, text=True, timeout=60)
     assert res.returncode != 0 and "already running" in res.stderr and daemon.endpoint in res.stderr
 
 
 def test_remote_endpoints_need_explicit_consent(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "tinct.serve.server", "--endpoint", "tcp://0.0.0.0:5571",
+    res = subprocess.run([sys.executable, "-m", "tinct.serve", "--endpoint", "tcp://0.0.0.0:5571",
                           "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert res.returncode != 0 and "--allow-remote" in res.stderr
 
 
 def test_check_reports_and_exits_zero():
-    res = subprocess.run([sys.executable, "-m", "tinct.serve.server", "--check"], capture_output=True, text=True,
+    res = subprocess.run([sys.executable, "-m", "tinct.serve", "--check"], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "engine optimization: ready" in res.stdout and "colorize ok" in res.stdout
@@ -438,7 +430,7 @@ def test_check_reports_and_exits_zero():
     assert "shared memory: " in res.stdout and ("memfd buffers" in res.stdout) == sys.platform.startswith("linux")
 
 
-def test_curve_keys_let_only_known_clients_in(tmp_path):
+def test_curve_keys_let_only_known_clients_in(tinctd, tmp_path):
     import zmq.auth
     for folder in ("server", "clients", "stranger"):
         (tmp_path / folder).mkdir()
@@ -448,7 +440,7 @@ def test_curve_keys_let_only_known_clients_in(tmp_path):
     keys = {"server_key": zmq.auth.load_certificate(server_secret)[0]}
     pub, sec = zmq.auth.load_certificate(client_secret)
     spub, ssec = zmq.auth.load_certificate(stranger_secret)
-    d = RunningDaemon(tmp_path, "--curve-secret", str(server_secret), "--curve-clients", str(tmp_path / "clients"),
+    d = tinctd(tmp_path, "--curve-secret", str(server_secret), "--curve-clients", str(tmp_path / "clients"),
                       endpoint=f"tcp://127.0.0.1:{free_port()}")
     try:
         with tinct_client.Client(d.endpoint, timeout=5, retries=0, start_command=[],
@@ -477,11 +469,11 @@ def locking(fd, mode, nbytes):
 sys.modules["fcntl"] = None                         # 'import fcntl' now raises ImportError
 sys.modules["msvcrt"] = types.SimpleNamespace(LK_NBLCK=2, locking=locking)
 from pathlib import Path
-from tinct.serve import server, shm
-assert server.fcntl is None and shm.fcntl is None and not shm.memfd_possible()
-first = server.acquire_lock(Path({str(tmp_path)!r}), "tcp://127.0.0.1:1")
+from tinct.serve import main, shm, state  # main: every module tinctd runs on
+assert state.fcntl is None and shm.fcntl is None and not shm.memfd_possible()
+first = state.acquire_lock(Path({str(tmp_path)!r}), "tcp://127.0.0.1:1")
 try:
-    server.acquire_lock(Path({str(tmp_path)!r}), "tcp://127.0.0.1:2")
+    state.acquire_lock(Path({str(tmp_path)!r}), "tcp://127.0.0.1:2")
 except SystemExit as exc:
     print(exc)
 """

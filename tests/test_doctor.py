@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_fixture import ROOT, RunningDaemon, free_port
+from daemon_fixture import ROOT, free_port
 from tinct.tools import doctor, editors
 
 COMMON = ROOT / "plugins" / "common"
@@ -74,8 +74,8 @@ def test_nothing_listening_fails_with_how_to_start_it(home, monkeypatch):
     assert row.status == "FAIL" and "not running" in row.detail and "tinctd" in row.fix
 
 
-def test_a_running_daemon_is_ok_with_its_engines(home, tmp_path, monkeypatch):
-    daemon = RunningDaemon(tmp_path)
+def test_a_running_daemon_is_ok_with_its_engines(tinctd, home, tmp_path, monkeypatch):
+    daemon = tinctd(tmp_path)
     try:
         monkeypatch.setenv("TINCT_ENDPOINT", daemon.endpoint)
         row = doctor.check_daemon(doctor.load_client([COMMON]), start=False)
@@ -91,7 +91,7 @@ def test_the_daemon_is_started_the_way_the_plugins_start_it(home, tmp_path):
     config = home / ".config" / "tinct" / "client.json"
     config.parent.mkdir(parents=True)
     config.write_text(json.dumps({"endpoint": endpoint, "start_command": [
-        sys.executable, "-m", "tinct.serve.server", "--endpoint", endpoint, "--state-dir", str(state)]}))
+        sys.executable, "-m", "tinct.serve", "--endpoint", endpoint, "--state-dir", str(state)]}))
     try:
         row = doctor.check_daemon(doctor.load_client([COMMON]), start=True)
     finally:
@@ -220,8 +220,8 @@ def test_the_command_prints_a_table_and_exits_1_when_something_asked_for_is_brok
     assert any(line.startswith("python ") and "  ok  " in line for line in lines)
 
 
-def test_the_command_exits_0_when_all_asked_for_works(home, tmp_path):
-    daemon = RunningDaemon(tmp_path)
+def test_the_command_exits_0_when_all_asked_for_works(tinctd, home, tmp_path):
+    daemon = tinctd(tmp_path)
     try:
         env = dict(os.environ, TINCT_ENDPOINT=daemon.endpoint)
         done = run_doctor("--no-gimp", "--no-krita", "--no-start", "--record", str(tmp_path / "none.json"), env=env)

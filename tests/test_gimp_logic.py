@@ -11,7 +11,7 @@ import colorize_logic as logic  # plugins/gimp/tinct-colorize and plugins/common
 import pytest
 
 import tinct_plugin
-from daemon_fixture import RunningDaemon, free_port, tinct_client
+from daemon_fixture import free_port, tinct_client
 from tinct.engines.learned import engine as learned
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,10 +157,10 @@ def _sentence(call):
     return logic.error_sentence(info.value)
 
 
-def test_sentences_from_the_real_client_and_a_real_tinctd(tmp_path, monkeypatch):
+def test_sentences_from_the_real_client_and_a_real_tinctd(tinctd, tmp_path, monkeypatch):
     """What GIMP would show, produced by a real tinctd without the learned model and with a small limit."""
     monkeypatch.setenv("TINCT_MODEL", str(tmp_path / "no-model.pt"))
-    daemon = RunningDaemon(tmp_path, "--max-megapixels", "0.01")
+    daemon = tinctd(tmp_path, "--max-megapixels", "0.01")
     try:
         with daemon.client(retries=0) as client:
             def colorize(width, engine):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from tinct_krita import document, formats, job, live, tinct_plugin
 
-from daemon_fixture import RunningDaemon, free_port, tinct_client
+from daemon_fixture import free_port, tinct_client
 from fakes.krita import ORIGIN, Document, Selection  # also makes tinct_krita importable, as installed
 
 SRGB = formats.SRGB_PROFILE
@@ -482,10 +482,10 @@ def _layer(size, seed):
                 engine="optimization", options={"quality": "final"})
 
 
-def test_live_requests_against_a_real_tinctd_only_the_newest_is_answered(tmp_path):
+def test_live_requests_against_a_real_tinctd_only_the_newest_is_answered(tinctd, tmp_path):
     """The first request is cancelled in tinctd while it runs, the second is replaced before it goes
     out, and only the third comes back from the runner."""
-    daemon = RunningDaemon(tmp_path)
+    daemon = tinctd(tmp_path)
     answers = {}
 
     class Recording(tinct_client.Client):

@@ -159,10 +159,12 @@ def test_tinct_is_lazy_but_complete():
 
 
 def test_every_module_imports_in_a_fresh_interpreter():
-    """Each module on its own, first thing, so an order-dependent cycle shows up as an ImportError."""
+    """Each module on its own, first thing, so an order-dependent cycle shows up as an ImportError
+    (a package's __main__ is its program: `python -m` runs it, tinctd's in every daemon test)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    names = [name for name in MODULES if not name.endswith(".__main__")]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        done = dict(zip(MODULES, pool.map(lambda name: run(f"import {name}"), MODULES)))
+        done = dict(zip(names, pool.map(lambda name: run(f"import {name}"), names)))
     bad = {name: d.stderr[-600:] for name, d in done.items() if d.returncode}
     assert not bad, bad

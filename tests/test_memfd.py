@@ -15,23 +15,18 @@ import numpy as np
 import pytest
 import zmq
 
-from daemon_fixture import ROOT, RunningDaemon
+from daemon_fixture import ROOT
 from tinct.serve import protocol as P
 
 W, H = 32, 24
 LAYER = np.tile(np.linspace(0, 255, W, dtype=np.uint8), (H, 1))  # GRAY u8: the reply is RGB, three times as long
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    d = RunningDaemon(tmp_path_factory.mktemp("tinctd"))
-    with d.client() as c:
+@pytest.fixture(scope="module", autouse=True)
+def memfd_offered(daemon):
+    with daemon.client() as c:
         if not c.hello().get("memfd"):
-            d.stop()
             pytest.skip("this tinctd offers no memfd buffers here (not Linux, no /proc or no shared-memory folder)")
-    yield d
-    assert d.alive(), "tinctd died during the tests"
-    assert d.stop() == 0
 
 
 def key(daemon):
@@ -311,13 +306,13 @@ def test_another_user_can_neither_read_the_key_nor_lend_buffers(daemon):
     still_serving(daemon)
 
 
-def test_the_folder_key_is_private_and_new_for_every_tinctd(daemon, tmp_path):
+def test_the_folder_key_is_private_and_new_for_every_tinctd(tinctd, daemon, tmp_path):
     with daemon.client() as c:
         info = c.hello()
         path = os.path.join(info["shm_dir"], info["shm_key"])
     first = key(daemon)
     assert len(first) == 64 and os.stat(path).st_mode & 0o777 == 0o600
-    other = RunningDaemon(tmp_path)  # a restarted tinctd (here a second one) makes a new one
+    other = tinctd(tmp_path)  # a restarted tinctd (here a second one) makes a new one
     try:
         assert key(other) != first
     finally:

@@ -7,7 +7,6 @@ import sys
 import pytest
 
 import tinct_plugin  # from plugins/common, which daemon_fixture put on sys.path
-from daemon_fixture import RunningDaemon
 
 
 @pytest.mark.parametrize("hello", [None, {}, {"defaults": None}, {"defaults": {}}, {"defaults": {"vibrancy": None}},
@@ -22,8 +21,8 @@ def test_default_vibrancy_is_the_one_tinctds_hello_advertises():
     assert tinct_plugin.default_vibrancy({"defaults": {"vibrancy": 1}}) == 1.0
 
 
-def test_a_real_tinctds_hello_gives_its_own_default(tmp_path):
-    daemon = RunningDaemon(tmp_path)
+def test_a_real_tinctds_hello_gives_its_own_default(tinctd, tmp_path):
+    daemon = tinctd(tmp_path)
     try:
         with daemon.client(retries=0) as client:
             vibrancy = tinct_plugin.default_vibrancy(client.hello())

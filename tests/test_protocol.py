@@ -1,5 +1,5 @@
-"""tinct.serve.protocol, tinct.serve.shm and tinctd's worker without sockets: validation, pixel formats, the
-selection blend, shared-memory files, progress, out-of-memory fallback, client constants."""
+"""tinct.serve.protocol and tinct.serve.shm without sockets: validation, pixel formats, the selection blend,
+shared-memory files, client constants."""
 import os
 import re
 import stat
@@ -7,11 +7,10 @@ import stat
 import msgpack
 import numpy as np
 import pytest
-import torch
 
 import tinct_shm  # noqa: E402  (plugins/common, put on the path by daemon_fixture)
 from daemon_fixture import tinct_client
-from tinct.serve import endpoint, server, shm
+from tinct.serve import daemon, endpoint, shm
 from tinct.serve import protocol as P
 
 
@@ -35,7 +34,7 @@ def test_client_constants_agree_with_the_protocol(tmp_path):
     assert tinct_client.DEFAULT_PORT == endpoint.DEFAULT_PORT
     assert tinct_client.TCP_ENDPOINT == endpoint.TCP_ENDPOINT and tinct_client.SOCKET_NAME == endpoint.SOCKET_NAME
     assert tinct_client.default_endpoint() == endpoint.default_endpoint()
-    assert tinct_client.OWNER_BYTES == server.OWNER_BYTES
+    assert tinct_client.OWNER_BYTES == daemon.OWNER_BYTES
     assert tinct_client.LAYOUTS == P.LAYOUTS
     assert tinct_client.SAMPLE_BYTES == {k: v.itemsize for k, v in P.SAMPLES.items()}
     assert tinct_client.BLOBS == P.BLOBS
@@ -311,92 +310,6 @@ def test_loopback_rule():
     assert endpoint.is_loopback("ipc:///tmp/tinct.sock") and endpoint.is_loopback("tcp://[::1]:5")
     assert not endpoint.is_loopback("tcp://0.0.0.0:5571") and not endpoint.is_loopback("tcp://192.168.1.2:5571")
     assert not endpoint.is_loopback("tcp://127.0.0.1:1;0.0.0.0:5571")  # libzmq's source;address form
-
-
-def test_progress_follows_the_one_solve_to_its_tolerance_and_never_reaches_one():
-    """`final` is one GCR solve to TOL["final"]: its progress must reach the end of the bar, not stall
-    part way as it did while it still assumed a CG phase first."""
-    final = server.Progress("final")
-    seen = [final.update(i, r) for i, r in [(1, 1e-1), (2, 3e-2), (3, 1e-2), (4, 1e-3), (5, 1e-4)]]
-    assert seen == sorted(seen) and 0 < seen[0] < seen[2] < 0.99 and seen[3] == seen[4] == 0.99
-    assert final.update(1, 0.5) == 0.99  # a CPU retry starting over never moves the bar back
-    assert server.Progress("preview").update(1, 1e-2) == pytest.approx(0.5)
-
-
-def worker(device="cpu"):
-    return server.Worker(None, "", torch.device(device) if device == "cpu" else device, {}, None)
-
-
-def striped(n=64):
-    grey = np.tile(np.linspace(0, 255, n, dtype=np.uint8), (n, 1))
-    hints = np.zeros((n, n, 4), np.uint8)
-    hints[2:6, 2:6] = (220, 30, 30, 255)
-    return P.parse_job(message(width=n, height=n, layout="GRAY", pixels=grey.tobytes(), hints=hints.tobytes()),
-                       10 ** 6, ["optimization"])
-
-
-def test_a_running_job_stops_at_the_next_solver_iteration_when_cancelled():
-    w = worker()
-    w.cancel_running = True
-    reply = w.answer(striped())
-    assert reply["ok"] is False and reply["error"]["code"] == "cancelled"
-    assert w.answer(striped())["ok"] is False  # the flag holds until the next job starts (run() resets it)
-
-
-def test_gpu_out_of_memory_is_retried_on_the_cpu_and_said(monkeypatch):
-    devices = []
-
-    def engine(job, image, hints, options, device):  # the GPU half is simulated: this machine may have none
-        devices.append(str(device))
-        if str(device) != "cpu":
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(job, image, hints, options, device)
-
-    real = server.Worker.run_engine
-    monkeypatch.setattr(server.Worker, "run_engine", staticmethod(engine))
-    reply = worker("cuda:0").answer(striped())
-    assert devices == ["cuda:0", "cpu"]
-    assert reply["ok"] and reply["device"] == "cpu" and "CPU" in reply["note"]
-    red, _, blue = np.frombuffer(reply["pixels"], np.uint8).reshape(64, 64, 3)[3, 3].astype(int)
-    assert red > blue + 10  # the stroke's colour
-
-
-def test_an_engine_failure_is_an_internal_error_not_a_crash(monkeypatch):
-    def broken(*_):
-        raise RuntimeError("kernel exploded")
-
-    monkeypatch.setattr(server.Worker, "run_engine", staticmethod(broken))
-    reply = worker().answer(striped())
-    assert reply["error"]["code"] == "internal" and "kernel exploded" in reply["error"]["message"]
-
-
-def shared_job(folder, files):
-    grey = np.tile(np.linspace(0, 255, 32, dtype=np.uint8), (32, 1))
-    header = {k: v for k, v in message(width=32, height=32, layout="GRAY").items() if k != "pixels"}
-    where, lengths = files.place([grey.tobytes()])
-    header["shm"] = dict(where, blobs=["pixels"], lengths=lengths)
-    return P.parse_job(P.unpack([P.pack(header)], 10 ** 6), 10 ** 6, ["optimization"]), grey
-
-
-def test_a_shared_memory_job_reads_and_answers_through_the_files(tmp_path, monkeypatch):
-    files = tinct_client._SharedFiles(str(tmp_path), {})
-    try:
-        w = server.Worker(None, "", torch.device("cpu"), {}, tmp_path)
-        j, grey = shared_job(tmp_path, files)
-        reply = w.answer(j)
-        assert "pixels" not in reply and reply["shm"]["file"] == files.names[1]
-        through_file = files.read(reply["shm"], reply["shm"]["lengths"][0])
-        assert np.array_equal(np.frombuffer(through_file, np.uint8).reshape(32, 32, 3)[..., 0], grey)
-
-        def full(*_):
-            raise OSError(28, "No space left on device")
-
-        j, _ = shared_job(tmp_path, files)
-        monkeypatch.setattr(shm, "write", full)  # a full tmpfs: the result comes back as a frame instead
-        reply = w.answer(j)
-        assert "shm" not in reply and reply["pixels"] == through_file
-    finally:
-        files.close()
 
 
 def test_big_shared_memory_files_give_their_pages_back(tmp_path, monkeypatch):

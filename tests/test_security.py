@@ -18,9 +18,9 @@ import pytest
 import zmq
 import zmq.auth
 
-from daemon_fixture import ROOT, RunningDaemon, dealer, free_port, reply_of, tinct_client
+from daemon_fixture import ROOT, dealer, free_port, reply_of, tinct_client
 from tinct.serve import protocol as P
-from tinct.serve import server
+from tinct.serve.daemon import PENDING_BYTES, SEND_HWM, Daemon
 
 W, H = 24, 16
 INTRUDER = "tinct-intruder"
@@ -28,14 +28,6 @@ SYSTEM_PYTHON = "/usr/bin/python3"  # one another user may run (the venv's lies 
 SITE = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"), None)  # its pyzmq, for the intruder
 as_root = pytest.mark.skipif(os.geteuid() != 0 or not os.access(SYSTEM_PYTHON, os.X_OK),
                              reason="needs root (to make a second user) and /usr/bin/python3")
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    d = RunningDaemon(tmp_path_factory.mktemp("tinctd"))
-    yield d
-    assert d.alive(), "tinctd died during the attacks"
-    assert d.stop() == 0
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +119,7 @@ def test_an_unexpected_failure_is_an_internal_answer_not_the_end_of_the_loop():
         def dispatch(self, identity, frames):
             raise RecursionError("maximum recursion depth exceeded")
 
-    reply = server.Daemon.handle(Stand(), b"x", [])
+    reply = Daemon.handle(Stand(), b"x", [])
     assert reply["ok"] is False and reply["error"]["code"] == "internal" and reply["id"] == "r1"
 
 
@@ -154,13 +146,13 @@ def test_the_default_endpoint_is_a_socket_in_the_users_private_runtime_folder(tm
     assert endpoint.default_endpoint().endswith(f"tinct-{os.geteuid()}/tinctd.sock")
 
 
-def test_tinctd_on_the_default_endpoint_makes_its_folder_private(tmp_path):
+def test_tinctd_on_the_default_endpoint_makes_its_folder_private(tinctd, tmp_path):
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)
     env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))
     env.pop("TINCT_ENDPOINT", None)
     (tmp_path / "state").mkdir(mode=0o700)
-    d = RunningDaemon(tmp_path / "state", endpoint=f"ipc://{runtime}/tinct/tinctd.sock", env=env)
+    d = tinctd(tmp_path / "state", endpoint=f"ipc://{runtime}/tinct/tinctd.sock", env=env)
     try:
         folder = runtime / "tinct"
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and (folder / "tinctd.sock").is_socket()
@@ -195,7 +187,7 @@ def test_a_folder_of_another_user_is_never_used(tmp_path, intruder):
     trap = tmp_path / "trap"
     trap.mkdir(mode=0o700)
     os.chown(trap, intruder, intruder)
-    done = subprocess.run([sys.executable, "-m", "tinct.serve.server", "--endpoint", f"ipc://{trap}/tinctd.sock",
+    done = subprocess.run([sys.executable, "-m", "tinct.serve", "--endpoint", f"ipc://{trap}/tinctd.sock",
                            "--state-dir", str(tmp_path / "state")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "belongs to another user" in done.stderr and "Traceback" not in done.stderr
     with tinct_client.Client(f"ipc://{trap}/tinctd.sock", timeout=2, retries=0, start_command=[]) as c:
@@ -205,7 +197,7 @@ def test_a_folder_of_another_user_is_never_used(tmp_path, intruder):
 
 
 def test_a_second_tinctd_refuses_to_take_a_socket_in_use(daemon, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "tinct.serve.server", "--endpoint", daemon.endpoint,
+    done = subprocess.run([sys.executable, "-m", "tinct.serve", "--endpoint", daemon.endpoint,
                            "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "another tinctd is listening there" in done.stderr
     still_serving(daemon)
@@ -230,11 +222,11 @@ IMPOSTOR = """
 
 @as_root
 @pytest.mark.parametrize("impostor", ["plain", "curve"])
-def test_an_impostor_on_the_tcp_port_gets_nothing_from_the_plugin(tmp_path, intruder, impostor):
+def test_an_impostor_on_the_tcp_port_gets_nothing_from_the_plugin(tinctd, tmp_path, intruder, impostor):
     """tinctd is down (crashed, logged out, upgrading); another user binds its loopback port. The
     plugin must send it no request, no layer and no shared-memory key."""
     port = free_port()
-    d = RunningDaemon(tmp_path, endpoint=f"tcp://127.0.0.1:{port}")
+    d = tinctd(tmp_path, endpoint=f"tcp://127.0.0.1:{port}")
     try:
         with d.client() as c:
             assert c.hello()["authenticated"] == "curve"
@@ -256,9 +248,9 @@ def test_an_impostor_on_the_tcp_port_gets_nothing_from_the_plugin(tmp_path, intr
     assert out.split() == ["0"]  # not one byte of a message reached it
 
 
-def test_without_the_plugin_key_nobody_gets_in_over_tcp(tmp_path):
+def test_without_the_plugin_key_nobody_gets_in_over_tcp(tinctd, tmp_path):
     port = free_port()
-    d = RunningDaemon(tmp_path, endpoint=f"tcp://127.0.0.1:{port}")
+    d = tinctd(tmp_path, endpoint=f"tcp://127.0.0.1:{port}")
     try:
         assert stat.S_IMODE(d.key_dir.stat().st_mode) == 0o700
         assert stat.S_IMODE((d.key_dir / "tinctd.key_secret").stat().st_mode) == 0o600
@@ -293,16 +285,16 @@ def test_the_client_without_keys_for_a_tcp_endpoint_says_so(tmp_path, monkeypatc
     assert err.value.code == "unavailable"
 
 
-def test_the_shared_memory_key_is_fresh_at_every_start_and_clients_follow(tmp_path):
+def test_the_shared_memory_key_is_fresh_at_every_start_and_clients_follow(tinctd, tmp_path):
     (tmp_path / "a").mkdir(mode=0o700)
-    first = RunningDaemon(tmp_path / "a")
+    first = tinctd(tmp_path / "a")
     with first.client() as c:
         info = c.hello()
         old = open(os.path.join(info["shm_dir"], info["shm_key"])).read().strip()
         c.colorize(width=W, height=H, layout="RGB", sample="u8", pixels=np.stack([grey()] * 3, -1).tobytes())
         assert c.transport == ("memfd" if info.get("memfd") else "files")
         first.stop()
-        second = RunningDaemon(tmp_path / "a")  # same socket, a new start
+        second = tinctd(tmp_path / "a")  # same socket, a new start
         try:
             fresh = c.hello()
             new = open(os.path.join(fresh["shm_dir"], fresh["shm_key"])).read().strip()
@@ -342,7 +334,7 @@ def test_replies_a_client_never_reads_are_dropped_not_hoarded(daemon):
         sock.close()
         ctx.term()
     reply = w * h * 16
-    assert 0 < received * reply <= server.PENDING_BYTES + (server.SEND_HWM + 4) * reply, received
+    assert 0 < received * reply <= PENDING_BYTES + (SEND_HWM + 4) * reply, received
     still_serving(daemon)
 
 
@@ -361,8 +353,8 @@ def test_a_client_that_reads_slowly_loses_no_reply(daemon):
     assert ids == [str(i) for i in range(500)]
 
 
-def test_a_hello_flood_delays_neither_finished_work_nor_sigterm(tmp_path):
-    d = RunningDaemon(tmp_path)
+def test_a_hello_flood_delays_neither_finished_work_nor_sigterm(tinctd, tmp_path):
+    d = tinctd(tmp_path)
     stop = threading.Event()
 
     def flood():
@@ -408,13 +400,13 @@ def read_limits(pid):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_open_files_are_raised_and_connections_beyond_the_bound_refused(tmp_path):
+def test_open_files_are_raised_and_connections_beyond_the_bound_refused(tinctd, tmp_path):
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
     try:
-        d = RunningDaemon(tmp_path, "--max-connections", "8")
+        d = tinctd(tmp_path, "--max-connections", "8")
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     held = []
@@ -454,9 +446,9 @@ def _cpu(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def test_shared_memory_fields_count_against_the_queue_budget(tmp_path):
+def test_shared_memory_fields_count_against_the_queue_budget(tinctd, tmp_path):
     """The queue holds at most twice the largest message, shared-memory fields included."""
-    d = RunningDaemon(tmp_path, "--max-megapixels", "0.3")
+    d = tinctd(tmp_path, "--max-megapixels", "0.3")
     try:
         with d.client(shared_memory="files", timeout=60) as c:
             folder = c.hello()["shm_dir"]
@@ -525,11 +517,11 @@ def test_a_fifo_named_like_a_shared_file_does_not_hang_tinctd(daemon):
     still_serving(daemon)
 
 
-def test_a_removed_shared_memory_folder_is_made_again(tmp_path):
+def test_a_removed_shared_memory_folder_is_made_again(tinctd, tmp_path):
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)
     (tmp_path / "state").mkdir(mode=0o700)
-    d = RunningDaemon(tmp_path / "state", env=dict(os.environ, XDG_RUNTIME_DIR=str(runtime)))
+    d = tinctd(tmp_path / "state", env=dict(os.environ, XDG_RUNTIME_DIR=str(runtime)))
     try:
         with d.client() as c:
             folder = c.hello()["shm_dir"]
@@ -544,8 +536,8 @@ def test_a_removed_shared_memory_folder_is_made_again(tmp_path):
         assert d.stop() == 0
 
 
-def test_sighup_is_a_clean_shutdown_that_answers_and_logs(tmp_path):
-    d = RunningDaemon(tmp_path)
+def test_sighup_is_a_clean_shutdown_that_answers_and_logs(tinctd, tmp_path):
+    d = tinctd(tmp_path)
     d.proc.send_signal(signal.SIGHUP)
     assert d.proc.wait(20) == 0
     log = (tmp_path / "tinctd.log").read_text()
@@ -560,7 +552,7 @@ def test_lock_log_and_state_folder_are_private(daemon):
 
 
 def tinctd(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "tinct.serve.server", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tinct.serve", *args], capture_output=True, text=True,
                           timeout=120, env=env)
 
 
@@ -602,11 +594,11 @@ def test_a_state_folder_others_can_write_or_a_linked_log_is_refused(tmp_path):
 
 
 def test_an_empty_xdg_state_home_is_ignored(tmp_path):
-    from tinct.serve.server import state_dir
+    from tinct.serve.state import state_dir
 
     env = dict(os.environ, XDG_STATE_HOME="", HOME=str(tmp_path))
     env.pop("TINCT_STATE_DIR", None)
-    done = subprocess.run([sys.executable, "-c", "from tinct.serve.server import state_dir; print(state_dir())"],
+    done = subprocess.run([sys.executable, "-c", "from tinct.serve.state import state_dir; print(state_dir())"],
                           env=env, capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert done.stdout.strip() == str(tmp_path / ".local/state/tinct") and state_dir
 
@@ -659,14 +651,14 @@ def test_a_job_belongs_to_the_connection_that_sent_it(daemon):
 
 
 # -- 7. doctor --------------------------------------------------------------------------------
-def test_doctor_says_how_it_reaches_tinctd_and_whether_tinctd_is_authenticated(daemon, tmp_path, monkeypatch):
+def test_doctor_says_how_it_reaches_tinctd_and_whether_tinctd_is_authenticated(tinctd, daemon, tmp_path, monkeypatch):
     from tinct.tools import doctor
 
     monkeypatch.setenv("TINCT_ENDPOINT", daemon.endpoint)
     row = doctor.check_daemon(doctor.load_client([ROOT / "plugins" / "common"]), start=False)
     assert row.status == "ok" and "private socket: only your user can reach it" in row.detail
     assert "pixels via memfd" in row.detail or "pixels via files" in row.detail
-    tcp = RunningDaemon(tmp_path, endpoint=f"tcp://127.0.0.1:{free_port()}")
+    tcp = tinctd(tmp_path, endpoint=f"tcp://127.0.0.1:{free_port()}")
     try:
         monkeypatch.setenv("TINCT_ENDPOINT", tcp.endpoint)
         monkeypatch.setenv("TINCT_KEY_DIR", str(tcp.key_dir))
