@@ -1,16 +1,24 @@
-"""The one doorway to the fused C loops (`_kernels.c`, built by setup.py as an optional extension).
+"""The one doorway to native code: the fused C loops (`_kernels.c`) on the CPU, Triton on CUDA.
 
-The extension's entry points all take five raw addresses, C, H, W, a flag and a thread count
-(see the comments above each ENTRY in `_kernels.c`).  Nothing else in Tinct spells that out:
-the functions here take tensors by name, check their shapes, and pass the addresses in the
-order the C code reads them.  Where the extension was not built, `AVAILABLE` is False, `fused`
-says no to every tensor, and the callers run their plain PyTorch paths instead.
+The C extension (built by setup.py as an optional extension) takes five raw addresses, C, H, W,
+a flag and a thread count (see the comments above each ENTRY in `_kernels.c`); the Triton kernels
+(`triton_kernels`, imported the first time a CUDA tensor comes here, never on the CPU path) take
+tensors.  Nothing else in Tinct spells either out: the functions here take tensors by name, check
+their shapes, and hand them to the C loops or the Triton kernels by the tensors' device.  Where
+neither can run (no C build, no Triton, float64, another layout), `fused` says no and the callers
+run their plain PyTorch paths instead.
 
 Every function writes into a tensor the caller made (`out`, or `x`/`u` in place) and returns it.
-The callers check `fused(...)` first: these functions assume CPU, float32 (float64 for the
-inner-product outputs) and contiguous memory, as `fused` promises.
+The callers check `fused(...)` first: these functions assume float32 (float64 for the
+inner-product outputs), contiguous memory and one device, as `fused` promises.
+
+`CPU_BACKEND = "triton"` sends CPU tensors to the Triton kernels too: with TRITON_INTERPRET=1 set
+before Triton is imported, that runs them in Triton's interpreter, how tests/test_triton.py checks
+them (and whole solves through them) on machines without a GPU.
 """
 from __future__ import annotations
+
+from types import ModuleType
 
 import torch
 
@@ -21,12 +29,47 @@ except ImportError:  # pragma: no cover - depends on the build
 
 AVAILABLE = _kernels is not None
 MAX_VECTORS = 64  # the most stored vectors `dots` and `combine` take in one pass (MAX_VECS in _kernels.c)
+CPU_BACKEND = "c"  # or "triton" (interpreted; see above)
+_triton: ModuleType | None = None
+_triton_error: str | None = None
+
+
+def triton_kernels() -> ModuleType | None:
+    """The Triton kernels module, imported on first use; None where Triton does not import."""
+    global _triton, _triton_error
+    if _triton is None and _triton_error is None:
+        try:
+            from . import triton_kernels as module
+        except ImportError as exc:
+            _triton_error = str(exc)
+        else:
+            _triton = module
+    return _triton
+
+
+def triton_error() -> str | None:
+    """Why the Triton kernels did not import (None if they did or were never asked for)."""
+    return _triton_error
+
+
+def _on_triton(t: torch.Tensor) -> bool:
+    return t.device.type == "cuda" or CPU_BACKEND == "triton"
 
 
 def fused(*tensors: torch.Tensor) -> bool:
-    """Whether the C kernels can take these tensors (CPU float32, contiguous)."""
-    return _kernels is not None and all(
-        t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
+    """Whether native kernels can take these tensors: float32, contiguous, one device, and either
+    CPU with the C extension built or CUDA with Triton importable."""
+    if not tensors or any(t.dtype != torch.float32 or not t.is_contiguous() or t.device != tensors[0].device
+                          for t in tensors):
+        return False
+    if _on_triton(tensors[0]):
+        return triton_kernels() is not None
+    return _kernels is not None and tensors[0].device.type == "cpu"
+
+
+def _tk() -> ModuleType:
+    assert _triton is not None  # fused() said yes, so it imported
+    return _triton
 
 
 def _check(cond: bool, what: str) -> None:
@@ -51,6 +94,9 @@ def residual(out: torch.Tensor, x: torch.Tensor, d: torch.Tensor, c: torch.Tenso
     _check(tuple(c.shape) == (8, h, w), f"couplings are {tuple(c.shape)}, not (8, {h}, {w})")
     nc = _grid(x, h, w, "x")
     _check(out.shape == x.shape and (b is None or b.shape == x.shape), "out, x and b differ in shape")
+    if _on_triton(x):
+        _tk().residual(out, x, d, c, b, nc)
+        return out
     assert _kernels is not None  # the callers checked fused()
     _kernels.residual(out.data_ptr(), x.data_ptr(), b.data_ptr() if b is not None else 0,
                       d.data_ptr(), c.data_ptr(), nc, h, w, 0, _threads())
@@ -64,6 +110,9 @@ def gauss_seidel(x: torch.Tensor, b: torch.Tensor, d: torch.Tensor, c: torch.Ten
     _check(tuple(c.shape) == (8, h, w), f"couplings are {tuple(c.shape)}, not (8, {h}, {w})")
     nc = _grid(x, h, w, "x")
     _check(b.shape == x.shape, "x and b differ in shape")
+    if _on_triton(x):
+        _tk().gauss_seidel(x, b, d, c, reverse, nc)
+        return x
     assert _kernels is not None  # the callers checked fused()
     _kernels.gauss_seidel(x.data_ptr(), b.data_ptr(), d.data_ptr(), c.data_ptr(), 0,
                           nc, h, w, int(reverse), _threads())
@@ -81,6 +130,9 @@ def prolong(out: torch.Tensor, coarse: torch.Tensor, weights: torch.Tensor, accu
     _coarse_of(weights, h, w)
     nc = _grid(out, h, w, "out")
     _check(coarse.shape == out.shape[:-2] + weights.shape[-2:], f"coarse is {tuple(coarse.shape)}")
+    if _on_triton(out):
+        _tk().prolong(out, coarse, weights, accumulate, nc)
+        return out
     assert _kernels is not None  # the callers checked fused()
     _kernels.prolong(out.data_ptr(), coarse.data_ptr(), weights.data_ptr(), 0, 0, nc, h, w, int(accumulate),
                      _threads())
@@ -93,9 +145,27 @@ def restrict(out: torch.Tensor, fine: torch.Tensor, weights: torch.Tensor) -> to
     _coarse_of(weights, h, w)
     nc = _grid(fine, h, w, "fine")
     _check(out.shape == fine.shape[:-2] + weights.shape[-2:], f"out is {tuple(out.shape)}")
+    if _on_triton(fine):
+        _tk().restrict(out, fine, weights, nc)
+        return out
     assert _kernels is not None  # the callers checked fused()
     _kernels.restrict(out.data_ptr(), fine.data_ptr(), weights.data_ptr(), 0, 0, nc, h, w, 0, _threads())
     return out
+
+
+def restrict_residual(out: torch.Tensor, x: torch.Tensor, b: torch.Tensor, d: torch.Tensor, c: torch.Tensor,
+                      weights: torch.Tensor) -> torch.Tensor:
+    """out = P^T (b - A x): on CUDA in one pass that never stores the residual, on the CPU as
+    `residual` then `restrict` (the C loops keep a row's residual in cache anyway)."""
+    h, w = d.shape
+    _check(tuple(c.shape) == (8, h, w), f"couplings are {tuple(c.shape)}, not (8, {h}, {w})")
+    _coarse_of(weights, h, w)
+    nc = _grid(x, h, w, "x")
+    _check(b.shape == x.shape and out.shape == x.shape[:-2] + weights.shape[-2:], "x, b and out differ in shape")
+    if _on_triton(x):
+        _tk().restrict(out, x, weights, nc, stencil=(d, c, b))
+        return out
+    return restrict(out, residual(torch.empty_like(x), x, d, c, b), weights)
 
 
 def dot(out: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -104,6 +174,9 @@ def dot(out: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     nc = _grid(u, h, w, "u")
     _check(v.shape == u.shape, "u and v differ in shape")
     _check(out.dtype == torch.float64 and out.numel() == nc, "out must hold one float64 per channel")
+    if _on_triton(u):
+        _tk().dot(out, u, v, nc)
+        return out
     assert _kernels is not None  # the callers checked fused()
     _kernels.dot(out.data_ptr(), u.data_ptr(), v.data_ptr(), 0, 0, nc, h, w, 0, _threads())
     return out
@@ -116,14 +189,21 @@ def affinities(out: torch.Tensor, lightness: torch.Tensor, params: torch.Tensor)
     h, w = lightness.shape
     _check(tuple(out.shape) == (8, h, w), f"out is {tuple(out.shape)}, not (8, {h}, {w})")
     _check(params.numel() == 3 and params.dtype == torch.float32, "params must be three float32")
+    if _on_triton(lightness):
+        scale, min_var, floor_ = params.tolist()
+        _tk().affinities(out, lightness, scale, min_var, floor_)
+        return out
     assert _kernels is not None  # the callers checked fused()
     _kernels.affinities(out.data_ptr(), lightness.data_ptr(), params.data_ptr(), 0, 0, 1, h, w, 0, _threads())
     return out
 
 
-def _addresses(vs: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+def _vectors(vs: list[torch.Tensor], like: torch.Tensor) -> None:
     _check(len(vs) <= MAX_VECTORS, f"{len(vs)} vectors, at most {MAX_VECTORS}")
     _check(all(v.shape == like.shape for v in vs), "the vectors differ in shape")
+
+
+def _addresses(vs: list[torch.Tensor]) -> torch.Tensor:
     return torch.tensor([v.data_ptr() for v in vs], dtype=torch.int64)
 
 
@@ -131,8 +211,12 @@ def dots(out: torch.Tensor, u: torch.Tensor, vs: list[torch.Tensor]) -> torch.Te
     """out (len(vs), C, 1, 1) float64 = dot(v, u) for every v in vs, in one pass."""
     h, w = u.shape[-2:]
     nc = _grid(u, h, w, "u")
-    addresses = _addresses(vs, u)  # kept alive while the kernel reads it
+    _vectors(vs, u)
     _check(out.dtype == torch.float64 and out.numel() == len(vs) * nc, "out must hold len(vs) x C float64")
+    if _on_triton(u):
+        _tk().dots(out, u, vs, nc)
+        return out
+    addresses = _addresses(vs)  # kept alive while the kernel reads it
     assert _kernels is not None  # the callers checked fused()
     _kernels.dots(out.data_ptr(), addresses.data_ptr(), u.data_ptr(), len(vs), 0, nc, h, w, 0, _threads())
     return out
@@ -142,9 +226,13 @@ def combine(u: torch.Tensor, vs: list[torch.Tensor], coef: torch.Tensor) -> torc
     """u -= sum_i coef[i] vs[i] in place; coef (len(vs), C, ...) float32, contiguous."""
     h, w = u.shape[-2:]
     nc = _grid(u, h, w, "u")
-    addresses = _addresses(vs, u)  # kept alive while the kernel reads it
+    _vectors(vs, u)
     _check(coef.dtype == torch.float32 and coef.is_contiguous() and coef.numel() == len(vs) * nc,
            "coef must be len(vs) x C contiguous float32")
+    if _on_triton(u):
+        _tk().combine(u, vs, coef, nc)
+        return u
+    addresses = _addresses(vs)  # kept alive while the kernel reads it
     assert _kernels is not None  # the callers checked fused()
     _kernels.combine(u.data_ptr(), addresses.data_ptr(), coef.data_ptr(), len(vs), 0, nc, h, w, 0, _threads())
     return u

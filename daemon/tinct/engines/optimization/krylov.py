@@ -31,14 +31,15 @@ class Result:
 def dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Per-channel inner product, shape (C, 1, 1), float64."""
     if fused(u, v) and u.shape == v.shape:
-        return kernels.dot(torch.empty(u.shape[:-2] + (1, 1), dtype=torch.float64), u, v)
+        return kernels.dot(torch.empty(u.shape[:-2] + (1, 1), dtype=torch.float64, device=u.device), u, v)
     return (u * v).sum(dim=(-2, -1), dtype=torch.float64, keepdim=True)
 
 
 def dots(u: torch.Tensor, vs: list[torch.Tensor]) -> torch.Tensor:
     """dot(v, u) for every v in vs at once, shape (len(vs), C, 1, 1), float64."""
     if len(vs) <= MAX_VECTORS and fused(u, *vs) and all(v.shape == u.shape for v in vs):
-        return kernels.dots(torch.empty((len(vs),) + u.shape[:-2] + (1, 1), dtype=torch.float64), u, vs)
+        out = torch.empty((len(vs),) + u.shape[:-2] + (1, 1), dtype=torch.float64, device=u.device)
+        return kernels.dots(out, u, vs)
     return torch.stack([dot(v, u) for v in vs])
 
 

@@ -66,7 +66,7 @@ def affinities(lightness: torch.Tensor, edge_sensitivity: float = 1.0) -> torch.
     h, w = y.shape
     if fused(y):
         params = torch.tensor([0.6 / edge_sensitivity, MIN_VARIANCE, WEIGHT_FLOOR])
-        return kernels.affinities(torch.empty((8, h, w)), y, params)
+        return kernels.affinities(torch.empty((8, h, w), device=y.device), y, params)
     yp = pad1(y)
     valid = pad1(torch.ones_like(y))
     nb = torch.stack([shifted(yp, dy, dx, h, w) for dy, dx in OFFSETS])

@@ -324,7 +324,10 @@ class Multigrid:
         for _ in range(self.smooth):
             a.gauss_seidel(x, b)
         p = self.transfers[level]
-        rc = p.restrict(a.residual(x, b))
+        if fused(x, b, a.d, p.weights):  # one pass on CUDA: the residual is never stored
+            rc = kernels.restrict_residual(x.new_empty(x.shape[:-2] + p.weights.shape[-2:]), x, b, a.d, a.c, p.weights)
+        else:
+            rc = p.restrict(a.residual(x, b))
         xc = self._coarse(level + 1, fit(rc, self.ops[level + 1].shape).contiguous())
         p.prolong(fit(xc, rc.shape[-2:]).contiguous(), into=x)
         for _ in range(self.smooth):

@@ -1,0 +1,380 @@
+"""The solver's hot loops as Triton kernels, for CUDA tensors (the C loops of `_kernels.c` are the CPU's).
+
+Only `kernels` imports this module, and only when a CUDA tensor (or, in the tests, a CPU tensor under
+TRITON_INTERPRET=1) reaches it: the CPU path never imports Triton.  Each kernel computes what its C
+twin computes, in the same order of operations, so under the interpreter the results agree bit for
+bit except where noted (`affinities`: exp; `dot`/`dots`: float64 sums in another order).  Compiled
+for a GPU they differ by rounding only (fused multiply-adds, the GPU's fast division).
+
+Layout as in `_kernels.c`: x, b (C, H, W), d (H, W), c (8, H, W) in the order of stencil.OFFSETS,
+interpolation weights (8, Hc, Wc); all float32, contiguous, one device.  Offsets are int32, which
+bounds an image to 2**31 / 9 pixels (238 MP) with the nine Galerkin probes.
+
+Bytes per pixel (`BYTES`, in each docstring): DRAM traffic per fine pixel of one launch over the
+whole image for C channels, counting every 32-byte sector a kernel touches once (neighbour reads
+and a second channel's couplings come from L1/L2).  Coarse-grid arrays count at a quarter.
+"""
+# pyright: reportArgumentType=false
+# (a launch passes plain Python values for the kernels' tl.constexpr parameters, as Triton means it to)
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+import triton
+import triton.language as tl
+
+# Stencil tile: 8 rows x 64 columns (256-byte rows), 4 warps.  The interpreter runs a launch's programs
+# one after another at a fixed cost per operation, so it gets fewer, taller tiles (the same masks).
+BH, BW = (32 if os.environ.get("TRITON_INTERPRET") == "1" else 8), 64
+BLOCK = 1024          # reductions and combinations: contiguous pixels per program
+INV_LOG100 = float(torch.tensor(1.0) / torch.log(torch.tensor(100.0)))  # 1.0f / logf(100.0f), as the C code
+
+
+@triton.jit
+def _coupled(x, c, r, i, j, h, w, n, inside):
+    """sum_k c[k, r] x[r + OFFSETS[k]] over one tile, neighbours outside the image read as 0."""
+    up, down, left, right = i > 0, i < h - 1, j > 0, j < w - 1
+    m0, m1, m2 = inside & up & left, inside & up, inside & up & right
+    m3, m4 = inside & left, inside & right
+    m5, m6, m7 = inside & down & left, inside & down, inside & down & right
+    acc = tl.load(c + r, mask=m0, other=0.0) * tl.load(x + r - w - 1, mask=m0, other=0.0)
+    acc += tl.load(c + n + r, mask=m1, other=0.0) * tl.load(x + r - w, mask=m1, other=0.0)
+    acc += tl.load(c + 2 * n + r, mask=m2, other=0.0) * tl.load(x + r - w + 1, mask=m2, other=0.0)
+    acc += tl.load(c + 3 * n + r, mask=m3, other=0.0) * tl.load(x + r - 1, mask=m3, other=0.0)
+    acc += tl.load(c + 4 * n + r, mask=m4, other=0.0) * tl.load(x + r + 1, mask=m4, other=0.0)
+    acc += tl.load(c + 5 * n + r, mask=m5, other=0.0) * tl.load(x + r + w - 1, mask=m5, other=0.0)
+    acc += tl.load(c + 6 * n + r, mask=m6, other=0.0) * tl.load(x + r + w, mask=m6, other=0.0)
+    acc += tl.load(c + 7 * n + r, mask=m7, other=0.0) * tl.load(x + r + w + 1, mask=m7, other=0.0)
+    return acc
+
+
+@triton.jit
+def _residual_at(x, b, d, c, i, j, h, w, n, HAS_B: tl.constexpr):
+    """b - A x (or A x) at the tile (i, j) of one channel (x, b already offset to it); 0 outside."""
+    inside = (i >= 0) & (i < h) & (j >= 0) & (j < w)
+    r = i * w + j
+    ax = tl.load(d + r, mask=inside, other=0.0) * tl.load(x + r, mask=inside, other=0.0) \
+        - _coupled(x, c, r, i, j, h, w, n, inside)
+    if HAS_B:
+        return tl.load(b + r, mask=inside, other=0.0) - ax
+    return ax
+
+
+@triton.jit
+def residual_kernel(out, x, b, d, c, nc, h, w, HAS_B: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
+    """out = b - A x (or A x).  BYTES = 36 + 12 C with b (36 + 8 C without): c 32, d 4, x/b/out 4 C each."""
+    i = tl.program_id(1) * BH + tl.arange(0, BH)[:, None]
+    j = tl.program_id(0) * BW + tl.arange(0, BW)[None, :]
+    n = h * w
+    for ch in range(nc):
+        y = _residual_at(x + ch * n, b + ch * n, d, c, i, j, h, w, n, HAS_B)
+        tl.store(out + ch * n + i * w + j, y, mask=(i < h) & (j < w))
+
+
+@triton.jit
+def gauss_seidel_kernel(x, b, d, c, nc, h, w, ci, cj, BH: tl.constexpr, BW: tl.constexpr):
+    """x = (b + sum_k c_k x_k) / d on the colour (ci, cj) = (row % 2, col % 2); four launches a sweep.
+
+    BYTES per sweep = 2 x (36 + 8 C) + 8 C: a colour's pixels are every other one of every other
+    row, so each row pair's sectors are fetched by the two colours that share its rows (c, d, b
+    twice over), and x's rows by all four (its neighbours), which L2 holds between launches only on
+    small grids; 72 + 24 C counts them at DRAM, an upper bound.
+    """
+    i = ci + 2 * (tl.program_id(1) * BH + tl.arange(0, BH)[:, None])
+    j = cj + 2 * (tl.program_id(0) * BW + tl.arange(0, BW)[None, :])
+    n = h * w
+    inside = (i < h) & (j < w)
+    r = i * w + j
+    dd = tl.load(d + r, mask=inside, other=1.0)
+    for ch in range(nc):
+        xc = x + ch * n
+        acc = _coupled(xc, c, r, i, j, h, w, n, inside)
+        tl.store(xc + r, (tl.load(b + ch * n + r, mask=inside, other=0.0) + acc) / dd, mask=inside)
+
+
+@triton.jit
+def _interpolated(xc, wt, i, j, wc, m, inside):
+    """(P xc) at the fine tile (i, j) of an odd-sized grid: the black-box interpolation's 1, 2 or 4 terms."""
+    ei, ej = (i % 2) == 0, (j % 2) == 0
+    q = (i // 2) * wc + j // 2
+    here = tl.load(xc + q, mask=inside, other=0.0)
+    east = tl.load(xc + q + 1, mask=inside & ~ej, other=0.0)
+    south = tl.load(xc + q + wc, mask=inside & ~ei, other=0.0)
+    corner = tl.load(xc + q + wc + 1, mask=inside & ~ei & ~ej, other=0.0)
+    row = tl.load(wt + q, mask=inside & ei & ~ej, other=0.0) * here \
+        + tl.load(wt + m + q, mask=inside & ei & ~ej, other=0.0) * east
+    col = tl.load(wt + 2 * m + q, mask=inside & ~ei & ej, other=0.0) * here \
+        + tl.load(wt + 3 * m + q, mask=inside & ~ei & ej, other=0.0) * south
+    centre = inside & ~ei & ~ej
+    mid = tl.load(wt + 4 * m + q, mask=centre, other=0.0) * here \
+        + tl.load(wt + 5 * m + q, mask=centre, other=0.0) * east \
+        + tl.load(wt + 6 * m + q, mask=centre, other=0.0) * south \
+        + tl.load(wt + 7 * m + q, mask=centre, other=0.0) * corner
+    return tl.where(ei & ej, here, tl.where(ei, row, tl.where(ej, col, mid)))
+
+
+@triton.jit
+def prolong_kernel(out, xc, wt, nc, h, w, ADD: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
+    """out = P xc (or out += P xc).  BYTES = 8 + 5 C (+ 4 C with ADD): weights 32 and xc 4 C on the
+    quarter-size grid, out 4 C."""
+    i = tl.program_id(1) * BH + tl.arange(0, BH)[:, None]
+    j = tl.program_id(0) * BW + tl.arange(0, BW)[None, :]
+    hc, wc = (h + 1) // 2, (w + 1) // 2
+    n, m = h * w, hc * wc
+    inside = (i < h) & (j < w)
+    for ch in range(nc):
+        v = _interpolated(xc + ch * m, wt, i, j, wc, m, inside)
+        dst = out + ch * n + i * w + j
+        if ADD:
+            v = tl.load(dst, mask=inside, other=0.0) + v
+        tl.store(dst, v, mask=inside)
+
+
+@triton.jit
+def _gathered(f, wt, ci, cj, h, w, hc, wc, m, inside, b, d, c, FUSED: tl.constexpr, HAS_B: tl.constexpr):
+    """(P^T f) at the coarse tile (ci, cj): its fine pixel and the eight around it, each with the weight
+    it interpolates this coarse point with.  FUSED: f is the residual b - A x (x = f), made on the fly."""
+    n = h * w
+    q = ci * wc + cj
+    i, j = 2 * ci, 2 * cj
+    north, south, west, east = inside & (ci > 0), inside & (ci < hc - 1), inside & (cj > 0), inside & (cj < wc - 1)
+    if FUSED:
+        acc = _residual_at(f, b, d, c, i, j, h, w, n, HAS_B)
+        acc += tl.load(wt + q, mask=east, other=0.0) * _residual_at(f, b, d, c, i, j + 1, h, w, n, HAS_B)
+        acc += tl.load(wt + m + q - 1, mask=west, other=0.0) * _residual_at(f, b, d, c, i, j - 1, h, w, n, HAS_B)
+        acc += tl.load(wt + 2 * m + q, mask=south, other=0.0) * _residual_at(f, b, d, c, i + 1, j, h, w, n, HAS_B)
+        acc += tl.load(wt + 3 * m + q - wc, mask=north, other=0.0) \
+            * _residual_at(f, b, d, c, i - 1, j, h, w, n, HAS_B)
+        acc += tl.load(wt + 4 * m + q, mask=south & east, other=0.0) \
+            * _residual_at(f, b, d, c, i + 1, j + 1, h, w, n, HAS_B)
+        acc += tl.load(wt + 5 * m + q - 1, mask=south & west, other=0.0) \
+            * _residual_at(f, b, d, c, i + 1, j - 1, h, w, n, HAS_B)
+        acc += tl.load(wt + 6 * m + q - wc, mask=north & east, other=0.0) \
+            * _residual_at(f, b, d, c, i - 1, j + 1, h, w, n, HAS_B)
+        acc += tl.load(wt + 7 * m + q - wc - 1, mask=north & west, other=0.0) \
+            * _residual_at(f, b, d, c, i - 1, j - 1, h, w, n, HAS_B)
+    else:
+        r = i * w + j
+        acc = tl.load(f + r, mask=inside, other=0.0)
+        acc += tl.load(wt + q, mask=east, other=0.0) * tl.load(f + r + 1, mask=east, other=0.0)
+        acc += tl.load(wt + m + q - 1, mask=west, other=0.0) * tl.load(f + r - 1, mask=west, other=0.0)
+        acc += tl.load(wt + 2 * m + q, mask=south, other=0.0) * tl.load(f + r + w, mask=south, other=0.0)
+        acc += tl.load(wt + 3 * m + q - wc, mask=north, other=0.0) * tl.load(f + r - w, mask=north, other=0.0)
+        acc += tl.load(wt + 4 * m + q, mask=south & east, other=0.0) \
+            * tl.load(f + r + w + 1, mask=south & east, other=0.0)
+        acc += tl.load(wt + 5 * m + q - 1, mask=south & west, other=0.0) \
+            * tl.load(f + r + w - 1, mask=south & west, other=0.0)
+        acc += tl.load(wt + 6 * m + q - wc, mask=north & east, other=0.0) \
+            * tl.load(f + r - w + 1, mask=north & east, other=0.0)
+        acc += tl.load(wt + 7 * m + q - wc - 1, mask=north & west, other=0.0) \
+            * tl.load(f + r - w - 1, mask=north & west, other=0.0)
+    return acc
+
+
+@triton.jit
+def restrict_kernel(out, f, wt, b, d, c, nc, h, w, FUSED: tl.constexpr, HAS_B: tl.constexpr,
+                    BH: tl.constexpr, BW: tl.constexpr):
+    """out = P^T f, or with FUSED out = P^T (b - A f): the residual is never stored.
+
+    BYTES = 8 + 5 C (f 4 C; weights 32 and out 4 C on the quarter grid); FUSED: 44 + 9 C with b
+    (c 32, d 4, f and b 4 C each, weights and out as before) where residual + restrict cost
+    44 + 17 C: the residual's store and reload (8 C) saved, at ~2.25x the residual's arithmetic.
+    """
+    ci = tl.program_id(1) * BH + tl.arange(0, BH)[:, None]
+    cj = tl.program_id(0) * BW + tl.arange(0, BW)[None, :]
+    hc, wc = (h + 1) // 2, (w + 1) // 2
+    n, m = h * w, hc * wc
+    inside = (ci < hc) & (cj < wc)
+    for ch in range(nc):
+        v = _gathered(f + ch * n, wt, ci, cj, h, w, hc, wc, m, inside, b + ch * n, d, c, FUSED, HAS_B)
+        tl.store(out + ch * m + ci * wc + cj, v, mask=inside)
+
+
+@triton.jit
+def dot_kernel(partial, u, v, n, BLOCK: tl.constexpr):
+    """partial[ch, block] = sum of u v over one block of channel ch, in float64.  BYTES = 8 C."""
+    blk, ch = tl.program_id(0), tl.program_id(1)
+    p = blk * BLOCK + tl.arange(0, BLOCK)
+    inside = p < n
+    a = tl.load(u + ch * n + p, mask=inside, other=0.0).to(tl.float64)
+    s = tl.sum(a * tl.load(v + ch * n + p, mask=inside, other=0.0).to(tl.float64), axis=0)
+    tl.store(partial + ch * tl.num_programs(0) + blk, s)
+
+
+@triton.jit
+def dots_kernel(partial, table, u, count, nc, n, BLOCK: tl.constexpr):
+    """partial[k, ch, block] = sum of v_k u over a block, float64, for the `count` vectors whose
+    addresses are in `table`: one pass over u for all of them.  BYTES = 4 C (count + 1)."""
+    blk, ch = tl.program_id(0), tl.program_id(1)
+    p = ch * n + blk * BLOCK + tl.arange(0, BLOCK)
+    inside = blk * BLOCK + tl.arange(0, BLOCK) < n
+    a = tl.load(u + p, mask=inside, other=0.0).to(tl.float64)
+    for k in range(count):
+        vk = tl.load(table + k).to(tl.pointer_type(tl.float32))
+        s = tl.sum(a * tl.load(vk + p, mask=inside, other=0.0).to(tl.float64), axis=0)
+        tl.store(partial + (k * nc + ch) * tl.num_programs(0) + blk, s)
+
+
+@triton.jit
+def combine_kernel(u, table, coef, count, nc, n, BLOCK: tl.constexpr):
+    """u -= sum_k coef[k, ch] v_k (float32, in order k = 0, 1, ...).  BYTES = 4 C (count + 2)."""
+    blk, ch = tl.program_id(0), tl.program_id(1)
+    p = ch * n + blk * BLOCK + tl.arange(0, BLOCK)
+    inside = blk * BLOCK + tl.arange(0, BLOCK) < n
+    acc = tl.zeros((BLOCK,), tl.float32)
+    for k in range(count):
+        vk = tl.load(table + k).to(tl.pointer_type(tl.float32))
+        acc += tl.load(coef + k * nc + ch) * tl.load(vk + p, mask=inside, other=0.0)
+    tl.store(u + p, tl.load(u + p, mask=inside, other=0.0) - acc, mask=inside)
+
+
+@triton.jit
+def affinities_kernel(wt, y, h, w, scale, min_var, floor_, inv_log100, BH: tl.constexpr, BW: tl.constexpr):
+    """The Levin weights (8, H, W) of the lightness (H, W), as the C loop.  BYTES = 36: y 4, wt 32."""
+    i = tl.program_id(1) * BH + tl.arange(0, BH)[:, None]
+    j = tl.program_id(0) * BW + tl.arange(0, BW)[None, :]
+    n = h * w
+    inside = (i < h) & (j < w)
+    r = i * w + j
+    yc = tl.load(y + r, mask=inside, other=0.0)
+    up, down, left, right = i > 0, i < h - 1, j > 0, j < w - 1
+    ok0, ok1, ok2, ok3 = inside & up & left, inside & up, inside & up & right, inside & left
+    ok4, ok5, ok6, ok7 = inside & right, inside & down & left, inside & down, inside & down & right
+    y0 = tl.load(y + r - w - 1, mask=ok0, other=0.0)
+    y1 = tl.load(y + r - w, mask=ok1, other=0.0)
+    y2 = tl.load(y + r - w + 1, mask=ok2, other=0.0)
+    y3 = tl.load(y + r - 1, mask=ok3, other=0.0)
+    y4 = tl.load(y + r + 1, mask=ok4, other=0.0)
+    y5 = tl.load(y + r + w - 1, mask=ok5, other=0.0)
+    y6 = tl.load(y + r + w, mask=ok6, other=0.0)
+    y7 = tl.load(y + r + w + 1, mask=ok7, other=0.0)
+    count = 1 + ok0.to(tl.int32) + ok1.to(tl.int32) + ok2.to(tl.int32) + ok3.to(tl.int32) \
+        + ok4.to(tl.int32) + ok5.to(tl.int32) + ok6.to(tl.int32) + ok7.to(tl.int32)
+    mean = (yc + y0 + y1 + y2 + y3 + y4 + y5 + y6 + y7) / count.to(tl.float32)
+    var = (yc - mean) * (yc - mean)
+    var += tl.where(ok0, (y0 - mean) * (y0 - mean), 0.0)
+    var += tl.where(ok1, (y1 - mean) * (y1 - mean), 0.0)
+    var += tl.where(ok2, (y2 - mean) * (y2 - mean), 0.0)
+    var += tl.where(ok3, (y3 - mean) * (y3 - mean), 0.0)
+    var += tl.where(ok4, (y4 - mean) * (y4 - mean), 0.0)
+    var += tl.where(ok5, (y5 - mean) * (y5 - mean), 0.0)
+    var += tl.where(ok6, (y6 - mean) * (y6 - mean), 0.0)
+    var += tl.where(ok7, (y7 - mean) * (y7 - mean), 0.0)
+    var = var / count.to(tl.float32)
+    d0, d1, d2, d3 = (y0 - yc) * (y0 - yc), (y1 - yc) * (y1 - yc), (y2 - yc) * (y2 - yc), (y3 - yc) * (y3 - yc)
+    d4, d5, d6, d7 = (y4 - yc) * (y4 - yc), (y5 - yc) * (y5 - yc), (y6 - yc) * (y6 - yc), (y7 - yc) * (y7 - yc)
+    big = float("inf")
+    nearest = tl.minimum(tl.minimum(tl.minimum(tl.where(ok0, d0, big), tl.where(ok1, d1, big)),
+                                    tl.minimum(tl.where(ok2, d2, big), tl.where(ok3, d3, big))),
+                         tl.minimum(tl.minimum(tl.where(ok4, d4, big), tl.where(ok5, d5, big)),
+                                    tl.minimum(tl.where(ok6, d6, big), tl.where(ok7, d7, big))))
+    sigma = scale * var
+    sigma = tl.where(nearest * inv_log100 > sigma, nearest * inv_log100, sigma)
+    sigma = tl.where(sigma < min_var, min_var, sigma)
+    e0 = tl.where(ok0, tl.maximum(tl.exp(-d0 / sigma), floor_), 0.0)
+    e1 = tl.where(ok1, tl.maximum(tl.exp(-d1 / sigma), floor_), 0.0)
+    e2 = tl.where(ok2, tl.maximum(tl.exp(-d2 / sigma), floor_), 0.0)
+    e3 = tl.where(ok3, tl.maximum(tl.exp(-d3 / sigma), floor_), 0.0)
+    e4 = tl.where(ok4, tl.maximum(tl.exp(-d4 / sigma), floor_), 0.0)
+    e5 = tl.where(ok5, tl.maximum(tl.exp(-d5 / sigma), floor_), 0.0)
+    e6 = tl.where(ok6, tl.maximum(tl.exp(-d6 / sigma), floor_), 0.0)
+    e7 = tl.where(ok7, tl.maximum(tl.exp(-d7 / sigma), floor_), 0.0)
+    total = e0 + e1 + e2 + e3 + e4 + e5 + e6 + e7
+    tl.store(wt + r, e0 / total, mask=inside)
+    tl.store(wt + n + r, e1 / total, mask=inside)
+    tl.store(wt + 2 * n + r, e2 / total, mask=inside)
+    tl.store(wt + 3 * n + r, e3 / total, mask=inside)
+    tl.store(wt + 4 * n + r, e4 / total, mask=inside)
+    tl.store(wt + 5 * n + r, e5 / total, mask=inside)
+    tl.store(wt + 6 * n + r, e6 / total, mask=inside)
+    tl.store(wt + 7 * n + r, e7 / total, mask=inside)
+
+
+def _tiles(h: int, w: int, col_step: int = 1, row_step: int = 1) -> tuple[int, int]:
+    return triton.cdiv(triton.cdiv(w, col_step), BW), triton.cdiv(triton.cdiv(h, row_step), BH)
+
+
+def residual(out: torch.Tensor, x: torch.Tensor, d: torch.Tensor, c: torch.Tensor, b: torch.Tensor | None,
+             nc: int) -> None:
+    h, w = d.shape
+    residual_kernel[_tiles(h, w)](out, x, x if b is None else b, d, c, nc, h, w, HAS_B=b is not None, BH=BH, BW=BW)
+
+
+def gauss_seidel(x: torch.Tensor, b: torch.Tensor, d: torch.Tensor, c: torch.Tensor, reverse: bool, nc: int) -> None:
+    h, w = d.shape
+    colours = ((0, 0), (0, 1), (1, 0), (1, 1))
+    for ci, cj in (reversed(colours) if reverse else colours):
+        gauss_seidel_kernel[_tiles(h - ci, w - cj, 2, 2)](x, b, d, c, nc, h, w, ci, cj, BH=BH, BW=BW)
+
+
+def prolong(out: torch.Tensor, coarse: torch.Tensor, weights: torch.Tensor, accumulate: bool, nc: int) -> None:
+    h, w = out.shape[-2:]
+    prolong_kernel[_tiles(h, w)](out, coarse, weights, nc, h, w, ADD=accumulate, BH=BH, BW=BW)
+
+
+def restrict(out: torch.Tensor, fine: torch.Tensor, weights: torch.Tensor, nc: int,
+             stencil: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None) -> None:
+    """out = P^T fine, or with stencil = (d, c, b): out = P^T (b - A fine) in one pass."""
+    h, w = fine.shape[-2:]
+    d, c, b = stencil if stencil is not None else (fine, fine, None)
+    restrict_kernel[_tiles((h + 1) // 2, (w + 1) // 2)](
+        out, fine, weights, fine if b is None else b, d, c, nc, h, w,
+        FUSED=stencil is not None, HAS_B=b is not None, BH=BH, BW=BW)
+
+
+def dot(out: torch.Tensor, u: torch.Tensor, v: torch.Tensor, nc: int) -> None:
+    n = u.numel() // nc
+    blocks = triton.cdiv(n, BLOCK)
+    partial = torch.empty((nc, blocks), dtype=torch.float64, device=u.device)
+    dot_kernel[(blocks, nc)](partial, u, v, n, BLOCK=BLOCK)
+    torch.sum(partial, dim=1, out=out.view(nc))
+
+
+def _table(vs: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    return torch.tensor([v.data_ptr() for v in vs], dtype=torch.int64).to(device, non_blocking=True)
+
+
+def dots(out: torch.Tensor, u: torch.Tensor, vs: list[torch.Tensor], nc: int) -> None:
+    n = u.numel() // nc
+    blocks = triton.cdiv(n, BLOCK)
+    partial = torch.empty((len(vs), nc, blocks), dtype=torch.float64, device=u.device)
+    dots_kernel[(blocks, nc)](partial, _table(vs, u.device), u, len(vs), nc, n, BLOCK=BLOCK)
+    torch.sum(partial, dim=2, out=out.view(len(vs), nc))
+
+
+def combine(u: torch.Tensor, vs: list[torch.Tensor], coef: torch.Tensor, nc: int) -> None:
+    n = u.numel() // nc
+    combine_kernel[(triton.cdiv(n, BLOCK), nc)](u, _table(vs, u.device), coef.to(u.device), len(vs), nc, n,
+                                                BLOCK=BLOCK)
+
+
+def affinities(out: torch.Tensor, lightness: torch.Tensor, scale: float, min_var: float, floor_: float) -> None:
+    h, w = lightness.shape
+    affinities_kernel[_tiles(h, w)](out, lightness, h, w, scale, min_var, floor_, INV_LOG100, BH=BH, BW=BW)
+
+
+# Every kernel with the (signature, constexprs) benchmarks/kernels.py compiles it for ahead of time.
+KERNELS: dict[str, tuple[Callable, dict[str, str], dict[str, int | bool]]] = {}
+_P, _I, _F = "*fp32", "i32", "fp32"
+for _name, _fn, _sig, _const in (
+        ("residual", residual_kernel, dict(out=_P, x=_P, b=_P, d=_P, c=_P, nc=_I, h=_I, w=_I), dict(HAS_B=True)),
+        ("apply", residual_kernel, dict(out=_P, x=_P, b=_P, d=_P, c=_P, nc=_I, h=_I, w=_I), dict(HAS_B=False)),
+        ("gauss_seidel", gauss_seidel_kernel, dict(x=_P, b=_P, d=_P, c=_P, nc=_I, h=_I, w=_I, ci=_I, cj=_I), {}),
+        ("prolong", prolong_kernel, dict(out=_P, xc=_P, wt=_P, nc=_I, h=_I, w=_I), dict(ADD=False)),
+        ("prolong_add", prolong_kernel, dict(out=_P, xc=_P, wt=_P, nc=_I, h=_I, w=_I), dict(ADD=True)),
+        ("restrict", restrict_kernel, dict(out=_P, f=_P, wt=_P, b=_P, d=_P, c=_P, nc=_I, h=_I, w=_I),
+         dict(FUSED=False, HAS_B=False)),
+        ("restrict_residual", restrict_kernel, dict(out=_P, f=_P, wt=_P, b=_P, d=_P, c=_P, nc=_I, h=_I, w=_I),
+         dict(FUSED=True, HAS_B=True)),
+        ("affinities", affinities_kernel, dict(wt=_P, y=_P, h=_I, w=_I, scale=_F, min_var=_F, floor_=_F,
+                                              inv_log100=_F), {}),
+):
+    KERNELS[_name] = (_fn, _sig, {**_const, "BH": BH, "BW": BW})
+for _name, _fn, _sig in (
+        ("dot", dot_kernel, dict(partial="*fp64", u=_P, v=_P, n=_I)),
+        ("dots", dots_kernel, dict(partial="*fp64", table="*i64", u=_P, count=_I, nc=_I, n=_I)),
+        ("combine", combine_kernel, dict(u=_P, table="*i64", coef=_P, count=_I, nc=_I, n=_I)),
+):
+    KERNELS[_name] = (_fn, _sig, {"BLOCK": BLOCK})

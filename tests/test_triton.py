@@ -1,0 +1,232 @@
+"""The Triton kernels (tinct.engines.optimization.triton_kernels) against the C loops, one by one and
+through whole `final` and `preview` solves.
+
+Without a GPU they run in Triton's interpreter on CPU tensors: TRITON_INTERPRET=1 has to be set before
+Triton decorates the kernels, so this module sets it before anything imports them (on the CPU nothing
+else does: the CPU path never imports Triton).  With a GPU the same tests run the compiled kernels on
+CUDA tensors, and the `cuda` tests below add what only a GPU can show.  Interpreted, the kernels do
+the C loops' arithmetic in the same order, so they must agree exactly, except exp (the weights) and
+float64 sums taken in another order (inner products); compiled, fused multiply-adds and the GPU's
+division round differently, hence the tolerances.
+"""
+import os
+import sys
+
+import pytest
+import torch
+
+if sys.platform != "linux":  # Triton's wheels are Linux-only; there the test extra installs it (pyproject.toml)
+    pytest.skip("Triton runs on Linux only", allow_module_level=True)
+CUDA = torch.cuda.is_available()
+if not CUDA:
+    os.environ["TRITON_INTERPRET"] = "1"
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9 warns when the default is left implicit
+
+from tinct.engines.optimization import kernels, krylov, levin, multigrid  # noqa: E402
+from tinct.engines.optimization.multigrid import Prolongation  # noqa: E402
+from tinct.engines.optimization.stencil import Stencil  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="the C kernels were not built (no compiler)")
+DEVICE = torch.device("cuda" if CUDA else "cpu")
+EXACT = not CUDA
+H, W = 37, 71  # odd (the transfers' grids), and across the 8 x 64 tiles' edges
+
+
+@pytest.fixture
+def triton(monkeypatch):
+    """Triton for every tensor, CPU ones included (interpreted): the kernels module imported."""
+    monkeypatch.setattr(kernels, "CPU_BACKEND", "triton")
+    assert kernels.triton_kernels() is not None, kernels.triton_error()
+    return kernels
+
+
+def same(fast: torch.Tensor, reference: torch.Tensor, rtol: float = 2e-5, atol: float = 1e-5) -> None:
+    fast = fast.cpu()
+    if EXACT:
+        assert torch.equal(fast, reference), f"largest difference {(fast - reference).abs().max():.3g}"
+    else:
+        torch.testing.assert_close(fast, reference, rtol=rtol, atol=atol)
+
+
+def problem(channels: int, seed: int = 2):
+    torch.manual_seed(seed)
+    st = Stencil(torch.rand(H, W) + 8, torch.rand(8, H, W))
+    return st, torch.randn(channels, H, W), torch.randn(channels, H, W)
+
+
+def on(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    return [t.to(DEVICE) for t in tensors]
+
+
+def c_path(monkeypatch, fn):
+    """fn() through the C loops (the reference), whatever the test set CPU_BACKEND to."""
+    with monkeypatch.context() as mp:
+        mp.setattr(kernels, "CPU_BACKEND", "c")
+        return fn()
+
+
+@pytest.mark.parametrize("channels", [1, 2, 9])  # one; a and b; the Galerkin probes
+def test_residual_and_apply(triton, monkeypatch, channels):
+    st, x, b = problem(channels)
+    ref_r = c_path(monkeypatch, lambda: kernels.residual(torch.empty_like(x), x, st.d, st.c, b))
+    ref_a = c_path(monkeypatch, lambda: kernels.residual(torch.empty_like(x), x, st.d, st.c))
+    xg, bg, d, c = on(x, b, st.d, st.c)
+    same(triton.residual(torch.empty_like(xg), xg, d, c, bg), ref_r)
+    same(triton.residual(torch.empty_like(xg), xg, d, c), ref_a)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("shape", [(H, W), (40, 66)])  # and even sides
+def test_gauss_seidel(triton, monkeypatch, reverse, shape):
+    torch.manual_seed(3)
+    st = Stencil(torch.rand(shape) + 8, torch.rand(8, *shape))
+    x, b = torch.randn(2, *shape), torch.randn(2, *shape)
+    ref = c_path(monkeypatch, lambda: kernels.gauss_seidel(x.clone(), b, st.d, st.c, reverse))
+    xg, bg, d, c = on(x, b, st.d, st.c)
+    same(triton.gauss_seidel(xg, bg, d, c, reverse), ref)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_prolong_restrict_and_the_fused_residual_restriction(triton, monkeypatch, channels):
+    st, x, b = problem(channels)
+    p = Prolongation(st)
+    xc = torch.randn(channels, (H + 1) // 2, (W + 1) // 2)
+
+    def run(d, c, wt, x, b, xc):
+        rc = xc.new_empty(xc.shape)
+        return (kernels.prolong(x.new_empty(x.shape), xc, wt), kernels.prolong(x.clone(), xc, wt, accumulate=True),
+                kernels.restrict(xc.new_empty(xc.shape), x, wt), kernels.restrict_residual(rc, x, b, d, c, wt))
+
+    refs = c_path(monkeypatch, lambda: run(st.d, st.c, p.weights, x, b, xc))
+    fused_restriction = refs[3]
+    residual_then_restrict = kernels.restrict(xc.new_empty(xc.shape), st.residual(x, b), p.weights)
+    for fast, ref in zip(run(*on(st.d, st.c, p.weights, x, b, xc)), refs):
+        same(fast, ref)
+    assert torch.equal(fused_restriction, c_path(monkeypatch, lambda: residual_then_restrict))
+
+
+def test_inner_products_in_float64(triton, monkeypatch):
+    st, u, v = problem(2)
+    vs = [v, u, torch.ones_like(u)]
+    ref_dot = c_path(monkeypatch, lambda: krylov.dot(u, v))
+    ref_dots = c_path(monkeypatch, lambda: krylov.dots(u, vs))
+    ug, vg, *vsg = on(u, v, *vs)
+    torch.testing.assert_close(krylov.dot(ug, vg).cpu(), ref_dot, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(krylov.dots(ug, vsg).cpu(), ref_dots, rtol=1e-12, atol=1e-9)
+    assert krylov.dots(ug, vsg).dtype == torch.float64
+
+
+def test_gram_schmidt_combination(triton, monkeypatch):
+    st, u, v = problem(2)
+    vs = [v, torch.randn_like(u), torch.ones_like(u)]
+    coef = torch.randn(3, 2, 1, 1, dtype=torch.float64)
+    ref = c_path(monkeypatch, lambda: krylov.subtract(u.clone(), vs, coef))
+    same(krylov.subtract(*on(u.clone()), on(*vs), coef.to(DEVICE)), ref)
+
+
+def test_weights(triton, monkeypatch):
+    torch.manual_seed(4)
+    y = torch.rand(H, W)
+    y[3:6] = 0.5  # flat rows: the variance floor
+    y[:, 20] = 0.9  # a hard edge
+    ref = c_path(monkeypatch, lambda: levin.affinities(y, 1.7))
+    fast = levin.affinities(y.to(DEVICE), 1.7).cpu()
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-7)  # exp: C's expf against numpy's or the GPU's
+
+
+def photo(h: int, w: int):
+    """Lightness with flat patches, a hard edge and noise, and three strokes."""
+    gen = torch.Generator().manual_seed(11)
+    y = torch.full((h, w), 30.0)
+    y[:, w // 2:] = 80.0
+    y[h // 2:, :w // 3] = torch.rand(h - h // 2, w // 3, generator=gen) * 100
+    ab, weight = torch.zeros(2, h, w), torch.zeros(1, h, w)
+    for (i, j), (a, b) in {(3, 4): (30, -20), (h - 5, w - 7): (-25, 35), (h // 2, 10): (10, 10)}.items():
+        ab[:, i, j] = torch.tensor([a, b])
+        weight[0, i, j] = 1
+    return y[None], ab, weight
+
+
+@pytest.mark.parametrize("quality", ["final", "preview"])
+def test_whole_solves_through_triton_match_the_c_kernels(triton, monkeypatch, quality):
+    """Every native loop of a solve through the Triton kernels (setup, GCR or CG, K-cycle or V-cycle, the
+    fused residual restriction), three levels deep, against the same solve through the C loops."""
+    monkeypatch.setattr(multigrid, "DENSE_MAX", 64)
+    y, ab, weight = photo(33, 41)
+    ref, ref_info = c_path(monkeypatch, lambda: levin.solve_ab(y, ab, weight, quality=quality))
+    out, info = levin.solve_ab(*on(y, ab, weight), quality=quality)
+    assert out.device.type == DEVICE.type
+    assert info["levels"] == ref_info["levels"] >= 3 and info["converged"] and ref_info["converged"]
+    assert abs(info["iterations"] - ref_info["iterations"]) <= 1
+    torch.testing.assert_close(out.cpu(), ref, atol=0.05, rtol=0)
+
+
+def test_cpu_path_does_not_import_triton():
+    """A fresh process solving on the CPU never imports Triton (it is the CUDA path's alone)."""
+    import subprocess
+
+    code = ("import sys, torch; from tinct.engines.optimization import levin\n"
+            "levin.solve_ab(torch.rand(1, 40, 40) * 100, torch.ones(2, 40, 40), torch.ones(1, 40, 40) * 0.5)\n"
+            "assert 'triton' not in sys.modules, 'triton imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+cuda = pytest.mark.skipif(not CUDA, reason="needs an NVIDIA GPU")
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_solve_at_a_megapixel_matches_the_cpu():
+    y, ab, weight = photo(1000, 1000)
+    ref, ref_info = levin.solve_ab(y, ab, weight)
+    out, info = levin.solve_ab(*on(y, ab, weight))
+    assert info["converged"] and abs(info["iterations"] - ref_info["iterations"]) <= 2
+    assert (out.cpu() - ref).abs().quantile(0.999) < 1.0  # ab units, within the final's error tolerance
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_graph_replays_a_multigrid_cycle():
+    """The V-cycle (every kernel of the preconditioner) captured once and replayed gives what it gives
+    when launched call by call: nothing in it syncs with the host or allocates outside the graph."""
+    y, ab, weight = on(*photo(300, 400))
+    w = levin.affinities(y[0] / 100)
+    fixed = weight[0] >= levin.FIXED
+    s, b = levin.symmetric_system(w, ab, torch.zeros_like(weight[0]), fixed)
+    mg = multigrid.Multigrid(s)
+    expect = mg(b)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        mg(b)  # warm-up: Triton compiles outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = mg(b)
+    graph.replay()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(out, expect, rtol=0, atol=0)
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_out_of_memory_is_retried_on_the_cpu():
+    """With the GPU capped far below a 12 MP solve, the solve fails as torch.cuda.OutOfMemoryError (the
+    error tinctd retries on the CPU, tinct.serve.job.run), and the CPU retry answers."""
+    import tinct
+
+    img = (torch.rand(3000, 4000, 3) * 255).to(torch.uint8).numpy()
+    strokes = torch.zeros(3000, 4000, 4, dtype=torch.uint8)
+    strokes[10:20, 10:20] = torch.tensor([200, 40, 40, 255], dtype=torch.uint8)
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(256 * 2**20 / total)
+    try:
+        with pytest.raises(torch.cuda.OutOfMemoryError):
+            tinct.colorize(img, strokes.numpy(), engine="optimization", device="cuda")
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        torch.cuda.empty_cache()
+    small = img[:200, :300]
+    out = tinct.colorize(small, strokes.numpy()[:200, :300], engine="optimization", device="cpu")
+    assert out.shape == small.shape
