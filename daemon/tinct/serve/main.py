@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 
 from . import endpoint, keys
@@ -37,7 +38,7 @@ def raise_fd_limit() -> None:
         log.debug("the open-file limit stays %d", soft)
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="tinctd", description="Tinct's colorization daemon for the GIMP and Krita "
                                                             "plugins (protocol: docs/protocol.md).")
     default = os.environ.get("TINCT_ENDPOINT") or endpoint.default_endpoint()

@@ -8,6 +8,7 @@ or torch); tests/test_protocol.py checks they agree.
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast, overload
 
@@ -47,7 +48,7 @@ def bad(message: str) -> ProtocolError:
     return ProtocolError("bad_request", message)
 
 
-def describe(value) -> str:
+def describe(value: Any) -> str:
     """A bounded summary of a value a client sent, for error sentences and the log: its type and
     size, or a short printable text, never a repr of whatever nesting it holds."""
     if isinstance(value, bool) or value is None or isinstance(value, int):
@@ -64,7 +65,7 @@ def describe(value) -> str:
         return type(value).__name__
 
 
-def depth(value, limit: int = MAX_DEPTH) -> int:
+def depth(value: object, limit: int = MAX_DEPTH) -> int:
     """How deep maps and lists nest in `value`, counted without recursion and stopping past `limit`."""
     deepest, level, todo = 0, 0, [(value, 0)]
     while todo:
@@ -231,7 +232,8 @@ def field(message: dict, name: str, kinds: type[_T], required: bool = ..., defau
 @overload
 def field(message: dict, name: str, kinds: tuple[type, ...], required: bool = ...,
           default: None = ...) -> bytes | bytearray | memoryview | SharedBlob | None: ...
-def field(message: dict, name: str, kinds, required: bool = True, default=None):
+def field(message: dict, name: str, kinds: type | tuple[type, ...], required: bool = True,
+          default: object = None) -> Any:
     """message[name] if it has type `kinds` (never bool, which msgpack also has); else bad_request."""
     value = message.get(name)
     if value is None:
@@ -286,7 +288,7 @@ def _unit(a: np.ndarray) -> np.ndarray:
     return np.clip(a, 0.0, 1.0)
 
 
-def layer(message: dict, prefix: str, width: int, height: int, layouts) -> Layer | None:
+def layer(message: dict, prefix: str, width: int, height: int, layouts: tuple[str, ...]) -> Layer | None:
     data = field(message, prefix, BINARY, required=prefix == "pixels")
     if data is None:
         return None
@@ -342,7 +344,7 @@ class Colorize:
         return self.client, self.id
 
     @property
-    def document_key(self):
+    def document_key(self) -> tuple[bytes, str] | None:
         """Requests with the same document key supersede each other while queued (live painting)."""
         return (self.client, self.document) if self.document is not None else None
 
@@ -371,7 +373,7 @@ class Colorize:
         return np.frombuffer(self.selection, np.uint8).reshape(self.image.height, self.image.width)
 
 
-def parse_job(message: dict, max_pixels: int, engines) -> Colorize:
+def parse_job(message: dict, max_pixels: int, engines: Collection[str]) -> Colorize:
     """Validate a colorize or suggest request field by field, cheapest checks first."""
     width = field(message, "width", int)
     height = field(message, "height", int)
@@ -430,7 +432,8 @@ def result_bytes(job: Colorize) -> int:
     return image.width * image.height * LAYOUTS[output_layout(image.layout)] * SAMPLES[image.sample].itemsize
 
 
-def encode_result(job: Colorize, result: np.ndarray, raw: np.ndarray, buffer=None) -> tuple[str, memoryview]:
+def encode_result(job: Colorize, result: np.ndarray, raw: np.ndarray,
+                  buffer: memoryview | None = None) -> tuple[str, memoryview]:
     """The engine's (H, W, 3) RGB result as the reply's bytes, written once into the request's layout
     and sample type (into `buffer` when given): the selection applied against the input `raw`, alpha
     copied from it exactly.
@@ -462,7 +465,7 @@ def encode_result(job: Colorize, result: np.ndarray, raw: np.ndarray, buffer=Non
     return layout, memoryview(out).cast("B")  # pyright: ignore[reportArgumentType]  # numpy: __buffer__ is 3.12+
 
 
-def error(request_id, code: str, message: str, transport: bool = False) -> dict:
+def error(request_id: str | None, code: str, message: str, transport: bool = False) -> dict:
     """An error reply; `transport` says the request may succeed sent another way (ProtocolError)."""
     err: dict[str, str | bool] = {"code": code, "message": message}
     if transport:

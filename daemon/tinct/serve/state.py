@@ -14,6 +14,7 @@ import re
 import stat
 import sys
 from pathlib import Path
+from typing import TextIO
 
 try:
     import fcntl
@@ -35,7 +36,7 @@ def state_dir() -> Path:
     return endpoint.private_folder(path)
 
 
-def claim_socket(address: str):
+def claim_socket(address: str) -> TextIO:
     """Make an ipc endpoint's folder private and take its lock, so that a second tinctd (or anything
     else) never silently takes the socket of a running one; the lock file, held open."""
     path = Path(address[len("ipc://"):])
@@ -60,7 +61,7 @@ def _lock_exclusively(handle) -> None:
             handle.fileno(), msvcrt.LK_NBLCK, 1)  # pyright: ignore[reportAttributeAccessIssue]  # likewise
 
 
-def open_private(path: Path):
+def open_private(path: Path) -> TextIO:
     """`path` opened for reading and writing, made 0600 if new; never through a link, never a file of
     another user or one others may read (tinctd's lock and log)."""
     try:
@@ -74,7 +75,7 @@ def open_private(path: Path):
     return os.fdopen(fd, "r+")
 
 
-def acquire_lock(directory: Path, address: str):
+def acquire_lock(directory: Path, address: str) -> TextIO:
     """One tinctd per user: an exclusive lock, naming who holds it."""
     handle = open_private(directory / "tinctd.lock")
     try:

@@ -3,6 +3,7 @@ request (`warm_engines`), and `tinctd --check`, which does the same in front of 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,10 +12,13 @@ from tinct import __version__
 from . import protocol as P
 from . import shm
 
+if TYPE_CHECKING:
+    import torch
+
 log = logging.getLogger("tinctd")
 
 
-def warm_engines(device) -> dict:
+def warm_engines(device: torch.device) -> dict[str, str]:
     """Load every engine once and run it on a tiny image; name -> "ready" or why not."""
     from tinct import api
 
@@ -33,7 +37,7 @@ def warm_engines(device) -> dict:
     return engines
 
 
-def check(device) -> int:
+def check(device: torch.device) -> int:
     """tinctd --check: device, engines and their models, and a real colorization each; 0 when usable."""
     import torch
 
