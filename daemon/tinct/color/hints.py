@@ -4,13 +4,14 @@ The user paints with any colour on an RGBA layer; only the colour's chroma (Lab 
 its lightness is ignored because the photo's lightness is kept. Alpha says how sure the stroke
 is, so it becomes the hint's weight.
 """
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import lab, pixels
 
 
-def check_size(hints, image_shape):
+def check_size(hints: np.ndarray, image_shape: tuple[int, ...]) -> None:
     """Refuse a hints layer whose pixels do not line up with the photo's."""
     (hh, hw), (ih, iw) = hints.shape[:2], tuple(image_shape[:2])
     if (hh, hw) != (ih, iw):
@@ -19,7 +20,7 @@ def check_size(hints, image_shape):
         )
 
 
-def from_layer(layer, device=None):
+def from_layer(layer: np.ndarray, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """RGBA layer (H, W, 4), uint8/uint16/float -> ab (2, H, W) and weight (1, H, W) in 0..1.
 
     Pixels with alpha 0 carry no hint: weight 0 and ab 0.
@@ -28,12 +29,13 @@ def from_layer(layer, device=None):
     if shape is None or len(shape) != 3 or shape[2] != 4:
         raise ValueError(f"hints layer must be an RGBA array of shape (H, W, 4), got shape {shape}")
     d = pixels.decode(layer, device=device)
+    assert d.alpha is not None  # four channels: decode kept the fourth as alpha
     weight = pixels.to_unit(d.alpha, device)[None]
     ab = lab.srgb_to_lab(d.rgb)[1:] * (weight > 0)
     return ab, weight
 
 
-def downsample(ab, weight, size):
+def downsample(ab: torch.Tensor, weight: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Resize hints to a working resolution (h, w) by area averaging.
 
     Weight is area-averaged and ab is the weight-weighted mean, so a 1-px stroke shrunk 8x keeps

@@ -5,6 +5,7 @@ Each format goes through the library that keeps its full depth: Pillow for 8-bit
 48/64-bit PNG to 8 bits), tifffile for TIFF. Arrays are HxW (grey), HxWx2 (grey+alpha),
 HxWx3 (RGB) or HxWx4 (RGBA), uint8 or uint16 (TIFF may also hold float32/float64 in 0..1).
 """
+import os
 from pathlib import Path
 from typing import cast
 
@@ -28,7 +29,7 @@ def _kind(path):
     raise ValueError(f"{path}: unknown image type {suffix!r}; use .png, .jpg/.jpeg or .tif/.tiff")
 
 
-def read(path):
+def read(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file into a numpy array of its own depth and layout."""
     kind = _kind(path)
     try:
@@ -72,7 +73,7 @@ def _read_tiff(path):
     return image
 
 
-def write(path, array):
+def write(path: str | os.PathLike[str], array: np.ndarray) -> None:
     """Write an array to PNG, JPEG or TIFF, chosen by the file's extension.
 
     JPEG is 8-bit only and has no alpha: 16-bit data is rounded to 8 bits (round half up), and an

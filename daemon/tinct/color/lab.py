@@ -23,17 +23,17 @@ _WHITE = (0.95047, 1.0, 1.08883)
 _BISECTION_STEPS = 16  # chroma to 2**-16 of the request: < 0.005 in a,b, far below visible
 
 
-def normalize_l(L):
+def normalize_l(L: torch.Tensor) -> torch.Tensor:
     """Lightness 0..100 -> network input centred on 0."""
     return (L - L_CENTER) / L_SCALE
 
 
-def normalize_ab(ab):
+def normalize_ab(ab: torch.Tensor) -> torch.Tensor:
     """Lab a,b -> network scale (roughly -1..1 for sRGB colours)."""
     return ab / AB_SCALE
 
 
-def denormalize_ab(x):
+def denormalize_ab(x: torch.Tensor) -> torch.Tensor:
     """Network output -> Lab a,b."""
     return x * AB_SCALE
 
@@ -91,7 +91,7 @@ def _lab_to_linear(L, a, b, clamp_z):
     return _mix(_constants(L.device, L.dtype)[1], t)
 
 
-def srgb_to_lab(rgb):
+def srgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """rgb (..., 3, H, W) in 0..1 -> Lab (L 0..100, a,b unbounded)."""
     _check(rgb, 3, "rgb")
     rgb = _float(rgb)
@@ -101,7 +101,7 @@ def srgb_to_lab(rgb):
     return torch.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], dim=-3)
 
 
-def lab_to_srgb(lab, clip=True):
+def lab_to_srgb(lab: torch.Tensor, clip: bool = True) -> torch.Tensor:
     """Lab (..., 3, H, W) -> sRGB; out-of-gamut colours are clipped per channel (shifting L),
     or left outside 0..1 with clip=False."""
     _check(lab, 3, "lab")
@@ -114,7 +114,7 @@ def _in_gamut(lin):
     return ((lin >= 0.0) & (lin <= 1.0)).all(dim=-3)
 
 
-def lab_to_srgb_keep_l(L, ab):
+def lab_to_srgb_keep_l(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
     """L (..., 1, H, W), ab (..., 2, H, W) -> sRGB in 0..1 whose lightness is exactly L.
 
     Clipping an out-of-gamut colour per channel changes its lightness; instead its ab is scaled

@@ -45,7 +45,7 @@ def _validate(image):
     return channels
 
 
-def to_unit(array, device=None):
+def to_unit(array: np.ndarray, device: torch.device | str | None = None) -> torch.Tensor:
     """Supported-dtype array -> float32 tensor in 0..1 of the same shape on `device`."""
     if array.dtype == np.uint8:  # moved as bytes, converted on the device
         # torch shares memory with the array, so it must be writable (Pillow's arrays are not).
@@ -54,7 +54,7 @@ def to_unit(array, device=None):
     return t / 65535 if array.dtype == np.uint16 else t
 
 
-def decode(image, device=None):
+def decode(image: np.ndarray, device: torch.device | str | None = None) -> Decoded:
     """Validate an editor image and return its colour as a float32 (3, H, W) tensor on `device`."""
     channels = _validate(image)
     planes = image.reshape(image.shape[0], image.shape[1], channels)
@@ -64,7 +64,7 @@ def decode(image, device=None):
     return Decoded(rgb=rgb, alpha=alpha, dtype=image.dtype, channels=channels)
 
 
-def encode(rgb, decoded):
+def encode(rgb: torch.Tensor, decoded: Decoded) -> np.ndarray:
     """(3, H, W) colour in 0..1 -> numpy in the decoded image's dtype, alpha re-attached.
 
     Grey inputs come back as RGB (grey+alpha as RGBA): the result has colour. Integer outputs
