@@ -12,9 +12,12 @@ slice) so that the eval set only ever measures.
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -23,11 +26,15 @@ from tinct import api
 
 from . import data, measure, train
 
+if TYPE_CHECKING:
+    import torch
+
 HINT_COUNTS = (0, 1, 2, 5, 10, 20, 50, 100)
+Row = tuple[str, int, str, float, float, float]  # engine, hints, photo, psnr, colourfulness, original's
 COLOURS = {"learned": (200, 60, 40), "optimization": (40, 90, 200), "grey": (120, 120, 120)}
 
 
-def configure(parser) -> None:
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engines", nargs="+", default=["learned", "optimization"])
     parser.add_argument("--hints", type=int, nargs="+", default=list(HINT_COUNTS))
     parser.add_argument("--eval-dir", default=None, help="default: shared/data/eval beside the checkout")
@@ -56,16 +63,17 @@ def engine_options(pairs: list[str]) -> dict:
     return options
 
 
-def validation_photos(cache: Path):
+def validation_photos(cache: str | Path) -> Iterator[tuple[str, np.ndarray]]:
     """(name, rgb) for the shards' last photos, which training never sees."""
     photos = data.load_shards(data.default_data_dir(), Path(cache))
     for i, rgb in enumerate(photos[len(photos) - train.VAL_PHOTOS:]):
         yield f"val/{i:03d}", np.array(rgb)
 
 
-def sweep(engines, counts, photos, device=None, options=None):
+def sweep(engines: Sequence[str], counts: Sequence[int], photos: Iterable[tuple[str, np.ndarray]],
+          device: torch.device | str | None = None, options: dict[str, Any] | None = None) -> list[Row]:
     """Rows of (engine, hints, photo, psnr, colourfulness of output, colourfulness of original)."""
-    rows = []
+    rows: list[Row] = []
     for name, rgb in photos:
         grey = measure.gray_of(rgb)
         seed = zlib.crc32(name.encode())
@@ -82,9 +90,9 @@ def sweep(engines, counts, photos, device=None, options=None):
     return rows
 
 
-def summary(rows):
+def summary(rows: Sequence[Row]) -> tuple[dict[str, dict[int, float]], float | None]:
     """{engine: {hints: mean psnr}} and the mean colourfulness ratio of hint-free outputs."""
-    table: dict = {}
+    table: dict[str, dict[int, list[float]]] = {}
     for engine, n, *_ in rows:
         table.setdefault(engine, {}).setdefault(n, [])
     for engine, n, _, psnr, *_ in rows:
@@ -95,7 +103,8 @@ def summary(rows):
     return means, ratio
 
 
-def plot(means, counts, path: Path, size=(640, 400)) -> None:
+def plot(means: dict[str, dict[int, float]], counts: Sequence[int], path: Path,
+         size: tuple[int, int] = (640, 400)) -> None:
     """PSNR against hints (log-ish x axis), one polyline per engine, grey baseline dashed."""
     img = Image.new("RGB", size, "white")
     d = ImageDraw.Draw(img)
@@ -128,7 +137,7 @@ def plot(means, counts, path: Path, size=(640, 400)) -> None:
     img.save(path)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     options = engine_options(args.options)
     if args.photos == "val":
         photos = list(validation_photos(args.cache))[:args.limit]

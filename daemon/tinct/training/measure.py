@@ -5,6 +5,7 @@ each other and with the published ideepcolor sweep. The Lab maths is `tinct.colo
 which reproduces the reference `hintsim.py` exactly (same seed -> same hints layer).
 """
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +25,14 @@ def _to_u8(rgb):
     return (np.moveaxis(rgb.numpy(), -3, -1) * 255 + 0.5).astype(np.uint8)
 
 
-def gray_of(rgb_u8):
+def gray_of(rgb_u8: np.ndarray) -> np.ndarray:
     """The grey input: the photo's Lab lightness with a = b = 0, as 8-bit RGB."""
     grey = _lab64(rgb_u8)
     grey[1:] = 0
     return _to_u8(lab.lab_to_srgb(grey))
 
 
-def hints_of(rgb_u8, n, rng, patch=6):
+def hints_of(rgb_u8: np.ndarray, n: int, rng: np.random.Generator, patch: int = 6) -> np.ndarray:
     """n simulated user hints as an RGBA uint8 layer the size of the photo.
 
     Square patch x patch strokes, centres from a Gaussian on the image centre with
@@ -57,13 +58,13 @@ def hints_of(rgb_u8, n, rng, patch=6):
     return layer
 
 
-def psnr(a_u8, b_u8):
+def psnr(a_u8: np.ndarray, b_u8: np.ndarray) -> float:
     """PSNR in dB between two 8-bit images (MSE floored at 1e-10, as the reference does)."""
     mse = np.mean((a_u8.astype(np.float64) - b_u8.astype(np.float64)) ** 2)
     return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
 
 
-def colorfulness(rgb_u8):
+def colorfulness(rgb_u8: np.ndarray) -> float:
     """Hasler & Suesstrunk (2003) colourfulness: PSNR rewards grey, this does not."""
     r, g, b = (rgb_u8[..., i].astype(np.float64) for i in range(3))
     rg, yb = r - g, 0.5 * (r + g) - b
@@ -75,7 +76,8 @@ def _default_eval_dir():
     return Path(env) if env else Path(__file__).resolve().parents[4] / "shared" / "data" / "eval"
 
 
-def eval_images(root=None, size=256):
+def eval_images(root: str | os.PathLike[str] | None = None,
+                size: int | None = 256) -> Iterator[tuple[str, np.ndarray]]:
     """Yield (set/name, rgb uint8) for every root/*/*.png, resized to size x size with Lanczos
     (aspect not kept, as in the reference sweep); size=None keeps the original for speed runs.
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,7 +74,7 @@ def class_weights(photos: np.ndarray, bins: torch.Tensor, sample: int = 2000) ->
     return (w / (p * w).sum()).float()
 
 
-def learning_rate(step: int, args) -> float:
+def learning_rate(step: int, args: argparse.Namespace) -> float:
     """Constant, then a cosine down to lr/20 at the last step: a short run still ends settled."""
     start = args.steps // 2 if args.decay_from is None else args.decay_from
     if step < start or args.steps <= start:
@@ -81,7 +83,8 @@ def learning_rate(step: int, args) -> float:
     return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def losses(model, lab_batch, hint_ab, hint_w, bins, weights):
+def losses(model: net.HintNet, lab_batch: torch.Tensor, hint_ab: torch.Tensor, hint_w: torch.Tensor,
+           bins: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     L, ab = lab_batch[:, :1], lab_batch[:, 1:]
     pred, logits = model(net.network_input(L, hint_ab, hint_w).contiguous(memory_format=torch.channels_last))
     target = nearest_bin(F.avg_pool2d(ab, 4), bins)
@@ -91,7 +94,7 @@ def losses(model, lab_batch, hint_ab, hint_w, bins, weights):
 
 
 @torch.no_grad()
-def validate(model, photos: np.ndarray, bins) -> dict:
+def validate(model: net.HintNet, photos: np.ndarray, bins: torch.Tensor) -> dict[int, float]:
     """Mean PSNR (uint8 RGB) on the held-out photos with no hints and with 10 simulated hints."""
     model.eval()
     rgb = torch.from_numpy(np.array(photos[-VAL_PHOTOS:])).permute(0, 3, 1, 2).float() / 255
@@ -113,7 +116,7 @@ def validate(model, photos: np.ndarray, bins) -> dict:
     return out
 
 
-def export(model, bins, weights, meta: dict, path: Path) -> None:
+def export(model: net.HintNet, bins: torch.Tensor, weights: torch.Tensor, meta: dict[str, Any], path: Path) -> None:
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -122,7 +125,7 @@ def export(model, bins, weights, meta: dict, path: Path) -> None:
     tmp.replace(path)  # never leave a half-written model where the engine looks
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -203,7 +206,7 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     assert __doc__ is not None  # this module's docstring
     parser = argparse.ArgumentParser(prog="tinct train", description=__doc__.splitlines()[0])
     configure(parser)
