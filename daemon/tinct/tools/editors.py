@@ -14,6 +14,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,7 +160,7 @@ def krita(command: str | None = None) -> Editor:
     return Editor("Krita", command, None, python, krita_resources() / "pykrita", note)
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Print what was found as shell assignments (for install.sh): gimp_command=..., krita_python=..."""
     ap = argparse.ArgumentParser(prog="python -m tinct.tools.editors", description=main.__doc__)
     ap.add_argument("--gimp", help="the GIMP 3 executable to use instead of searching")

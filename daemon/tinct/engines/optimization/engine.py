@@ -1,7 +1,12 @@
 """The optimization engine as the registry (tinct.engines) creates it."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from . import levin
+
+if TYPE_CHECKING:
+    import torch
 
 
 class OptimizationEngine:
@@ -11,7 +16,8 @@ class OptimizationEngine:
     DEFAULT_QUALITY = "final"
     OPTIONS = {"quality", "edge_sensitivity", "tol", "max_iter", "callback"}
 
-    def predict_ab(self, L, hint_ab, hint_weight, **options):
+    def predict_ab(self, L: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor,
+                   **options: Any) -> torch.Tensor:
         unknown = set(options) - self.OPTIONS
         if unknown:
             raise ValueError(f"unknown option(s) for the optimization engine: {', '.join(sorted(unknown))}")
