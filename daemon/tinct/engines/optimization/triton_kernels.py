@@ -20,14 +20,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
-# Stencil tile: 8 rows x 64 columns (256-byte rows), 4 warps.  The interpreter runs a launch's programs
-# one after another at a fixed cost per operation, so it gets fewer, taller tiles (the same masks).
+# Stencil tile: 8 rows x 64 columns (256-byte rows) on 8 warps, two pixels a thread (80 registers; 4 warps
+# need 140); the restriction's coarse tile 4 x 32 on 4 warps, a coarse point a thread.  The interpreter runs
+# a launch's programs one after another at a fixed cost per operation, so it gets taller tiles (same masks).
 BH, BW = (32 if os.environ.get("TRITON_INTERPRET") == "1" else 8), 64
+WARPS = 8
+RH, RW, RWARPS = BH // 2, BW // 2, 4
 BLOCK = 1024          # reductions and combinations: contiguous pixels per program
 INV_LOG100 = float(torch.tensor(1.0) / torch.log(torch.tensor(100.0)))  # 1.0f / logf(100.0f), as the C code
 
@@ -77,10 +81,10 @@ def residual_kernel(out, x, b, d, c, nc, h, w, HAS_B: tl.constexpr, BH: tl.const
 def gauss_seidel_kernel(x, b, d, c, nc, h, w, ci, cj, BH: tl.constexpr, BW: tl.constexpr):
     """x = (b + sum_k c_k x_k) / d on the colour (ci, cj) = (row % 2, col % 2); four launches a sweep.
 
-    BYTES per sweep = 2 x (36 + 8 C) + 8 C: a colour's pixels are every other one of every other
-    row, so each row pair's sectors are fetched by the two colours that share its rows (c, d, b
-    twice over), and x's rows by all four (its neighbours), which L2 holds between launches only on
-    small grids; 72 + 24 C counts them at DRAM, an upper bound.
+    BYTES per sweep = 72 + 32 C, an upper bound: a colour's pixels are every other one of every
+    other row, so a launch fetches every sector of half the rows of c, d, b and x's writes
+    (18 + 4 C) and of all rows of x (its neighbours, 4 C); four launches, none of it assumed to
+    stay in L2 between them (it does on small grids).
     """
     i = ci + 2 * (tl.program_id(1) * BH + tl.arange(0, BH)[:, None])
     j = cj + 2 * (tl.program_id(0) * BW + tl.arange(0, BW)[None, :])
@@ -133,43 +137,27 @@ def prolong_kernel(out, xc, wt, nc, h, w, ADD: tl.constexpr, BH: tl.constexpr, B
 
 
 @triton.jit
-def _gathered(f, wt, ci, cj, h, w, hc, wc, m, inside, b, d, c, FUSED: tl.constexpr, HAS_B: tl.constexpr):
+def _gathered(f, wt, ci, cj, h, w, wc, m, inside, b, d, c, FUSED: tl.constexpr, HAS_B: tl.constexpr):
     """(P^T f) at the coarse tile (ci, cj): its fine pixel and the eight around it, each with the weight
-    it interpolates this coarse point with.  FUSED: f is the residual b - A x (x = f), made on the fly."""
+    it interpolates this coarse point with, in the C loop's order (centre, E, W, S, N, SE, SW, NE, NW:
+    tap t uses weight plane t - 1).  FUSED: f is the residual b - A x (x = f), made on the fly.  A loop,
+    not unrolled, so one tap's loads are live at a time (unrolled, the fused form spills)."""
     n = h * w
-    q = ci * wc + cj
     i, j = 2 * ci, 2 * cj
-    north, south, west, east = inside & (ci > 0), inside & (ci < hc - 1), inside & (cj > 0), inside & (cj < wc - 1)
-    if FUSED:
-        acc = _residual_at(f, b, d, c, i, j, h, w, n, HAS_B)
-        acc += tl.load(wt + q, mask=east, other=0.0) * _residual_at(f, b, d, c, i, j + 1, h, w, n, HAS_B)
-        acc += tl.load(wt + m + q - 1, mask=west, other=0.0) * _residual_at(f, b, d, c, i, j - 1, h, w, n, HAS_B)
-        acc += tl.load(wt + 2 * m + q, mask=south, other=0.0) * _residual_at(f, b, d, c, i + 1, j, h, w, n, HAS_B)
-        acc += tl.load(wt + 3 * m + q - wc, mask=north, other=0.0) \
-            * _residual_at(f, b, d, c, i - 1, j, h, w, n, HAS_B)
-        acc += tl.load(wt + 4 * m + q, mask=south & east, other=0.0) \
-            * _residual_at(f, b, d, c, i + 1, j + 1, h, w, n, HAS_B)
-        acc += tl.load(wt + 5 * m + q - 1, mask=south & west, other=0.0) \
-            * _residual_at(f, b, d, c, i + 1, j - 1, h, w, n, HAS_B)
-        acc += tl.load(wt + 6 * m + q - wc, mask=north & east, other=0.0) \
-            * _residual_at(f, b, d, c, i - 1, j + 1, h, w, n, HAS_B)
-        acc += tl.load(wt + 7 * m + q - wc - 1, mask=north & west, other=0.0) \
-            * _residual_at(f, b, d, c, i - 1, j - 1, h, w, n, HAS_B)
-    else:
-        r = i * w + j
-        acc = tl.load(f + r, mask=inside, other=0.0)
-        acc += tl.load(wt + q, mask=east, other=0.0) * tl.load(f + r + 1, mask=east, other=0.0)
-        acc += tl.load(wt + m + q - 1, mask=west, other=0.0) * tl.load(f + r - 1, mask=west, other=0.0)
-        acc += tl.load(wt + 2 * m + q, mask=south, other=0.0) * tl.load(f + r + w, mask=south, other=0.0)
-        acc += tl.load(wt + 3 * m + q - wc, mask=north, other=0.0) * tl.load(f + r - w, mask=north, other=0.0)
-        acc += tl.load(wt + 4 * m + q, mask=south & east, other=0.0) \
-            * tl.load(f + r + w + 1, mask=south & east, other=0.0)
-        acc += tl.load(wt + 5 * m + q - 1, mask=south & west, other=0.0) \
-            * tl.load(f + r + w - 1, mask=south & west, other=0.0)
-        acc += tl.load(wt + 6 * m + q - wc, mask=north & east, other=0.0) \
-            * tl.load(f + r - w + 1, mask=north & east, other=0.0)
-        acc += tl.load(wt + 7 * m + q - wc - 1, mask=north & west, other=0.0) \
-            * tl.load(f + r - w - 1, mask=north & west, other=0.0)
+    acc = tl.zeros(ci.shape, tl.float32) + tl.zeros(cj.shape, tl.float32)
+    for tap in tl.range(0, 9, loop_unroll_factor=1):
+        t = tl.full((), tap, tl.int32)  # a tensor in the interpreter too
+        dy = ((t == 3) | (t == 5) | (t == 6)).to(tl.int32) - ((t == 4) | (t == 7) | (t == 8)).to(tl.int32)
+        dx = ((t == 1) | (t == 5) | (t == 7)).to(tl.int32) - ((t == 2) | (t == 6) | (t == 8)).to(tl.int32)
+        fi, fj = i + dy, j + dx
+        there = inside & (fi >= 0) & (fi < h) & (fj >= 0) & (fj < w)
+        if FUSED:
+            v = _residual_at(f, b, d, c, fi, fj, h, w, n, HAS_B)
+        else:
+            v = tl.load(f + fi * w + fj, mask=there, other=0.0)
+        q = (ci + tl.minimum(dy, 0)) * wc + cj + tl.minimum(dx, 0)
+        weight = tl.load(wt + tl.maximum(t - 1, 0) * m + q, mask=there, other=0.0)
+        acc += tl.where(t == 0, 1.0, weight) * v
     return acc
 
 
@@ -188,7 +176,7 @@ def restrict_kernel(out, f, wt, b, d, c, nc, h, w, FUSED: tl.constexpr, HAS_B: t
     n, m = h * w, hc * wc
     inside = (ci < hc) & (cj < wc)
     for ch in range(nc):
-        v = _gathered(f + ch * n, wt, ci, cj, h, w, hc, wc, m, inside, b + ch * n, d, c, FUSED, HAS_B)
+        v = _gathered(f + ch * n, wt, ci, cj, h, w, wc, m, inside, b + ch * n, d, c, FUSED, HAS_B)
         tl.store(out + ch * m + ci * wc + cj, v, mask=inside)
 
 
@@ -299,19 +287,21 @@ def _tiles(h: int, w: int, col_step: int = 1, row_step: int = 1) -> tuple[int, i
 def residual(out: torch.Tensor, x: torch.Tensor, d: torch.Tensor, c: torch.Tensor, b: torch.Tensor | None,
              nc: int) -> None:
     h, w = d.shape
-    residual_kernel[_tiles(h, w)](out, x, x if b is None else b, d, c, nc, h, w, HAS_B=b is not None, BH=BH, BW=BW)
+    residual_kernel[_tiles(h, w)](out, x, x if b is None else b, d, c, nc, h, w, HAS_B=b is not None, BH=BH, BW=BW,
+                                  num_warps=WARPS)
 
 
 def gauss_seidel(x: torch.Tensor, b: torch.Tensor, d: torch.Tensor, c: torch.Tensor, reverse: bool, nc: int) -> None:
     h, w = d.shape
     colours = ((0, 0), (0, 1), (1, 0), (1, 1))
     for ci, cj in (reversed(colours) if reverse else colours):
-        gauss_seidel_kernel[_tiles(h - ci, w - cj, 2, 2)](x, b, d, c, nc, h, w, ci, cj, BH=BH, BW=BW)
+        gauss_seidel_kernel[_tiles(h - ci, w - cj, 2, 2)](x, b, d, c, nc, h, w, ci, cj, BH=BH, BW=BW,
+                                                           num_warps=WARPS)
 
 
 def prolong(out: torch.Tensor, coarse: torch.Tensor, weights: torch.Tensor, accumulate: bool, nc: int) -> None:
     h, w = out.shape[-2:]
-    prolong_kernel[_tiles(h, w)](out, coarse, weights, nc, h, w, ADD=accumulate, BH=BH, BW=BW)
+    prolong_kernel[_tiles(h, w)](out, coarse, weights, nc, h, w, ADD=accumulate, BH=BH, BW=BW, num_warps=WARPS)
 
 
 def restrict(out: torch.Tensor, fine: torch.Tensor, weights: torch.Tensor, nc: int,
@@ -319,9 +309,9 @@ def restrict(out: torch.Tensor, fine: torch.Tensor, weights: torch.Tensor, nc: i
     """out = P^T fine, or with stencil = (d, c, b): out = P^T (b - A fine) in one pass."""
     h, w = fine.shape[-2:]
     d, c, b = stencil if stencil is not None else (fine, fine, None)
-    restrict_kernel[_tiles((h + 1) // 2, (w + 1) // 2)](
+    restrict_kernel[triton.cdiv((w + 1) // 2, RW), triton.cdiv((h + 1) // 2, RH)](
         out, fine, weights, fine if b is None else b, d, c, nc, h, w,
-        FUSED=stencil is not None, HAS_B=b is not None, BH=BH, BW=BW)
+        FUSED=stencil is not None, HAS_B=b is not None, BH=RH, BW=RW, num_warps=RWARPS)
 
 
 def dot(out: torch.Tensor, u: torch.Tensor, v: torch.Tensor, nc: int) -> None:
@@ -352,29 +342,40 @@ def combine(u: torch.Tensor, vs: list[torch.Tensor], coef: torch.Tensor, nc: int
 
 def affinities(out: torch.Tensor, lightness: torch.Tensor, scale: float, min_var: float, floor_: float) -> None:
     h, w = lightness.shape
-    affinities_kernel[_tiles(h, w)](out, lightness, h, w, scale, min_var, floor_, INV_LOG100, BH=BH, BW=BW)
+    affinities_kernel[_tiles(h, w)](out, lightness, h, w, scale, min_var, floor_, INV_LOG100, BH=BH, BW=BW,
+                                    num_warps=WARPS)
 
 
-# Every kernel with the (signature, constexprs) benchmarks/kernels.py compiles it for ahead of time.
-KERNELS: dict[str, tuple[Callable, dict[str, str], dict[str, int | bool]]] = {}
+class Spec(NamedTuple):
+    """A kernel as benchmarks/kernels.py compiles it ahead of time, with its DRAM bytes per fine pixel
+    (`fixed` + `per_channel` x C, as in its docstring)."""
+    fn: Callable
+    signature: dict[str, str]
+    constexprs: dict[str, int | bool]
+    fixed: float
+    per_channel: float
+    warps: int = 4
+
+
 _P, _I, _F = "*fp32", "i32", "fp32"
-for _name, _fn, _sig, _const in (
-        ("residual", residual_kernel, dict(out=_P, x=_P, b=_P, d=_P, c=_P, nc=_I, h=_I, w=_I), dict(HAS_B=True)),
-        ("apply", residual_kernel, dict(out=_P, x=_P, b=_P, d=_P, c=_P, nc=_I, h=_I, w=_I), dict(HAS_B=False)),
-        ("gauss_seidel", gauss_seidel_kernel, dict(x=_P, b=_P, d=_P, c=_P, nc=_I, h=_I, w=_I, ci=_I, cj=_I), {}),
-        ("prolong", prolong_kernel, dict(out=_P, xc=_P, wt=_P, nc=_I, h=_I, w=_I), dict(ADD=False)),
-        ("prolong_add", prolong_kernel, dict(out=_P, xc=_P, wt=_P, nc=_I, h=_I, w=_I), dict(ADD=True)),
-        ("restrict", restrict_kernel, dict(out=_P, f=_P, wt=_P, b=_P, d=_P, c=_P, nc=_I, h=_I, w=_I),
-         dict(FUSED=False, HAS_B=False)),
-        ("restrict_residual", restrict_kernel, dict(out=_P, f=_P, wt=_P, b=_P, d=_P, c=_P, nc=_I, h=_I, w=_I),
-         dict(FUSED=True, HAS_B=True)),
-        ("affinities", affinities_kernel, dict(wt=_P, y=_P, h=_I, w=_I, scale=_F, min_var=_F, floor_=_F,
-                                              inv_log100=_F), {}),
-):
-    KERNELS[_name] = (_fn, _sig, {**_const, "BH": BH, "BW": BW})
-for _name, _fn, _sig in (
-        ("dot", dot_kernel, dict(partial="*fp64", u=_P, v=_P, n=_I)),
-        ("dots", dots_kernel, dict(partial="*fp64", table="*i64", u=_P, count=_I, nc=_I, n=_I)),
-        ("combine", combine_kernel, dict(u=_P, table="*i64", coef=_P, count=_I, nc=_I, n=_I)),
-):
-    KERNELS[_name] = (_fn, _sig, {"BLOCK": BLOCK})
+_STENCIL = dict(out=_P, x=_P, b=_P, d=_P, c=_P, nc=_I, h=_I, w=_I)
+_PROLONG = dict(out=_P, xc=_P, wt=_P, nc=_I, h=_I, w=_I)
+_TRANSFER = dict(out=_P, f=_P, wt=_P, b=_P, d=_P, c=_P, nc=_I, h=_I, w=_I)
+_TILE, _RTILE = {"BH": BH, "BW": BW}, {"BH": RH, "BW": RW}
+KERNELS: dict[str, Spec] = {
+    "residual": Spec(residual_kernel, _STENCIL, {"HAS_B": True, **_TILE}, 36, 12, WARPS),
+    "apply": Spec(residual_kernel, _STENCIL, {"HAS_B": False, **_TILE}, 36, 8, WARPS),
+    "gauss_seidel (sweep: 4 launches)": Spec(
+        gauss_seidel_kernel, dict(x=_P, b=_P, d=_P, c=_P, nc=_I, h=_I, w=_I, ci=_I, cj=_I), _TILE, 72, 32, WARPS),
+    "prolong": Spec(prolong_kernel, _PROLONG, {"ADD": False, **_TILE}, 8, 5, WARPS),
+    "prolong_add": Spec(prolong_kernel, _PROLONG, {"ADD": True, **_TILE}, 8, 9, WARPS),
+    "restrict": Spec(restrict_kernel, _TRANSFER, {"FUSED": False, "HAS_B": False, **_RTILE}, 8, 5),
+    "restrict_residual": Spec(restrict_kernel, _TRANSFER, {"FUSED": True, "HAS_B": True, **_RTILE}, 44, 9),
+    "dot": Spec(dot_kernel, dict(partial="*fp64", u=_P, v=_P, n=_I), {"BLOCK": BLOCK}, 0, 8),
+    "dots (5 vectors)": Spec(dots_kernel, dict(partial="*fp64", table="*i64", u=_P, count=_I, nc=_I, n=_I),
+                             {"BLOCK": BLOCK}, 0, 4 * 6),
+    "combine (5 vectors)": Spec(combine_kernel, dict(u=_P, table="*i64", coef=_P, count=_I, nc=_I, n=_I),
+                                {"BLOCK": BLOCK}, 0, 4 * 7),
+    "affinities": Spec(affinities_kernel, dict(wt=_P, y=_P, h=_I, w=_I, scale=_F, min_var=_F, floor_=_F,
+                                               inv_log100=_F), _TILE, 36, 0, WARPS),
+}
