@@ -9,7 +9,9 @@ missing, so it can explain that they are.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import tinct_plugin
 from tinct_plugin import ColorizeError
@@ -55,19 +57,19 @@ class PixelFormat:
     sample: str   # u8, u16, f32
 
     @property
-    def babl(self):
+    def babl(self) -> str:
         return f"{_BABL_MODEL[self.layout]} {_BABL_TYPE[self.sample]}"
 
     @property
-    def bytes_per_pixel(self):
+    def bytes_per_pixel(self) -> int:
         return _CHANNELS[self.layout] * _SAMPLE_BYTES[self.sample]
 
     @property
-    def has_alpha(self):
+    def has_alpha(self) -> bool:
         return self.layout.endswith("A")
 
 
-def layer_format(precision_nick, is_gray, has_alpha):
+def layer_format(precision_nick: str, is_gray: bool, has_alpha: bool) -> PixelFormat:
     """The format a layer is read in, at its own precision ("u16-non-linear" -> u16)."""
     component = precision_nick.split("-")[0]
     if component not in _SAMPLES:
@@ -76,7 +78,7 @@ def layer_format(precision_nick, is_gray, has_alpha):
     return PixelFormat(layout, _SAMPLES[component][1])
 
 
-def result_format(request, reply):
+def result_format(request: PixelFormat, reply: dict[str, Any]) -> PixelFormat:
     """The format of the daemon's answer, checked against what was asked.
 
     The daemon answers grey with RGB (colour needs three channels) and otherwise keeps the
@@ -91,7 +93,7 @@ def result_format(request, reply):
     return fmt
 
 
-def check_reply_size(reply, width, height, fmt):
+def check_reply_size(reply: dict[str, Any], width: int, height: int, fmt: PixelFormat) -> None:
     """Refuse an answer whose size does not match the layer, so no garbage is written."""
     expected = width * height * fmt.bytes_per_pixel
     if (reply.get("width"), reply.get("height")) != (width, height) or len(reply["pixels"]) != expected:
@@ -99,7 +101,7 @@ def check_reply_size(reply, width, height, fmt):
                             "update the daemon and the plug-in together.")
 
 
-def has_strokes(hints):
+def has_strokes(hints: bytes) -> bool:
     """Whether an RGBA u8 hints buffer has any painted (non-transparent) pixel."""
     alpha = hints[3::4]
     return alpha.count(0) != len(alpha)
@@ -116,13 +118,13 @@ def selection_to_send(mask: bytes | None) -> bytes | None:
     return tinct_plugin.selection_to_send(mask, DESELECT)
 
 
-def source_tattoo(selected_tattoo, *marks):
+def source_tattoo(selected_tattoo: int, *marks: int | None) -> int:
     """The photo layer to colorize: the selected layer, or the source a Tinct layer (result
     or hints, whose marks are given) was made for, so either can be selected when re-running."""
     return next((mark for mark in marks if mark is not None), selected_tattoo)
 
 
-def check_hints_layer(name, is_source, has_alpha):
+def check_hints_layer(name: str, is_source: bool, has_alpha: bool) -> None:
     """Refuse hints that cannot be strokes: the photo itself, or a layer without transparency
     (every pixel of it would count as a painted hint)."""
     if is_source:
@@ -134,11 +136,11 @@ def check_hints_layer(name, is_source, has_alpha):
                             f"Alpha Channel), clear it and paint strokes only where you want colour.")
 
 
-def encode_tattoo(tattoo):
+def encode_tattoo(tattoo: int) -> bytes:
     return str(int(tattoo)).encode("ascii")
 
 
-def decode_tattoo(data):
+def decode_tattoo(data: bytes | Iterable[int]) -> int | None:
     """A parasite payload back to a tattoo; None for anything not written by encode_tattoo."""
     try:
         return int(bytes(data).decode("ascii"))
@@ -146,7 +148,7 @@ def decode_tattoo(data):
         return None
 
 
-def change_failed(what, exc, restored):
+def change_failed(what: str, exc: BaseException, restored: bool) -> str:
     """The sentence for a step of the image change failing, after the plug-in put back what it
     could; when that was not everything, GIMP's undo still can (the change is one undo group)."""
     reason = str(exc) if isinstance(exc, GimpRefused) else f"{type(exc).__name__}: {exc}"

@@ -6,6 +6,7 @@ decisions are in colorize_logic.py and, where Krita's plugin makes them alike, t
 and the talking to tinctd in tinct_client.py; the installer copies those two (and tinct_shm.py)
 in beside this file from plugins/common.  Both procedures work non-interactively through the PDB.
 """
+from __future__ import annotations
 
 import contextlib
 import os
@@ -162,7 +163,7 @@ def _progress(fraction, *_):
     Gimp.progress_update(fraction)
 
 
-def colorize(image, drawables, config):
+def colorize(image: Gimp.Image, drawables: list[Gimp.Drawable], config: Gimp.ProcedureConfig) -> None:
     """Read, ask tinctd, then change the image in one undo group: all of the change, or (raising) none."""
     import tinct_client  # here, so a missing pyzmq/msgpack becomes a sentence, not a dead plug-in
 
@@ -210,7 +211,7 @@ def colorize(image, drawables, config):
     Gimp.progress_end()
 
 
-def add_hints_layer(image, drawables):
+def add_hints_layer(image: Gimp.Image, drawables: list[Gimp.Drawable]) -> None:
     """A transparent "Colorize hints" layer over the photo, selected so the user can paint."""
     source = _source_layer(image, drawables)
     existing = image.get_layer_by_name(tinct_plugin.HINTS_NAME)
@@ -225,13 +226,13 @@ def add_hints_layer(image, drawables):
 
 
 class TinctColorize(Gimp.PlugIn):
-    def do_query_procedures(self):
+    def do_query_procedures(self) -> list[str]:
         return [ADD_HINTS, COLORIZE]
 
-    def do_set_i18n(self, name):
+    def do_set_i18n(self, name: str) -> bool:
         return False
 
-    def do_create_procedure(self, name):
+    def do_create_procedure(self, name: str) -> Gimp.ImageProcedure:
         if name == ADD_HINTS:
             procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run_add_hints, None)
             procedure.set_menu_label("Add Hints Layer")
@@ -269,10 +270,12 @@ class TinctColorize(Gimp.PlugIn):
         procedure.set_attribution("Tinct", "Tinct", "2025")
         return procedure
 
-    def run_add_hints(self, procedure, run_mode, image, drawables, config, data):
+    def run_add_hints(self, procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image,
+                      drawables: list[Gimp.Drawable], config: Gimp.ProcedureConfig, data: object) -> Gimp.ValueArray:
         return _run(procedure, lambda: add_hints_layer(image, drawables))
 
-    def run_colorize(self, procedure, run_mode, image, drawables, config, data):
+    def run_colorize(self, procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image,
+                     drawables: list[Gimp.Drawable], config: Gimp.ProcedureConfig, data: object) -> Gimp.ValueArray:
         if run_mode == Gimp.RunMode.INTERACTIVE and not _dialog(procedure, config):
             return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
         return _run(procedure, lambda: colorize(image, drawables, config))
