@@ -175,7 +175,7 @@ def dot(out: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     _check(v.shape == u.shape, "u and v differ in shape")
     _check(out.dtype == torch.float64 and out.numel() == nc, "out must hold one float64 per channel")
     if _on_triton(u):
-        _tk().dot(out, u, v, nc)
+        _tk().dots(out, u, [v], nc)
         return out
     assert _kernels is not None  # the callers checked fused()
     _kernels.dot(out.data_ptr(), u.data_ptr(), v.data_ptr(), 0, 0, nc, h, w, 0, _threads())

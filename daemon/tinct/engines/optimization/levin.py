@@ -37,7 +37,7 @@ import torch
 
 from tinct.engines import QUALITIES
 
-from . import kernels, krylov
+from . import graphs, kernels, krylov
 from .kernels import fused
 from .multigrid import Multigrid
 from .stencil import OFFSETS, Stencil, opposite, pad1, shifted
@@ -168,12 +168,12 @@ def solve_ab(lightness: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.
     if quality == "preview":
         s, b = symmetric_system(weights, target, kappa, fixed)
         mg = Multigrid(s)
-        out = krylov.pcg(s.apply, b, torch.zeros_like(b), mg, tol, max_iter, callback)
+        out = krylov.pcg(s.apply, b, torch.zeros_like(b), graphs.preconditioner(mg, b), tol, max_iter, callback)
     else:
         a, b = authors_system(weights, target, kappa, fixed)
         mg = Multigrid(a, lump=True, kcycle=True)
-        out = krylov.gcr(a.apply, b, torch.zeros_like(b), mg, tol, max_iter, callback=callback,
-                         error_tol=ERROR_TOL)
+        out = krylov.gcr(a.apply, b, torch.zeros_like(b), graphs.preconditioner(mg, b), tol, max_iter,
+                         callback=callback, error_tol=ERROR_TOL)
         info["error"] = out.error
     info.update(levels=mg.levels, iterations=out.iterations, residual=out.residual, converged=out.converged)
     info["seconds"] = time.perf_counter() - start

@@ -304,8 +304,9 @@ class Multigrid:
         w1w1 = w1w1.clamp_min(1e-300)
         alpha = w1b / w1w1
         left = 1 - w1b * alpha / dot(b, b).clamp_min(1e-300)  # ||b - alpha w1||^2 / ||b||^2
-        if float(left.max()) <= K_ENOUGH ** 2:
-            return z1.mul_(alpha.float())
+        enough = left.max() <= K_ENOUGH ** 2
+        if not b.is_cuda and bool(enough):  # on CUDA no reading back (graphs.py): both steps, the second
+            return z1.mul_(alpha.float())   # then weighted 0 below
         r1 = b - alpha.float() * w1
         z2 = self._cycle(level, r1)
         w2 = a.apply(z2)
@@ -314,6 +315,8 @@ class Multigrid:
         beta = w2w1 / w1w1
         rest = w2w2 - beta * w2w1
         gamma = torch.where(rest > 1e-12 * w2w2, w2r1 / rest.clamp_min(1e-300), torch.zeros_like(rest))
+        if b.is_cuda:
+            gamma = torch.where(enough, torch.zeros_like(gamma), gamma)
         return z1.mul_((alpha - gamma * beta).float()).add_(gamma.float() * z2)
 
     def _cycle(self, level: int, b: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,9 @@ Bytes per pixel (`BYTES`, in each docstring): DRAM traffic per fine pixel of one
 whole image for C channels, counting every 32-byte sector a kernel touches once (neighbour reads
 and a second channel's couplings come from L1/L2).  Coarse-grid arrays count at a quarter.
 """
-# pyright: reportArgumentType=false
-# (a launch passes plain Python values for the kernels' tl.constexpr parameters, as Triton means it to)
+# pyright: reportArgumentType=false, reportCallIssue=false, reportGeneralTypeIssues=false
+# (Triton code is Python in syntax only: a launch passes plain values for tl.constexpr parameters and
+# launch options such as num_warps, and tl.range / tl.static_range loops exist only when compiled)
 from __future__ import annotations
 
 import os
@@ -33,6 +34,7 @@ BH, BW = (32 if os.environ.get("TRITON_INTERPRET") == "1" else 8), 64
 WARPS = 8
 RH, RW, RWARPS = BH // 2, BW // 2, 4
 BLOCK = 1024          # reductions and combinations: contiguous pixels per program
+PER_LAUNCH = 8        # vectors per inner-product or combination pass
 INV_LOG100 = float(torch.tensor(1.0) / torch.log(torch.tensor(100.0)))  # 1.0f / logf(100.0f), as the C code
 
 
@@ -181,40 +183,51 @@ def restrict_kernel(out, f, wt, b, d, c, nc, h, w, FUSED: tl.constexpr, HAS_B: t
 
 
 @triton.jit
-def dot_kernel(partial, u, v, n, BLOCK: tl.constexpr):
-    """partial[ch, block] = sum of u v over one block of channel ch, in float64.  BYTES = 8 C."""
-    blk, ch = tl.program_id(0), tl.program_id(1)
-    p = blk * BLOCK + tl.arange(0, BLOCK)
-    inside = p < n
-    a = tl.load(u + ch * n + p, mask=inside, other=0.0).to(tl.float64)
-    s = tl.sum(a * tl.load(v + ch * n + p, mask=inside, other=0.0).to(tl.float64), axis=0)
-    tl.store(partial + ch * tl.num_programs(0) + blk, s)
+def _pick(k: tl.constexpr, v0, v1, v2, v3, v4, v5, v6, v7):
+    """The k-th of eight pointers, chosen when the kernel is compiled."""
+    if k == 0:
+        return v0
+    elif k == 1:
+        return v1
+    elif k == 2:
+        return v2
+    elif k == 3:
+        return v3
+    elif k == 4:
+        return v4
+    elif k == 5:
+        return v5
+    elif k == 6:
+        return v6
+    else:
+        return v7
 
 
 @triton.jit
-def dots_kernel(partial, table, u, count, nc, n, BLOCK: tl.constexpr):
-    """partial[k, ch, block] = sum of v_k u over a block, float64, for the `count` vectors whose
-    addresses are in `table`: one pass over u for all of them.  BYTES = 4 C (count + 1)."""
+def dots_kernel(partial, u, v0, v1, v2, v3, v4, v5, v6, v7, nc, n, COUNT: tl.constexpr, BLOCK: tl.constexpr):
+    """partial[k, ch, block] = sum of v_k u over one block of channel ch in float64, for COUNT <= 8 vectors
+    in one pass over u.  The vectors come as arguments, not as a table of addresses in memory, so a
+    launch copies nothing from the host and a CUDA graph can hold it.  BYTES = 4 C (COUNT + 1)."""
     blk, ch = tl.program_id(0), tl.program_id(1)
     p = ch * n + blk * BLOCK + tl.arange(0, BLOCK)
     inside = blk * BLOCK + tl.arange(0, BLOCK) < n
     a = tl.load(u + p, mask=inside, other=0.0).to(tl.float64)
-    for k in range(count):
-        vk = tl.load(table + k).to(tl.pointer_type(tl.float32))
-        s = tl.sum(a * tl.load(vk + p, mask=inside, other=0.0).to(tl.float64), axis=0)
-        tl.store(partial + (k * nc + ch) * tl.num_programs(0) + blk, s)
+    for k in tl.static_range(COUNT):
+        v = tl.load(_pick(k, v0, v1, v2, v3, v4, v5, v6, v7) + p, mask=inside, other=0.0)
+        tl.store(partial + (k * nc + ch) * tl.num_programs(0) + blk, tl.sum(a * v.to(tl.float64), axis=0))
 
 
 @triton.jit
-def combine_kernel(u, table, coef, count, nc, n, BLOCK: tl.constexpr):
-    """u -= sum_k coef[k, ch] v_k (float32, in order k = 0, 1, ...).  BYTES = 4 C (count + 2)."""
+def combine_kernel(u, coef, v0, v1, v2, v3, v4, v5, v6, v7, nc, n, COUNT: tl.constexpr, BLOCK: tl.constexpr):
+    """u -= sum_k coef[k, ch] v_k for COUNT <= 8 vectors (float32, in order k = 0, 1, ...).
+    BYTES = 4 C (COUNT + 2)."""
     blk, ch = tl.program_id(0), tl.program_id(1)
     p = ch * n + blk * BLOCK + tl.arange(0, BLOCK)
     inside = blk * BLOCK + tl.arange(0, BLOCK) < n
     acc = tl.zeros((BLOCK,), tl.float32)
-    for k in range(count):
-        vk = tl.load(table + k).to(tl.pointer_type(tl.float32))
-        acc += tl.load(coef + k * nc + ch) * tl.load(vk + p, mask=inside, other=0.0)
+    for k in tl.static_range(COUNT):
+        acc += tl.load(coef + k * nc + ch) * tl.load(_pick(k, v0, v1, v2, v3, v4, v5, v6, v7) + p, mask=inside,
+                                                     other=0.0)
     tl.store(u + p, tl.load(u + p, mask=inside, other=0.0) - acc, mask=inside)
 
 
@@ -314,30 +327,29 @@ def restrict(out: torch.Tensor, fine: torch.Tensor, weights: torch.Tensor, nc: i
         FUSED=stencil is not None, HAS_B=b is not None, BH=RH, BW=RW, num_warps=RWARPS)
 
 
-def dot(out: torch.Tensor, u: torch.Tensor, v: torch.Tensor, nc: int) -> None:
-    n = u.numel() // nc
-    blocks = triton.cdiv(n, BLOCK)
-    partial = torch.empty((nc, blocks), dtype=torch.float64, device=u.device)
-    dot_kernel[(blocks, nc)](partial, u, v, n, BLOCK=BLOCK)
-    torch.sum(partial, dim=1, out=out.view(nc))
-
-
-def _table(vs: list[torch.Tensor], device: torch.device) -> torch.Tensor:
-    return torch.tensor([v.data_ptr() for v in vs], dtype=torch.int64).to(device, non_blocking=True)
+def _chunks(vs: list[torch.Tensor], u: torch.Tensor):
+    """(first index, the vectors' eight pointer arguments (u where unused), count) per launch."""
+    for first in range(0, len(vs), PER_LAUNCH):
+        chunk = vs[first:first + PER_LAUNCH]
+        yield first, chunk + [u] * (PER_LAUNCH - len(chunk)), len(chunk)
 
 
 def dots(out: torch.Tensor, u: torch.Tensor, vs: list[torch.Tensor], nc: int) -> None:
+    """out (len(vs), C) = the inner products, eight vectors a pass over u."""
     n = u.numel() // nc
     blocks = triton.cdiv(n, BLOCK)
     partial = torch.empty((len(vs), nc, blocks), dtype=torch.float64, device=u.device)
-    dots_kernel[(blocks, nc)](partial, _table(vs, u.device), u, len(vs), nc, n, BLOCK=BLOCK)
+    for first, pointers, count in _chunks(vs, u):
+        dots_kernel[(blocks, nc)](partial[first:], u, *pointers, nc, n, COUNT=count, BLOCK=BLOCK)
     torch.sum(partial, dim=2, out=out.view(len(vs), nc))
 
 
 def combine(u: torch.Tensor, vs: list[torch.Tensor], coef: torch.Tensor, nc: int) -> None:
+    """u -= sum_k coef[k] vs[k], eight vectors a pass over u (the C loop sums all of them first, so past
+    eight the two round differently)."""
     n = u.numel() // nc
-    combine_kernel[(triton.cdiv(n, BLOCK), nc)](u, _table(vs, u.device), coef.to(u.device), len(vs), nc, n,
-                                                BLOCK=BLOCK)
+    for first, pointers, count in _chunks(vs, u):
+        combine_kernel[(triton.cdiv(n, BLOCK), nc)](u, coef[first:], *pointers, nc, n, COUNT=count, BLOCK=BLOCK)
 
 
 def affinities(out: torch.Tensor, lightness: torch.Tensor, scale: float, min_var: float, floor_: float) -> None:
@@ -359,6 +371,8 @@ class Spec(NamedTuple):
 
 _P, _I, _F = "*fp32", "i32", "fp32"
 _STENCIL = dict(out=_P, x=_P, b=_P, d=_P, c=_P, nc=_I, h=_I, w=_I)
+_VECTORS = {f"v{k}": _P for k in range(PER_LAUNCH)}
+_DOTS = {"partial": "*fp64", "u": _P, **_VECTORS, "nc": _I, "n": _I}
 _PROLONG = dict(out=_P, xc=_P, wt=_P, nc=_I, h=_I, w=_I)
 _TRANSFER = dict(out=_P, f=_P, wt=_P, b=_P, d=_P, c=_P, nc=_I, h=_I, w=_I)
 _TILE, _RTILE = {"BH": BH, "BW": BW}, {"BH": RH, "BW": RW}
@@ -371,11 +385,10 @@ KERNELS: dict[str, Spec] = {
     "prolong_add": Spec(prolong_kernel, _PROLONG, {"ADD": True, **_TILE}, 8, 9, WARPS),
     "restrict": Spec(restrict_kernel, _TRANSFER, {"FUSED": False, "HAS_B": False, **_RTILE}, 8, 5),
     "restrict_residual": Spec(restrict_kernel, _TRANSFER, {"FUSED": True, "HAS_B": True, **_RTILE}, 44, 9),
-    "dot": Spec(dot_kernel, dict(partial="*fp64", u=_P, v=_P, n=_I), {"BLOCK": BLOCK}, 0, 8),
-    "dots (5 vectors)": Spec(dots_kernel, dict(partial="*fp64", table="*i64", u=_P, count=_I, nc=_I, n=_I),
-                             {"BLOCK": BLOCK}, 0, 4 * 6),
-    "combine (5 vectors)": Spec(combine_kernel, dict(u=_P, table="*i64", coef=_P, count=_I, nc=_I, n=_I),
-                                {"BLOCK": BLOCK}, 0, 4 * 7),
+    "dot (dots, 1 vector)": Spec(dots_kernel, _DOTS, {"COUNT": 1, "BLOCK": BLOCK}, 0, 8),
+    "dots (8 vectors)": Spec(dots_kernel, _DOTS, {"COUNT": 8, "BLOCK": BLOCK}, 0, 4 * 9),
+    "combine (8 vectors)": Spec(combine_kernel, {"u": _P, "coef": _P, **_VECTORS, "nc": _I, "n": _I},
+                                {"COUNT": 8, "BLOCK": BLOCK}, 0, 4 * 10),
     "affinities": Spec(affinities_kernel, dict(wt=_P, y=_P, h=_I, w=_I, scale=_F, min_var=_F, floor_=_F,
                                                inv_log100=_F), _TILE, 36, 0, WARPS),
 }

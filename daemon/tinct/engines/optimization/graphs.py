@@ -1,0 +1,47 @@
+"""The multigrid preconditioner on CUDA as one CUDA graph, so a megapixel solve is not launch-bound.
+
+A K-cycle is hundreds of small kernel launches per Krylov step, most of them on coarse levels where
+each moves a few kilobytes: launched one by one from Python they cost more than the bytes they move.
+Every call of a solve's preconditioner has the same shapes and (on CUDA, see Multigrid._coarse) no
+host synchronisation, so it is captured once and replayed: one launch per Krylov step.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+class Replayed:
+    """`cycle` (tensor -> tensor, the same shapes every call, nothing read back to the host) run as
+    usual on its first call, on a side stream (which also compiles the Triton kernels and lets
+    cuBLAS set up outside the capture), then captured in a CUDA graph and replayed on every later call."""
+
+    def __init__(self, cycle: Callable[[torch.Tensor], torch.Tensor]):
+        self.cycle = cycle
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.input: torch.Tensor | None = None
+        self.output: torch.Tensor | None = None
+
+    def __call__(self, r: torch.Tensor) -> torch.Tensor:
+        if self.graph is not None:
+            assert self.input is not None and self.output is not None  # set with the graph
+            self.input.copy_(r)
+            self.graph.replay()
+            return self.output.clone()  # the caller keeps it (GCR stores its directions)
+        side = torch.cuda.Stream(r.device)
+        side.wait_stream(torch.cuda.current_stream(r.device))
+        with torch.cuda.stream(side):
+            out = self.cycle(r)
+        torch.cuda.current_stream(r.device).wait_stream(side)
+        self.input = r.clone()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.output = self.cycle(self.input)
+        self.graph = graph
+        return out
+
+
+def preconditioner(cycle: Callable[[torch.Tensor], torch.Tensor], like: torch.Tensor):
+    """`cycle` replayed from a CUDA graph where `like` is a CUDA tensor; as it is elsewhere."""
+    return Replayed(cycle) if like.is_cuda else cycle
