@@ -9,6 +9,10 @@ both plugins: it must import even when pyzmq or msgpack are missing, so it can e
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 RESULT_NAME = "Colorized"
 HINTS_NAME = "Colorize hints"
@@ -49,7 +53,7 @@ def hints_to_send(engine: str, hints: bytes | None, painted: bool, layer_name: s
                         "without strokes.")
 
 
-def selection_to_send(mask, deselect: str) -> bytes | None:
+def selection_to_send(mask: Buffer | None, deselect: str) -> bytes | None:
     """The u8 selection mask over the layer to send; None when everything is selected.
 
     tinctd blends by it, so pixels outside come back unchanged.  A selection that misses the

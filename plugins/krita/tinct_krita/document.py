@@ -6,11 +6,17 @@ tests/test_krita.py against the real thing.  Every decision comes from job.py an
 formats.py; everything that can fail (reading, the daemon, checking the answer, colour
 conversion) happens before the document is touched, so a failure never changes a layer.
 """
+from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from . import formats, job
 from .formats import Space
+
+if TYPE_CHECKING:  # Krita's own classes, for the reader: this module never imports krita
+    from krita import Document, Node
+    from PyQt5.QtCore import QRect
 
 
 @dataclass(frozen=True)
@@ -18,7 +24,7 @@ class Target:
     """What an answer is for: the photo layer (by uniqueId), the rectangle, and how to write it."""
 
     source: str
-    rect: tuple
+    rect: tuple[int, int, int, int]
     fmt: formats.WireFormat
     space: Space   # the Colorized layer's colour space
 
@@ -28,25 +34,25 @@ class Hints:
     """A snapshot of the hints layer over the photo's rectangle, for Live mode and suggestions."""
 
     source: str
-    rect: tuple
+    rect: tuple[int, int, int, int]
     pixels: bytes
     fmt: formats.WireFormat
 
 
-def key(node):
+def key(node: Node) -> str:
     """A node's identity across Python wrappers (Krita makes a new wrapper on every call)."""
     return node.uniqueId().toString()
 
 
-def space_of(node):
+def space_of(node: Node) -> Space:
     return Space(node.colorModel(), node.colorDepth(), node.colorProfile())
 
 
-def rect_of(qrect):
+def rect_of(qrect: QRect) -> tuple[int, int, int, int]:
     return (qrect.x(), qrect.y(), qrect.width(), qrect.height())
 
 
-def active_layer(doc):
+def active_layer(doc: Document | None) -> Node:
     """The active layer; for an active mask, the layer it belongs to."""
     node = doc.activeNode() if doc is not None else None
     if node is None:
@@ -56,7 +62,7 @@ def active_layer(doc):
     return node
 
 
-def siblings(node):
+def siblings(node: Node) -> tuple[list[Node], int]:
     """The node's parent's children, bottom to top, and the node's index among them."""
     parent = node.parentNode()
     if parent is None:  # the image's root, or a layer removed meanwhile
@@ -65,12 +71,12 @@ def siblings(node):
     return layers, [key(n) for n in layers].index(key(node))
 
 
-def stack_of(node):
+def stack_of(node: Node) -> tuple[list[Node], job.Stack]:
     layers, index = siblings(node)
     return layers, job.find_stack([(n.name(), n.type()) for n in layers], index)
 
 
-def find_node(doc, uid):
+def find_node(doc: Document, uid: str) -> Node | None:
     """The node with this uniqueId anywhere in the document, or None."""
     todo = [doc.rootNode()]
     while todo:
@@ -81,7 +87,7 @@ def find_node(doc, uid):
     return None
 
 
-def read_pixels(node, rect, fmt):
+def read_pixels(node: Node, rect: tuple[int, int, int, int], fmt: formats.WireFormat) -> bytes:
     """The node's pixels over `rect` in fmt.space: as they are, or from a copy Krita converts."""
     if space_of(node) != fmt.space:
         copy = node.duplicate()
@@ -96,7 +102,7 @@ def read_pixels(node, rect, fmt):
     return data
 
 
-def hints_layer(doc):
+def hints_layer(doc: Document | None) -> Node | None:
     """The active photo's hints layer, or None where there is none or no photo is selected (for
     watching it, which should stay silent about that)."""
     if doc is None or doc.activeNode() is None:
@@ -108,7 +114,7 @@ def hints_layer(doc):
     return layers[stack.hints] if stack.hints is not None else None
 
 
-def read_hints(doc):
+def read_hints(doc: Document) -> Hints | None:
     """The active photo's hints layer over the photo, or None where it has none."""
     source = doc_source(doc)
     layers, stack = stack_of(source)
@@ -121,12 +127,13 @@ def read_hints(doc):
     return Hints(key(source), rect, read_pixels(node, rect, fmt), fmt)
 
 
-def doc_source(doc):
+def doc_source(doc: Document) -> Node:
     layers, stack = stack_of(active_layer(doc))
     return layers[stack.source]
 
 
-def prepare(doc, settings, live=False, hints=None):
+def prepare(doc: Document, settings: job.Settings, live: bool = False,
+            hints: Hints | None = None) -> tuple[dict[str, Any], Target]:
     """(keyword arguments for Client.colorize, Target) for the active photo; raises with a sentence.
 
     `hints`: a snapshot already read (Live mode reads it to see whether it changed)."""
@@ -146,7 +153,8 @@ def prepare(doc, settings, live=False, hints=None):
     return kwargs, Target(key(source), rect, fmt, formats.result_space(space_of(source)))
 
 
-def suggestion_request(doc, hints_before, point, k=job.SUGGESTIONS):
+def suggestion_request(doc: Document, hints_before: Hints, point: tuple[int, int],
+                       k: int = job.SUGGESTIONS) -> dict[str, Any] | None:
     """Keyword arguments for Client.suggest at `point` (layer coordinates), with the hints as they
     were before the stroke that marked the point, so the stroke's own colour does not answer."""
     source = find_node(doc, hints_before.source)
@@ -161,7 +169,7 @@ def suggestion_request(doc, hints_before, point, k=job.SUGGESTIONS):
     return kwargs
 
 
-def apply(doc, target, reply, in_place=False):
+def apply(doc: Document, target: Target, reply: dict[str, Any], in_place: bool = False) -> Node:
     """Put the answer into the "Colorized" layer directly above the photo; returns that layer.
 
     Filter → Colorize makes a new layer that replaces the previous one (keeping its visibility,
@@ -207,7 +215,7 @@ def _convert(layer, space):
                                   "for the result; nothing was changed.")
 
 
-def add_hints_layer(doc):
+def add_hints_layer(doc: Document) -> Node:
     """Make (or find) the photo's "Colorize hints" layer above it; returns it.
 
     It is RGB whatever the photo is, since strokes carry colour, and at the photo's depth.  The

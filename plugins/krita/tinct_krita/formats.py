@@ -8,8 +8,10 @@ losslessly where it matters: F16 -> F32) into the nearest of those formats; the 
 converted back into the space the "Colorized" layer lives in.  Pure Python (no Krita, no
 numpy): these decisions are unit-tested on any Python.
 """
+from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .tinct_plugin import ColorizeError
 
@@ -45,10 +47,10 @@ class WireFormat:
     sample: str
 
     @property
-    def bytes_per_pixel(self):
+    def bytes_per_pixel(self) -> int:
         return 4 * SAMPLE_BYTES[self.sample]
 
-    def size(self, width, height):
+    def size(self, width: int, height: int) -> int:
         return width * height * self.bytes_per_pixel
 
 
@@ -59,7 +61,7 @@ def _depth(space):
     return WIRE_DEPTH[space.depth]
 
 
-def wire_format(space):
+def wire_format(space: Space) -> WireFormat:
     """The format a layer in `space` is sent in; when its `space` differs, Krita converts a copy first."""
     depth = _depth(space)
     direct = space.model == "RGBA" and space.depth == depth and space.profile in SRGB_ENCODED
@@ -67,7 +69,7 @@ def wire_format(space):
     return WireFormat(space if direct else Space("RGBA", depth, SRGB_PROFILE), layout, sample)
 
 
-def result_space(source):
+def result_space(source: Space) -> Space:
     """Where the Colorized layer lives: the photo's own space when that is RGB (so nothing about
     the image changes but the colour), else RGB at the photo's depth in sRGB."""
     if source.model == "RGBA":
@@ -76,7 +78,7 @@ def result_space(source):
     return Space("RGBA", source.depth, SRGB_PROFILE)
 
 
-def check_reply(reply, fmt, width, height):
+def check_reply(reply: dict[str, Any], fmt: WireFormat, width: int, height: int) -> bytes:
     """Refuse an answer that does not match the request, before anything is written."""
     same = (reply.get("layout"), reply.get("sample")) == (fmt.layout, fmt.sample)
     if not same or (reply.get("width"), reply.get("height")) != (width, height) \
@@ -86,13 +88,13 @@ def check_reply(reply, fmt, width, height):
     return reply["pixels"]
 
 
-def alpha_bytes(data, fmt):
+def alpha_bytes(data: bytes, fmt: WireFormat) -> bytes:
     """The bytes of the alpha channel (the fourth sample of every pixel), for cheap 'anything painted?' tests."""
     step, size = fmt.bytes_per_pixel, SAMPLE_BYTES[fmt.sample]
     data = bytes(data)
     return b"".join(data[3 * size + i::step] for i in range(size))
 
 
-def has_paint(data, fmt):
+def has_paint(data: bytes, fmt: WireFormat) -> bool:
     """Whether any pixel is not fully transparent (a float alpha of -0.0 counts as paint: harmless)."""
     return bool(alpha_bytes(data, fmt).strip(b"\0"))

@@ -10,10 +10,15 @@ from tinct_plugin (plugins/common, vendored into this package by the installer).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import formats, tinct_plugin
 from .tinct_plugin import ENGINES, HINTS_NAME, RESULT_NAME, ColorizeError
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 TINCT_NAMES = (RESULT_NAME, HINTS_NAME)
 ADD_HINTS = "Filter → Add Colorize Hints Layer"
@@ -34,7 +39,7 @@ class Settings:
     live: bool = False
 
 
-def saved_settings(engine, vibrancy):
+def saved_settings(engine: str | None, vibrancy: str | int | None) -> Settings:
     """Settings from their kritarc text; anything unreadable (an old or hand-edited kritarc) is the default."""
     try:
         vibrancy = min(max(int(vibrancy), 0), 100)
@@ -53,16 +58,16 @@ class Stack:
     """Indices into the sibling list: the photo, and the Tinct layers above it (None: not there)."""
 
     source: int
-    hints: object = None
-    result: object = None
+    hints: int | None = None
+    result: int | None = None
 
     @property
-    def top(self):
+    def top(self) -> int:
         """The highest layer of the photo's stack: a new hints layer goes above it."""
         return max(i for i in (self.source, self.hints, self.result) if i is not None)
 
 
-def find_stack(layers, active):
+def find_stack(layers: Sequence[tuple[str, str]], active: int) -> Stack:
     """The photo and its Tinct layers among `layers`, [(name, type)] bottom to top as Krita lists
     a node's children; `active` is the active layer's index.  A Tinct layer being active means
     the photo below it."""
@@ -84,25 +89,25 @@ def find_stack(layers, active):
     return Stack(source, found.get(HINTS_NAME), found.get(RESULT_NAME))
 
 
-def check_hints_layer(layers, stack):
+def check_hints_layer(layers: Sequence[tuple[str, str]], stack: Stack) -> None:
     name, kind = layers[stack.hints]
     if kind != "paintlayer":
         raise ColorizeError(f'The hints layer "{name}" is a {kind.replace("layer", " layer")}; paint your '
                             "strokes on a paint layer (Filter → Add Colorize Hints Layer).")
 
 
-def hints_to_send(engine: str, hints, fmt: formats.WireFormat):
+def hints_to_send(engine: str, hints: bytes | None, fmt: formats.WireFormat) -> bytes | None:
     """The hints to send, or None (tinct_plugin.hints_to_send, with Krita's hints layer and menu path)."""
     painted = hints is not None and formats.has_paint(hints, fmt)
     return tinct_plugin.hints_to_send(engine, hints, painted, HINTS_NAME if hints is not None else None, ADD_HINTS)
 
 
-def selection_to_send(mask) -> bytes | None:
+def selection_to_send(mask: Buffer | None) -> bytes | None:
     """The selection to send, or None (tinct_plugin.selection_to_send, with Krita's menu path)."""
     return tinct_plugin.selection_to_send(mask, DESELECT)
 
 
-def layer_rect(bounds, canvas):
+def layer_rect(bounds: tuple[int, int, int, int], canvas: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
     """The part of a layer Colorize works on: its pixels (x, y, w, h) that lie on the canvas."""
     x0, y0 = max(bounds[0], canvas[0]), max(bounds[1], canvas[1])
     x1 = min(bounds[0] + bounds[2], canvas[0] + canvas[2])
@@ -112,7 +117,7 @@ def layer_rect(bounds, canvas):
     return (x0, y0, x1 - x0, y1 - y0)
 
 
-def contains(outer, inner):
+def contains(outer: tuple[int, int, int, int], inner: tuple[int, int, int, int]) -> bool:
     """Whether rectangle `inner` (x, y, w, h) lies within `outer`; an empty one lies anywhere."""
     if inner[2] <= 0 or inner[3] <= 0:
         return True
@@ -132,7 +137,7 @@ def _first_difference(a, b):
     return lo
 
 
-def changed_point(old, new, width, bytes_per_pixel):
+def changed_point(old: bytes | None, new: bytes, width: int, bytes_per_pixel: int) -> tuple[int, int] | None:
     """A pixel (x, y) on the latest change between two snapshots of a layer, or None if none.
 
     This is where the user last painted, the pixel the suggested colours are for: the middle
