@@ -42,6 +42,7 @@ class Replayed:
         return out
 
 
-def preconditioner(cycle: Callable[[torch.Tensor], torch.Tensor], like: torch.Tensor):
+def preconditioner(cycle: Callable[[torch.Tensor], torch.Tensor],
+                   like: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """`cycle` replayed from a CUDA graph where `like` is a CUDA tensor; as it is elsewhere."""
     return Replayed(cycle) if like.is_cuda else cycle
