@@ -168,3 +168,69 @@ def test_every_module_imports_in_a_fresh_interpreter():
         done = dict(zip(names, pool.map(lambda name: run(f"import {name}"), names)))
     bad = {name: d.stderr[-600:] for name, d in done.items() if d.returncode}
     assert not bad, bad
+
+
+# Modules others are still annotating (issue 14); the lead empties this at the end.  A module
+# here must still have gaps, so the list cannot outlive them.
+NOT_YET = {
+    "daemon/tinct/api.py",
+    "daemon/tinct/engines/__init__.py",
+    "daemon/tinct/engines/learned/engine.py",
+    "daemon/tinct/engines/optimization/levin.py",
+    "daemon/tinct/engines/optimization/multigrid.py",
+    "daemon/tinct/engines/optimization/proxy.py",
+    "daemon/tinct/engines/reference.py",
+    "daemon/tinct/serve/daemon.py",
+    "daemon/tinct/serve/job.py",
+    "daemon/tinct/serve/worker.py",
+    "daemon/tinct/tools/cli.py",
+    "daemon/tinct/tools/cluster.py",
+    "daemon/tinct/tools/doctor.py",
+    "plugins/common/tinct_client.py",
+}
+
+
+def _unannotated(tree: ast.Module) -> list[str]:
+    """Public functions and methods of public classes (and every __init__ of those) lacking a
+    parameter annotation (self and cls aside) or a return annotation (__init__ aside), as
+    "name:line (what)".  Triton kernels are exempt: Triton reads their annotations (tl.constexpr)
+    as compile-time specialisation, not Python types."""
+    found = []
+
+    def visit(body: list[ast.stmt], owner: str) -> None:
+        for node in body:
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                visit(node.body, f"{owner}{node.name}.")
+            elif isinstance(node, (ast.If, ast.Try)):
+                for field in ("body", "orelse", "finalbody"):
+                    visit(getattr(node, field, []), owner)
+                for handler in getattr(node, "handlers", []):
+                    visit(handler.body, owner)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                public = not node.name.startswith("_") or node.name == "__init__"
+                jit = any(ast.unparse(d.func if isinstance(d, ast.Call) else d) in ("triton.jit", "jit")
+                          for d in node.decorator_list)
+                if not public or jit:
+                    continue
+                a = node.args
+                params = [p for p in a.posonlyargs + a.args + a.kwonlyargs if p.arg not in ("self", "cls")]
+                params += [p for p in (a.vararg, a.kwarg) if p is not None]
+                bare = [p.arg for p in params if p.annotation is None]
+                if node.returns is None and node.name != "__init__":
+                    bare.append("return")
+                if bare:
+                    found.append(f"{owner}{node.name}:{node.lineno} ({', '.join(bare)})")
+
+    visit(tree.body, "")
+    return found
+
+
+def test_public_functions_have_type_hints():
+    repo = ROOT.parent
+    paths = sorted(PACKAGE.rglob("*.py")) + sorted((repo / "plugins" / "common").glob("*.py"))
+    gaps = {p.relative_to(repo).as_posix(): _unannotated(ast.parse(p.read_text())) for p in paths}
+    missing = {path: names for path, names in gaps.items() if names and path not in NOT_YET}
+    assert not missing, "public functions without type hints:\n" + "\n".join(
+        f"  {path}: {'; '.join(names)}" for path, names in missing.items())
+    done = sorted(path for path in NOT_YET if not gaps.get(path))
+    assert not done, f"fully annotated now (or gone): take them out of NOT_YET: {done}"
