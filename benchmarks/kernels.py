@@ -1,17 +1,30 @@
-"""Build proof for the Triton kernels without a GPU: compile each ahead of time for NVIDIA targets.
+"""The solver's Triton kernels: built for NVIDIA targets without a GPU, and timed on one.
 
     python benchmarks/kernels.py --compile sm_80 sm_90 [--jobs 2]
+    python benchmarks/kernels.py --bandwidth 12            (a CUDA GPU)
+    python benchmarks/kernels.py --solve 1 4 12 50 [--repeats 3] [--json FILE]   (a CUDA GPU)
 
-For every kernel of tinct.engines.optimization.triton_kernels (KERNELS) and every target, Triton
-compiles it to PTX (sm_80: Ampere, A100; sm_90: Hopper, H100/H200) and Triton's own ptxas (the one
-for PTX ISA 9.x, ptxas-blackwell) assembles that and reports registers and spills.  One row per
-kernel and target: registers per thread, spill bytes (stores + loads), shared memory, warps, and
-the kernel's DRAM bytes per fine pixel for the a and b channels (C = 2).  Exit status 1 when any
-kernel fails to compile or spills.  No GPU or driver is touched.
+--compile: for every kernel of tinct.engines.optimization.triton_kernels (KERNELS) and every target,
+Triton compiles it to PTX (sm_80: Ampere, A100; sm_90: Hopper, H100/H200) and Triton's own ptxas (the
+one for PTX ISA 9.x, ptxas-blackwell) assembles that and reports registers and spills.  One row per
+kernel and target: registers per thread, spill bytes (stores + loads), shared memory, warps, and the
+kernel's DRAM bytes per fine pixel for the a and b channels (C = 2).  Exit status 1 when any kernel
+fails to compile or spills.  No GPU or driver is touched.
+
+--bandwidth MP: each kernel once warmed up, then timed with CUDA events (median of 20) on an MP
+megapixel grid: milliseconds and the GB/s its bytes-per-pixel model implies, against a plain
+device-to-device copy's in the same run.
+
+--solve MP...: whole `final` and `preview` solves on the GPU of a real photo (the first panel of
+docs/images/parrots.jpg, resized with Lanczos to a square of MP megapixels, grey, 100 simulated
+strokes of its own colours): one warm-up solve per size, then --repeats timed solves between
+torch.cuda.synchronize() calls; the median seconds, iterations, and the peak GPU memory of the
+solve (torch.cuda.max_memory_allocated, inputs excluded).
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import subprocess
@@ -72,20 +85,12 @@ def build(name: str, arch: str) -> dict:
     return row
 
 
-def main(argv: list[str] | None = None) -> int:
-    assert __doc__ is not None  # this module's docstring
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--compile", nargs="+", required=True, metavar="sm_XX", help="targets, e.g. sm_80 sm_90")
-    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="kernels compiled at once")
-    args = parser.parse_args(argv)
-    bad = [arch for arch in args.compile if not re.fullmatch(r"sm_\d+", arch)]
-    if bad:
-        parser.error(f"targets are sm_XX (sm_80, sm_90), not {' '.join(bad)}")
+def compile_all(targets: list[str], workers: int) -> int:
     from tinct.engines.optimization.triton_kernels import KERNELS
 
-    jobs = [(name, arch) for arch in args.compile for name in KERNELS]
+    jobs = [(name, arch) for arch in targets for name in KERNELS]
     start = time.perf_counter()
-    with ProcessPoolExecutor(args.jobs) as pool:
+    with ProcessPoolExecutor(workers) as pool:
         rows = list(pool.map(build, *zip(*jobs)))
     width = max(len(name) for name in KERNELS)
     print(f"{'kernel':<{width}}  arch   regs  spill B  shared B  warps  DRAM B/px (C={CHANNELS})  compile s")
@@ -102,6 +107,148 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(rows)} builds in {time.perf_counter() - start:.1f} s; "
           + (f"{len(failed)} failed or spilled" if failed else "all compiled, none spills"))
     return 1 if failed else 0
+
+
+def _median_ms(fn, repeats: int = 20) -> float:
+    import torch
+
+    fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def bandwidth(mp: float) -> int:
+    """Each kernel's time and implied GB/s on an mp-megapixel grid (odd sides, C = 2)."""
+    import torch
+
+    from tinct.engines.optimization import kernels
+    from tinct.engines.optimization.triton_kernels import KERNELS
+
+    side = int(math.sqrt(mp * 1e6)) | 1
+    dev = torch.device("cuda")
+    g = torch.Generator(dev).manual_seed(0)
+    d = torch.rand(side, side, device=dev, generator=g) + 8
+    c = torch.rand(8, side, side, device=dev, generator=g)
+    x, b = torch.randn(2, side, side, device=dev, generator=g), torch.randn(2, side, side, device=dev, generator=g)
+    half = (side + 1) // 2
+    wt, xc = torch.rand(8, half, half, device=dev, generator=g), torch.randn(2, half, half, device=dev, generator=g)
+    rc, out, y = torch.empty_like(xc), torch.empty_like(x), torch.rand(side, side, device=dev, generator=g)
+    vs = [torch.randn_like(x) for _ in range(8)]
+    coef = torch.zeros(8, 2, 1, 1, device=dev)
+    dots = torch.empty(8, 2, 1, 1, dtype=torch.float64, device=dev)
+    params = torch.tensor([0.6, 2e-6, 1e-6])
+    runs = {
+        "residual": lambda: kernels.residual(out, x, d, c, b),
+        "apply": lambda: kernels.residual(out, x, d, c),
+        "gauss_seidel (sweep: 4 launches)": lambda: kernels.gauss_seidel(x, b, d, c),
+        "prolong": lambda: kernels.prolong(out, xc, wt),
+        "prolong_add": lambda: kernels.prolong(out, xc, wt, accumulate=True),
+        "restrict": lambda: kernels.restrict(rc, x, wt),
+        "restrict_residual": lambda: kernels.restrict_residual(rc, x, b, d, c, wt),
+        "dot (dots, 1 vector)": lambda: kernels.dot(dots[0], x, b),
+        "dots (8 vectors)": lambda: kernels.dots(dots, x, vs),
+        "combine (8 vectors)": lambda: kernels.combine(out, vs, coef),
+        "affinities": lambda: kernels.affinities(torch.empty(8, side, side, device=dev), y, params),
+    }
+    pixels = side * side
+    copy_ms = _median_ms(lambda: out.copy_(x))
+    print(f"{torch.cuda.get_device_name()}, {side}x{side} ({pixels / 1e6:.1f} MP), C = {CHANNELS}; "
+          f"a copy of x moves {2 * x.numel() * 4 / copy_ms / 1e6:.0f} GB/s")
+    width = max(len(name) for name in KERNELS)
+    print(f"{'kernel':<{width}}  {'ms':>7}  {'B/px':>5}  {'GB/s':>6}")
+    for name, spec in KERNELS.items():
+        ms = _median_ms(runs[name])
+        moved = (spec.fixed + CHANNELS * spec.per_channel) * pixels
+        print(f"{name:<{width}}  {ms:7.3f}  {spec.fixed + CHANNELS * spec.per_channel:5g}  {moved / ms / 1e6:6.0f}")
+    return 0
+
+
+def photo(mp: float):
+    """The benchmark's input at mp megapixels: (rgb, grey, strokes layer) as uint8 arrays."""
+    import numpy as np
+    from PIL import Image
+
+    from tinct.training import measure
+
+    full = Image.open(Path(__file__).resolve().parents[1] / "docs" / "images" / "parrots.jpg").convert("RGB")
+    panel = full.crop((0, 0, full.height, full.height))  # the first of the figure's square panels
+    side = int(round(math.sqrt(mp * 1e6)))
+    rgb = np.asarray(panel.resize((side, side), Image.Resampling.LANCZOS))
+    return rgb, measure.gray_of(rgb), measure.hints_of(rgb, 100, np.random.default_rng(0))
+
+
+def solves(sizes: list[float], repeats: int, json_path: Path | None) -> int:
+    """The 1/4/12/50 MP table of whole solves on the GPU."""
+    import json
+    import statistics
+
+    import torch
+
+    from tinct import api
+    from tinct.engines.optimization import levin
+
+    dev = torch.device("cuda")
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {repeats} timed solves after a warm-up")
+    print(f"{'MP':>5}  {'quality':<8}  {'median s':>9}  {'min s':>7}  {'it':>3}  {'peak GB':>8}  {'converged':>9}")
+    rows = []
+    for mp in sizes:
+        _, grey, layer = photo(mp)
+        _, L, hint_ab, hint_w = api.prepare(grey, layer, dev)
+        for quality in ("final", "preview"):
+            levin.solve_ab(L, hint_ab, hint_w, quality=quality)  # warm-up: Triton builds what this size needs
+            times, infos, peaks = [], [], []
+            for _ in range(repeats):
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+                start = time.perf_counter()
+                _, info = levin.solve_ab(L, hint_ab, hint_w, quality=quality)
+                torch.cuda.synchronize()
+                times.append(time.perf_counter() - start)
+                infos.append(info)
+                peaks.append((torch.cuda.max_memory_allocated() - base) / 1e9)
+            row = {"mp": mp, "quality": quality, "median_s": statistics.median(times), "min_s": min(times),
+                   "iterations": infos[-1]["iterations"], "peak_gb": max(peaks), "converged": infos[-1]["converged"]}
+            rows.append(row)
+            print(f"{mp:5g}  {quality:<8}  {row['median_s']:9.3f}  {row['min_s']:7.3f}  {row['iterations']:3d}  "
+                  f"{row['peak_gb']:8.2f}  {str(row['converged']):>9}", flush=True)
+        del L, hint_ab, hint_w
+        torch.cuda.empty_cache()
+    if json_path:
+        json_path.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    assert __doc__ is not None  # this module's docstring
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--compile", nargs="+", metavar="sm_XX", help="targets, e.g. sm_80 sm_90")
+    mode.add_argument("--bandwidth", type=float, metavar="MP", help="time each kernel on an MP grid (CUDA)")
+    mode.add_argument("--solve", type=float, nargs="+", metavar="MP", help="time whole solves at these sizes (CUDA)")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="kernels compiled at once")
+    parser.add_argument("--repeats", type=int, default=3, help="timed solves per size and quality")
+    parser.add_argument("--json", type=Path, help="--solve: the table as JSON too")
+    args = parser.parse_args(argv)
+    if args.compile:
+        bad = [arch for arch in args.compile if not re.fullmatch(r"sm_\d+", arch)]
+        if bad:
+            parser.error(f"targets are sm_XX (sm_80, sm_90), not {' '.join(bad)}")
+        return compile_all(args.compile, args.jobs)
+    import torch
+
+    if not torch.cuda.is_available():
+        parser.error("--bandwidth and --solve time the kernels on a CUDA GPU, and torch sees none")
+    if args.bandwidth:
+        return bandwidth(args.bandwidth)
+    return solves(args.solve, args.repeats, args.json)
 
 
 if __name__ == "__main__":

@@ -185,6 +185,16 @@ def test_cpu_path_does_not_import_triton():
     assert done.returncode == 0, done.stderr
 
 
+def test_doctor_says_which_gpu_and_whether_the_kernels_compiled_for_it():
+    from tinct.tools import doctor
+
+    row = doctor.check_gpu()
+    if CUDA:
+        assert row.status == "ok" and "GiB" in row.detail and "Triton kernels compiled for sm_" in row.detail
+    else:
+        assert row.status == "-" and "no GPU" in row.detail
+
+
 cuda = pytest.mark.skipif(not CUDA, reason="needs an NVIDIA GPU")
 
 

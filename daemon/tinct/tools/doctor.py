@@ -2,12 +2,13 @@
 
     tinct doctor [--gimp | --no-gimp] [--krita | --no-krita] [--no-start] [--record FILE]
 
-One row per check: Python, the torch device, the model file, the daemon (started the way the
-plugins start it, when nothing answers), and for each editor: found, plug-in installed, plug-in
-importable by that editor's own Python.  A fix follows each failure.  What was asked for comes
-from the flags, else from the installer's record (install-manifest.json beside the virtual
-environment), else from which plug-ins are installed; an editor nobody asked for is reported
-but cannot fail the run.  Exit status 1 when anything asked for is broken.
+One row per check: Python, the torch device, the GPU (its memory, whether the Triton kernels compile
+for it), the model file, the daemon (started the way the plugins start it, when nothing answers),
+and for each editor: found, plug-in installed, plug-in importable by that editor's own Python.  A
+fix follows each failure.  What was asked for comes from the flags, else from the installer's
+record (install-manifest.json beside the virtual environment), else from which plug-ins are
+installed; an editor nobody asked for is reported but cannot fail the run.  Exit status 1 when
+anything asked for is broken.
 """
 from __future__ import annotations
 
@@ -86,6 +87,35 @@ def check_torch() -> Row:
                      f"remove {sys.prefix} and run installers/install.sh again: it installs CUDA PyTorch "
                      "when nvidia-smi answers")
     return _ok("torch device", f"torch {torch.__version__}, CPU ({torch.get_num_threads()} threads; no NVIDIA GPU)")
+
+
+def check_gpu() -> Row:
+    """The GPU the solver would run on, its memory, and whether the Triton kernels compile for it: a small
+    solve on it through them must give the CPU's colours."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return Row("gpu", "-", "no GPU: the solver runs on the CPU (its C loops), the Triton kernels are not used")
+    props = torch.cuda.get_device_properties(0)
+    arch = f"sm_{props.major}{props.minor}"
+    detail = f"{props.name}, {props.total_memory / 2**30:.0f} GiB, {arch}"
+    from tinct.engines.optimization import kernels, levin
+
+    fix = "reinstall with installers/install.sh (CUDA PyTorch brings Triton); the solver falls back to plain PyTorch"
+    if kernels.triton_kernels() is None:
+        return _fail("gpu", f"{detail}; Triton does not import ({kernels.triton_error()})", fix)
+    y = torch.linspace(0, 100, 96 * 80).reshape(1, 96, 80)
+    ab, weight = torch.zeros(2, 96, 80), torch.zeros(1, 96, 80)
+    ab[:, 5, 5], ab[:, 90, 70] = torch.tensor([40.0, -20.0]), torch.tensor([-30.0, 25.0])
+    weight[0, 5, 5] = weight[0, 90, 70] = 1
+    try:
+        gpu = levin.solve_ab(y.cuda(), ab.cuda(), weight.cuda())[0].cpu()
+    except Exception as exc:  # noqa: BLE001 - whatever broke is the row's detail
+        return _fail("gpu", f"{detail}; the Triton kernels failed: {type(exc).__name__}: {exc}", fix)
+    off = float((gpu - levin.solve_ab(y, ab, weight)[0]).abs().max())
+    if off > 0.5:
+        return _fail("gpu", f"{detail}; the Triton kernels' solve is {off:.2f} ab units off the CPU's", fix)
+    return _ok("gpu", f"{detail}; Triton kernels compiled for {arch}, a test solve matches the CPU's")
 
 
 def check_model() -> Row:
@@ -289,7 +319,7 @@ def run(args) -> int:
     record = read_record(args.record)
     installed = record.get("editors", {})
     plugins = [gimp_plugin(**installed.get("gimp", {})), krita_plugin(**installed.get("krita", {}))]
-    rows = [check_python(), check_torch(), check_model()]
+    rows = [check_python(), check_torch(), check_gpu(), check_model()]
     client = load_client([p.client_folder for p in plugins] + [CHECKOUT / "plugins" / "common"])
     rows.append(check_daemon(client, start=not args.no_start))
     if record.get("service"):

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# One prepared GPU run (issue 16), for a fresh machine with an NVIDIA GPU, in under 8 minutes:
+#
+#   benchmarks/gpu.sh            (from the checkout; results also under $OUT when it is set)
+#
+#   1. installs Tinct into a virtual environment that sees the machine's own CUDA PyTorch and Triton
+#      (--system-site-packages: nothing of gigabytes is downloaded), editable, with its C kernels;
+#   2. tinct doctor's GPU row: the GPU, its memory, whether the Triton kernels compiled for it;
+#   3. tests/test_triton.py on the GPU (every kernel compiled against the C loops, whole solves, the
+#      CUDA-graph replay, the real out-of-memory -> CPU retry) and the other CUDA-marked tests;
+#   4. each kernel's time and GB/s at 12 MP (benchmarks/kernels.py --bandwidth 12);
+#   5. the 1/4/12/50 MP table of whole `final` and `preview` solves (benchmarks/kernels.py --solve).
+#
+# Where the machine reaches no package index, Tinct's own small dependencies it lacks (pyzmq,
+# imagecodecs) must come as wheels in .whl/ for its Python, e.g. fetched elsewhere with
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
+#                --platform manylinux2014_x86_64 -d .whl pyzmq imagecodecs
+# Every step runs under a time limit (465 s in all) and the script goes on after a failing one; the
+# exit status is 1 when any step failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-}"
+[ -n "$OUT" ] && mkdir -p "$OUT"
+LOG="${OUT:-/tmp}/gpu.log"
+: >"$LOG"
+exec > >(tee -a "$LOG") 2>&1
+export PYTHONUNBUFFERED=1 TRITON_DEFAULT_FP_FUSION=1
+export PYTHON="${PYTHON:-python3}" VENV="${VENV:-/tmp/tinct-gpu-venv}"
+failed=0
+step() {  # step SECONDS NAME COMMAND...: one timed step, its status said
+  local limit=$1 name=$2 t0=$SECONDS
+  shift 2
+  echo "== $name"
+  if declare -F "$1" >/dev/null; then  # a function of this script: timeout runs programs only
+    export -f "$1"
+    timeout "$limit" bash -c "$1"
+  else
+    timeout "$limit" "$@"
+  fi
+  local rc=$?
+  echo "== $name: exit $rc after $(( SECONDS - t0 )) s"
+  [ $rc -eq 0 ] || failed=1
+}
+
+nvidia-smi -L || { echo "no NVIDIA GPU answers nvidia-smi"; exit 1; }
+install() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    # no pip or setuptools of its own (older ones would shadow the machine's); where $PYTHON is itself a
+    # virtual environment's (the lent H200s' python3 is), --system-site-packages reaches past it to the
+    # base Python, so that environment's packages (pip, setuptools, torch, triton) come in through a .pth
+    "$PYTHON" -m venv --system-site-packages --without-pip "$VENV" || return 1
+    "$PYTHON" -c 'import site; print("\n".join(site.getsitepackages()))' \
+      >"$("$VENV/bin/python" -c 'import site; print(site.getsitepackages()[0])')/outer-python.pth" || return 1
+  fi
+  local pip=("$VENV/bin/python" -m pip install --quiet --no-build-isolation)
+  if ! "$VENV/bin/python" -c "import zmq, imagecodecs" 2>/dev/null; then
+    if [ -d .whl ]; then "${pip[@]}" --no-index --no-deps .whl/*.whl; else "${pip[@]}" pyzmq imagecodecs; fi
+  fi
+  "${pip[@]}" --no-deps -e . || return 1
+  "$VENV/bin/python" -c "import torch, triton, tinct
+from tinct.engines.optimization import kernels
+print(f'torch {torch.__version__}, triton {triton.__version__}, CUDA {torch.cuda.is_available()}, '
+      f'C kernels {kernels.AVAILABLE}')
+assert torch.cuda.is_available(), 'this PyTorch sees no GPU'"
+}
+step 60 "install" install
+PY="$VENV/bin/python"
+step 45 "tinct doctor (GPU row)" bash -c "'$PY' -m tinct.tools.cli doctor --no-start --no-gimp --no-krita | grep -E '^(check|torch device|gpu) '"
+step 150 "tests/test_triton.py on the GPU" "$PY" -m pytest -ra -q -p no:cacheprovider tests/test_triton.py
+step 60 "the other CUDA-marked tests" "$PY" -m pytest -ra -q -p no:cacheprovider -m cuda \
+  --ignore=tests/test_triton.py tests
+step 30 "each kernel at 12 MP" "$PY" benchmarks/kernels.py --bandwidth 12
+json=()
+[ -n "$OUT" ] && json=(--json "$OUT/solves.json")
+step 120 "whole solves at 1, 4, 12, 50 MP" "$PY" benchmarks/kernels.py --solve 1 4 12 50 --repeats 3 "${json[@]}"
+echo "== gpu.sh: $([ $failed -eq 0 ] && echo "every step passed" || echo "a step failed") in $SECONDS s; log: $LOG"
+exit $failed
