@@ -59,6 +59,9 @@ def test_errors_are_sentences_and_a_nonzero_status(archive, capsys):
     assert "does not exist" in capsys.readouterr().err
     (archive / "broken.png").write_bytes(b"not a png")
     assert cli.main(["colorize", str(archive / "broken.png")]) == 1
+    capsys.readouterr()
+    assert cli.main(["colorize", str(archive / "a.png"), "--threads", "0"]) == 1
+    assert "--threads 0: give 1 or more" in capsys.readouterr().err
 
 
 def test_console_script_runs():

@@ -155,9 +155,13 @@ def reason(exc: BaseException) -> str:
     return text if isinstance(exc, ValueError) and text else f"{type(exc).__name__}: {text}".rstrip(": ")
 
 
-def local_results(engine: str, device: str | None, options: dict) -> Runner:
-    """Colorize jobs one after another in this process."""
+def local_results(engine: str, device: str | None, options: dict, threads: int | None = None) -> Runner:
+    """Colorize jobs one after another in this process, with `threads` PyTorch threads (default: all cores)."""
     def run(jobs: list[Job]) -> Iterator[Outcome]:
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         for job in jobs:
             try:
                 write_atomically(job.target, lambda part, job=job: colorize_job(job, part, engine, device, options))

@@ -28,12 +28,14 @@ def colorize_files(args) -> int:
     out = Path(args.output) if args.output else None
     jobs = batch.plan(photos, out, many, Path(args.hints) if args.hints else None)
     options = {k: v for k, v in (("quality", args.quality), ("vibrancy", args.vibrancy)) if v is not None}
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads {args.threads}: give 1 or more")
     if args.cluster:
         from . import cluster
 
-        runner = cluster.results(args.cluster, args.engine, args.device, options)
+        runner = cluster.results(args.cluster, args.engine, args.device, options, args.threads)
     else:
-        runner = batch.local_results(args.engine, args.device, options)
+        runner = batch.local_results(args.engine, args.device, options, args.threads)
     manifest = None
     if out and many:
         out.mkdir(parents=True, exist_ok=True)
@@ -58,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--cluster", metavar="ADDRESS",
                      help="colorize on a Ray cluster: auto, HOST:PORT or ray://HOST:PORT "
                      "(needs pip install 'tinct[cluster]'; see docs/cluster.md)")
+    col.add_argument("--threads", type=int, metavar="N",
+                     help="PyTorch threads per photo (default: all cores here; 1 per photo on a cluster, "
+                     "one photo per CPU); outputs are the same byte for byte for the same N")
     col.set_defaults(run=colorize_files)
     for name, module in MODULES.items():
         try:

@@ -37,14 +37,16 @@ def connect(address: str):
 
 
 def colorize_remote(files: dict[str, tuple[str, bytes]], target: str, engine: str, device: str | None,
-                    options: dict) -> tuple[bytes | None, str | None, str]:
+                    options: dict, threads: int) -> tuple[bytes | None, str | None, str]:
     """The Ray task: rebuild the job's files in a private folder, colorize them, return the result's bytes.
 
     `files` maps each role ("photo", "hints", "reference") to (its path on the driver, its bytes); errors come back
     as sentences naming the driver's paths, not the folder here.
     """
     import ray
+    import torch
 
+    torch.set_num_threads(threads)  # as many as the task holds CPUs: the sums' order, so the bytes, as here
     node = ray.get_runtime_context().get_node_id()
     with tempfile.TemporaryDirectory(prefix="tinct-") as folder:
         here = {role: Path(folder, role + Path(name).suffix) for role, (name, _) in files.items()}
@@ -61,23 +63,25 @@ def colorize_remote(files: dict[str, tuple[str, bytes]], target: str, engine: st
             return None, text, node
 
 
-def results(address: str, engine: str, device: str | None, options: dict) -> Runner:
-    """A runner for `tinct.tools.batch.run` that colorizes on the Ray cluster at `address`."""
+def results(address: str, engine: str, device: str | None, options: dict, threads: int | None = None) -> Runner:
+    """A runner for `tinct.tools.batch.run` that colorizes on the Ray cluster at `address`, each photo
+    a task holding `threads` CPUs (default 1: one photo per CPU) and running as many PyTorch threads."""
     ray = connect(address)  # before the batch starts: a wrong address is one sentence, not a failed bar
 
     def run(jobs: list[Job]) -> Iterator[Outcome]:
         try:
-            yield from _dispatch(ray, jobs, engine, device, options)
+            yield from _dispatch(ray, jobs, engine, device, options, threads or 1)
         finally:
             ray.shutdown()
     return run
 
 
-def _dispatch(ray, jobs: list[Job], engine: str, device: str | None, options: dict) -> Iterator[Outcome]:
+def _dispatch(ray, jobs: list[Job], engine: str, device: str | None, options: dict,
+              threads: int) -> Iterator[Outcome]:
     resources = ray.cluster_resources()
     gpus = device == "cuda" or (device is None and resources.get("GPU", 0) >= 1)
-    window = 2 * max(1, int(resources.get("GPU" if gpus else "CPU", 1)))
-    task = ray.remote(colorize_remote).options(num_cpus=1, num_gpus=1 if gpus else 0,
+    window = 2 * max(1, int(resources.get("GPU", 1)) if gpus else int(resources.get("CPU", 1)) // threads)
+    task = ray.remote(colorize_remote).options(num_cpus=threads, num_gpus=1 if gpus else 0,
                                                max_retries=RETRIES, retry_exceptions=False)
     pending: dict = {}  # Ray's reference to each task's result -> its job
     waiting = iter(jobs)
@@ -88,7 +92,7 @@ def _dispatch(ray, jobs: list[Job], engine: str, device: str | None, options: di
             except OSError as exc:
                 yield Outcome(job, reason(exc))
                 continue
-            pending[task.remote(files, job.target.name, engine, device, options)] = job
+            pending[task.remote(files, job.target.name, engine, device, options, threads)] = job
         if not pending:
             return
         (ref,), _ = ray.wait(list(pending), num_returns=1)
