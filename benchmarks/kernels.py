@@ -3,6 +3,7 @@
     python benchmarks/kernels.py --compile sm_80 sm_90 [--jobs 2]
     python benchmarks/kernels.py --bandwidth 12            (a CUDA GPU)
     python benchmarks/kernels.py --solve 1 4 12 50 [--repeats 3] [--json FILE]   (a CUDA GPU)
+    python benchmarks/kernels.py --count 1 4 [--quality final]                    (the CPU will do)
 
 --compile: for every kernel of tinct.engines.optimization.triton_kernels (KERNELS) and every target,
 Triton compiles it to PTX (sm_80: Ampere, A100; sm_90: Hopper, H100/H200) and Triton's own ptxas (the
@@ -20,6 +21,13 @@ docs/images/parrots.jpg, resized with Lanczos to a square of MP megapixels, grey
 strokes of its own colours): one warm-up solve per size, then --repeats timed solves between
 torch.cuda.synchronize() calls; the median seconds, iterations, and the peak GPU memory of the
 solve (torch.cuda.max_memory_allocated, inputs excluded).
+
+--count MP...: the roofline's numerator without a GPU: the bytes a CUDA solve of that photo moves,
+counted during the same solve on the CPU.  Each native kernel call counts its Triton twin's
+bytes-per-pixel model (the fused residual restriction as one pass, as on CUDA), every other
+PyTorch operation its operands' and results' sizes (views and allocations count nothing), and the
+K-cycle takes both steps every time, as it does on CUDA.  Printed per megapixel: the set-up before
+the Krylov method, each iteration, and the whole solve.
 """
 from __future__ import annotations
 
@@ -226,6 +234,99 @@ def solves(sizes: list[float], repeats: int, json_path: Path | None) -> int:
     return 0
 
 
+def count(sizes: list[float], quality: str) -> int:
+    """GB per megapixel that a CUDA solve moves, counted on the CPU (see --count)."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    from tinct import api
+    from tinct.engines.optimization import kernels, krylov, levin, multigrid
+
+    moved = [0.0]
+    inside = [False]  # a kernel's own PyTorch calls (the CPU's two-pass restrict_residual) are its model's
+
+    def pixels(t: torch.Tensor) -> int:
+        return t.shape[-1] * t.shape[-2]
+
+    def nc(t: torch.Tensor) -> int:
+        return t.numel() // pixels(t)
+
+    def chunks(vs: list, extra: int) -> int:  # vectors in launches of eight, each reading u (and writing it)
+        return sum(len(vs[i:i + 8]) + extra for i in range(0, len(vs), 8))
+
+    models = {
+        "residual": lambda out, x, d, c, b=None: (36 + (12 if b is not None else 8) * nc(x)) * pixels(x),
+        "gauss_seidel": lambda x, b, d, c, reverse=False: (72 + 32 * nc(x)) * pixels(x),
+        "prolong": lambda out, xc, wt, accumulate=False: (8 + (9 if accumulate else 5) * nc(out)) * pixels(out),
+        "restrict": lambda out, f, wt: (8 + 5 * nc(f)) * pixels(f),
+        "restrict_residual": lambda out, x, b, d, c, wt: (44 + 9 * nc(x)) * pixels(x),
+        "dot": lambda out, u, v: 8 * nc(u) * pixels(u),
+        "dots": lambda out, u, vs: 4 * nc(u) * chunks(vs, 1) * pixels(u),
+        "combine": lambda u, vs, coef: 4 * nc(u) * chunks(vs, 2) * pixels(u),
+        "affinities": lambda out, y, params: 36 * pixels(y),
+    }
+
+    def counted(fn, model):
+        def call(*args, **kwargs):
+            if inside[0]:
+                return fn(*args, **kwargs)
+            moved[0] += model(*args, **kwargs)
+            inside[0] = True
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                inside[0] = False
+        return call
+
+    free = {"view", "_unsafe_view", "slice", "select", "expand", "unsqueeze", "squeeze", "permute", "transpose",
+            "t", "as_strided", "alias", "detach", "empty", "empty_like", "new_empty", "empty_strided", "lift_fresh"}
+
+    class Operands(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if not inside[0] and func.__name__.split(".")[0] not in free:
+                moved[0] += sum(t.numel() * t.element_size() for t in tree_leaves((args, kwargs, out))
+                                if isinstance(t, torch.Tensor) and t.numel() > 64)
+            return out
+
+    marks: list[float] = []
+    solvers = {"gcr": krylov.gcr, "pcg": krylov.pcg}
+
+    def marked(solver):
+        def run(*args, **kwargs):
+            marks.append(moved[0])
+            args = args[:6]  # pcg takes its callback as the seventh positional argument
+            kwargs["callback"] = lambda it, res: marks.append(moved[0])
+            return solver(*args, **kwargs)
+        return run
+
+    saved = {name: getattr(kernels, name) for name in models}
+    try:
+        for name, model in models.items():
+            setattr(kernels, name, counted(saved[name], model))
+        for name, solver in solvers.items():
+            setattr(krylov, name, marked(solver))
+        multigrid.K_ENOUGH = 0.0  # as on CUDA: the K-cycle's second step is always taken
+        print(f"GB per megapixel a CUDA `{quality}` solve moves (counted on the CPU)")
+        for mp in sizes:
+            _, grey, layer = photo(mp)
+            _, L, hint_ab, hint_w = api.prepare(grey, layer, torch.device("cpu"))
+            moved[0], marks[:] = 0.0, []
+            with Operands():
+                _, info = levin.solve_ab(L, hint_ab, hint_w, quality=quality)
+            per = L.numel() / 1e6 * 1e9
+            steps = [(b - a) / per for a, b in zip(marks, marks[1:])]
+            print(f"{mp:g} MP: {info['iterations']} iterations, {info['levels']} levels; set-up {marks[0] / per:.2f}, "
+                  f"per iteration {min(steps):.2f}-{max(steps):.2f} (mean {sum(steps) / len(steps):.2f}), "
+                  f"whole solve {moved[0] / per:.2f}", flush=True)
+    finally:
+        for name, fn in saved.items():
+            setattr(kernels, name, fn)
+        krylov.gcr, krylov.pcg = solvers["gcr"], solvers["pcg"]
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     assert __doc__ is not None  # this module's docstring
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -233,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--compile", nargs="+", metavar="sm_XX", help="targets, e.g. sm_80 sm_90")
     mode.add_argument("--bandwidth", type=float, metavar="MP", help="time each kernel on an MP grid (CUDA)")
     mode.add_argument("--solve", type=float, nargs="+", metavar="MP", help="time whole solves at these sizes (CUDA)")
+    mode.add_argument("--count", type=float, nargs="+", metavar="MP", help="bytes a CUDA solve moves (on the CPU)")
+    parser.add_argument("--quality", default="final", help="--count: final or preview")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="kernels compiled at once")
     parser.add_argument("--repeats", type=int, default=3, help="timed solves per size and quality")
     parser.add_argument("--json", type=Path, help="--solve: the table as JSON too")
@@ -242,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         if bad:
             parser.error(f"targets are sm_XX (sm_80, sm_90), not {' '.join(bad)}")
         return compile_all(args.compile, args.jobs)
+    if args.count:
+        return count(args.count, args.quality)
     import torch
 
     if not torch.cuda.is_available():
