@@ -2,5 +2,6 @@
 
 `engine` (the registry's entry) -> `levin` (the systems and `solve_ab`) -> `multigrid`
 (the preconditioner) and `krylov` (GCR, CG, BiCGStab) -> `stencil` (9-point operators) ->
-`kernels`, the one doorway to the optional C loops in `_kernels.c`.
+`kernels`, the one doorway to native code: the optional C loops of `_kernels.c` on the CPU, the
+Triton kernels of `triton_kernels` on CUDA (`graphs` replays a solve's preconditioner there).
 """
