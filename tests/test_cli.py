@@ -123,6 +123,20 @@ def test_a_line_cut_short_by_a_kill_only_means_that_photo_is_done_again(archive)
     manifest = batch.Manifest(out / batch.MANIFEST, {"engine": "optimization"})
     jobs = batch.plan(batch.photos_in([archive]), out, True)
     assert [manifest.done(job) for job in jobs] == [True, False]
+    manifest.close()
+
+
+def test_a_second_batch_into_the_same_folder_is_refused_while_the_first_runs(archive, capsys):
+    out = archive / "done"
+    out.mkdir()
+    first = batch.Manifest(out / batch.MANIFEST, {"engine": "optimization"})
+    try:
+        assert cli.main(["colorize", str(archive), "-o", str(out)]) == 1
+        assert "another tinct batch is writing to" in capsys.readouterr().err
+        assert sorted(p.name for p in out.iterdir()) == [batch.MANIFEST]
+    finally:
+        first.close()
+    assert cli.main(["colorize", str(archive), "-o", str(out)]) == 0
 
 
 def test_outputs_are_whole_or_untouched(tmp_path):
@@ -140,16 +154,15 @@ def test_outputs_are_whole_or_untouched(tmp_path):
     assert target.read_bytes() == b"new" and os.listdir(tmp_path) == ["photo.png"]
 
 
-def test_parts_left_by_a_dead_run_are_removed_and_never_taken_for_photos(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    left = tmp_path / f".a{batch.PART_TAG}{int(dead.stdout)}.png"
-    ours = tmp_path / f".b{batch.PART_TAG}{os.getpid()}.png"  # a live writer's: not ours to remove
-    for part in (left, ours):
-        imagefile.write(part, np.zeros((4, 4), np.uint8))
-    imagefile.write(tmp_path / "c.png", np.zeros((4, 4), np.uint8))
-    assert batch.photos_in([tmp_path]) == [tmp_path / "c.png"]
-    batch.remove_parts(tmp_path)
-    assert not left.exists() and ours.exists()
+def test_parts_left_by_a_killed_run_are_removed_and_never_taken_for_photos(archive):
+    out = archive / "done"
+    out.mkdir()
+    left = out / f".a{batch.PART_TAG}999999.png"
+    imagefile.write(left, np.zeros((4, 4), np.uint8))
+    imagefile.write(archive / f".c{batch.PART_TAG}999999.png", np.zeros((4, 4), np.uint8))
+    assert batch.photos_in([archive]) == [archive / "a.png", archive / "b.tif"]
+    assert cli.main(["colorize", str(archive), "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.tif", batch.MANIFEST]
 
 
 def test_outputs_that_would_collide_are_refused_before_anything_is_written(archive, tmp_path, capsys):

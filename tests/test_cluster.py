@@ -43,11 +43,13 @@ def archive(folder: Path, count: int = 20) -> list[str]:
     return names
 
 
-def test_failures_are_recorded_listed_and_retried_on_the_cluster(cluster, tmp_path):
+def test_failures_are_recorded_listed_and_retried_on_the_cluster_with_the_learned_engine(cluster, tmp_path):
     names = archive(tmp_path / "scans", count=3)
     (tmp_path / "scans" / "broken.png").write_bytes(b"not a png")
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "tinct.tools.cli", "colorize", tmp_path / "scans", "-o", out, "--cluster", "auto"]
+    out, local = tmp_path / "out", tmp_path / "local"
+    options = ["--engine", "learned", "--vibrancy", "0.8"]
+    command = [sys.executable, "-m", "tinct.tools.cli", "colorize", tmp_path / "scans", "-o", out, "--cluster", "auto",
+               *options]
     first = subprocess.run(cluster.enter + [str(c) for c in command], capture_output=True, text=True, timeout=120)
     assert first.returncode == 1
     assert first.stderr.rstrip().splitlines()[-1].startswith(f"  {tmp_path / 'scans' / 'broken.png'}: cannot read "
@@ -57,6 +59,10 @@ def test_failures_are_recorded_listed_and_retried_on_the_cluster(cluster, tmp_pa
     assert second.returncode == 0, second.stderr
     assert "3 of 4 photos already done" in second.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(names + ["broken.png", batch.MANIFEST])
+    # the options reached the tasks: the same bytes as this engine with them here (one thread, as there)
+    assert cli.main(["colorize", str(tmp_path / "scans"), "-o", str(local), "--threads", "1", *options]) == 0
+    for name in names + ["broken.png"]:
+        assert (out / name).read_bytes() == (local / name).read_bytes(), name
 
 
 def test_a_batch_survives_a_dead_worker_node_and_equals_local_mode(cluster, tmp_path):

@@ -9,6 +9,7 @@ Ray); progress, the manifest, the failures and the exit status are this module's
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sys
@@ -119,21 +120,10 @@ def write_atomically(target: Path, write: Callable[[Path], object]) -> None:
 
 
 def remove_parts(folder: Path) -> None:
-    """Temporary outputs that a killed run left behind (their writer's process is gone)."""
+    """Temporary outputs that a killed run left in `folder`; call it holding the folder's `Manifest`,
+    so that no other batch is writing there."""
     for part in folder.glob(f".*{PART_TAG}*"):
-        pid = part.stem.rpartition(PART_TAG)[2]
-        if pid.isdigit() and not _alive(int(pid)):
-            part.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        part.unlink(missing_ok=True)
 
 
 def colorize_job(job: Job, target: Path, engine: str, device: str | None, options: dict) -> None:
@@ -177,18 +167,29 @@ class Manifest:
 
     A job counts as done when its last record says so for the same settings and the same input files
     (size and modification time), and its output still exists; anything else is colorized again.
+    Held locked until `close`, so a second batch into the same folder is refused, not interleaved.
     """
 
     def __init__(self, path: Path, settings: dict):
         self.path, self.settings = path, settings
+        self.file = open(path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.close()
+            raise ValueError(f"another tinct batch is writing to {path.parent}; let it finish or choose "
+                             "another -o") from None
+        self.file.seek(0)
         self.last: dict[str, dict] = {}
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                    self.last[record["output"]] = record
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line cut short by a killed run: that photo is simply done again
+        for line in self.file.read().splitlines():
+            try:
+                record = json.loads(line)
+                self.last[record["output"]] = record
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a killed run: that photo is simply done again
+
+    def close(self) -> None:
+        self.file.close()
 
     def _key(self, job: Job) -> str:
         return job.target.name
@@ -217,10 +218,9 @@ class Manifest:
         entry.update(settings=self.settings, time=time.strftime("%Y-%m-%dT%H:%M:%S"))
         if outcome.node:
             entry["node"] = outcome.node
-        with open(self.path, "a") as f:  # one write per line: a kill cuts at most the last line short
-            f.write(json.dumps(entry) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        self.file.write(json.dumps(entry) + "\n")  # one write per line: a kill cuts at most the last one short
+        self.file.flush()
+        os.fsync(self.file.fileno())
 
 
 def run(jobs: list[Job], runner: Runner, manifest: Manifest | None = None, bar: bool = True) -> int:

@@ -30,18 +30,22 @@ def colorize_files(args) -> int:
     options = {k: v for k, v in (("quality", args.quality), ("vibrancy", args.vibrancy)) if v is not None}
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads {args.threads}: give 1 or more")
-    if args.cluster:
-        from . import cluster
-
-        runner = cluster.results(args.cluster, args.engine, args.device, options, args.threads)
-    else:
-        runner = batch.local_results(args.engine, args.device, options, args.threads)
     manifest = None
     if out and many:
         out.mkdir(parents=True, exist_ok=True)
+        manifest = batch.Manifest(out / batch.MANIFEST, {"engine": args.engine, **options})  # locks OUT
         batch.remove_parts(out)
-        manifest = batch.Manifest(out / batch.MANIFEST, {"engine": args.engine, **options})
-    return batch.run(jobs, runner, manifest, bar=many)
+    try:
+        if args.cluster:
+            from . import cluster
+
+            runner = cluster.results(args.cluster, args.engine, args.device, options, args.threads)
+        else:
+            runner = batch.local_results(args.engine, args.device, options, args.threads)
+        return batch.run(jobs, runner, manifest, bar=many)
+    finally:
+        if manifest:
+            manifest.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
