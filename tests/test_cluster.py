@@ -55,6 +55,7 @@ def test_failures_are_recorded_listed_and_retried_on_the_cluster_with_the_learne
     assert first.stderr.rstrip().splitlines()[-1].startswith(f"  {tmp_path / 'scans' / 'broken.png'}: cannot read "
                                                              f"{tmp_path / 'scans' / 'broken.png'}")
     imagefile.write(tmp_path / "scans" / "broken.png", np.full((16, 16), 99, np.uint8))
+    command[command.index("auto")] = "ray://127.0.0.1:10001"  # the rerun through Ray Client, as from a laptop
     second = subprocess.run(cluster.enter + [str(c) for c in command], capture_output=True, text=True, timeout=120)
     assert second.returncode == 0, second.stderr
     assert "3 of 4 photos already done" in second.stderr
