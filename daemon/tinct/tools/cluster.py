@@ -46,7 +46,7 @@ def colorize_remote(files: dict[str, tuple[str, bytes]], target: str, engine: st
     import ray
     import torch
 
-    torch.set_num_threads(threads)  # as many as the task holds CPUs: the sums' order, so the bytes, as here
+    torch.set_num_threads(threads)  # it orders the solver's float sums, so the bytes: as locally with --threads
     node = ray.get_runtime_context().get_node_id()
     with tempfile.TemporaryDirectory(prefix="tinct-") as folder:
         here = {role: Path(folder, role + Path(name).suffix) for role, (name, _) in files.items()}
@@ -78,15 +78,19 @@ def results(address: str, engine: str, device: str | None, options: dict, thread
 
 def _dispatch(ray, jobs: list[Job], engine: str, device: str | None, options: dict,
               threads: int) -> Iterator[Outcome]:
-    resources = ray.cluster_resources()
-    gpus = device == "cuda" or (device is None and resources.get("GPU", 0) >= 1)
-    window = 2 * max(1, int(resources.get("GPU", 1)) if gpus else int(resources.get("CPU", 1)) // threads)
+    gpus = device == "cuda" or (device is None and ray.cluster_resources().get("GPU", 0) >= 1)
+
+    def window() -> int:  # two photos per slot the cluster has now (an autoscaler may add nodes)
+        resources = ray.cluster_resources()
+        return 2 * max(1, int(resources.get("GPU", 0)) if gpus else int(resources.get("CPU", 0)) // threads)
+
     task = ray.remote(colorize_remote).options(num_cpus=threads, num_gpus=1 if gpus else 0,
                                                max_retries=RETRIES, retry_exceptions=False)
     pending: dict = {}  # Ray's reference to each task's result -> its job
     waiting = iter(jobs)
     while True:
-        while len(pending) < window and (job := next(waiting, None)) is not None:
+        slots = window()
+        while len(pending) < slots and (job := next(waiting, None)) is not None:
             try:
                 files = {role: (str(path), path.read_bytes()) for role, path in job.inputs().items()}
             except OSError as exc:
