@@ -1,8 +1,8 @@
 """Many photos colorized as one batch, the same way on this machine and on a cluster.
 
-A batch is planned into jobs (photo, its hints layer and reference photo, its output), each finished job is recorded
-in a manifest beside the outputs (JSON lines, `tinct-batch.jsonl`), and a rerun skips what the
-manifest says is done, so a batch of days can be stopped and resumed.  Outputs are written to a
+A batch is planned into jobs (photo, its hints layer and reference photo, its output), each
+finished job is recorded in a manifest beside the outputs (JSON lines, `tinct-batch.jsonl`), and a
+rerun skips what the manifest says is done, so a batch of days can be stopped and resumed.  Outputs are written to a
 temporary name and renamed, so a killed run never leaves half a file under the real name.  Where
 the photos are colorized is the caller's choice (`local_results` here, `tinct.tools.cluster` on
 Ray); progress, the manifest, the failures and the exit status are this module's, for both.
@@ -180,8 +180,11 @@ class Manifest:
             raise ValueError(f"another tinct batch is writing to {path.parent}; let it finish or choose "
                              "another -o") from None
         self.file.seek(0)
+        text = self.file.read()
+        if text and not text.endswith("\n"):
+            self.file.write("\n")  # end a line cut short by a killed run, so the next record starts its own
         self.last: dict[str, dict] = {}
-        for line in self.file.read().splitlines():
+        for line in text.splitlines():
             try:
                 record = json.loads(line)
                 self.last[record["output"]] = record
