@@ -183,8 +183,6 @@ NOT_YET = {
     "daemon/tinct/serve/daemon.py",
     "daemon/tinct/serve/job.py",
     "daemon/tinct/serve/worker.py",
-    "daemon/tinct/tools/cli.py",
-    "daemon/tinct/tools/cluster.py",
     "daemon/tinct/tools/doctor.py",
     "plugins/common/tinct_client.py",
 }

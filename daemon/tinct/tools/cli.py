@@ -1,6 +1,7 @@
 """The `tinct` command: colorize photos and whole archive folders; train and evaluate models.
 
     tinct colorize PHOTO|FOLDER ... [--hints HINTS.png] [--engine optimization|learned] [-o OUT]
+                   [--reference REF] [--palette RRGGBB ...]   (tinct.engines.reference)
                    [--cluster auto|HOST:PORT|ray://HOST:PORT]   (tinct.tools.batch, tinct.tools.cluster)
     tinct train ...      (tinct.training.train)
     tinct eval ...       (tinct.training.evaluate)
@@ -16,7 +17,7 @@ from pathlib import Path
 MODULES = {"train": "tinct.training.train", "eval": "tinct.training.evaluate", "doctor": "tinct.tools.doctor"}
 
 
-def colorize_files(args) -> int:
+def colorize_files(args: argparse.Namespace) -> int:
     """`tinct colorize`: one photo, or a batch (resumable when -o names a folder), here or on a Ray cluster."""
     from . import batch
 
@@ -26,8 +27,10 @@ def colorize_files(args) -> int:
         return 1
     many = len(photos) > 1 or any(Path(p).is_dir() for p in args.photos)
     out = Path(args.output) if args.output else None
-    jobs = batch.plan(photos, out, many, Path(args.hints) if args.hints else None)
-    options = {k: v for k, v in (("quality", args.quality), ("vibrancy", args.vibrancy)) if v is not None}
+    jobs = batch.plan(photos, out, many, Path(args.hints) if args.hints else None,
+                      Path(args.reference) if args.reference else None)
+    options = {k: v for k, v in (("quality", args.quality), ("vibrancy", args.vibrancy),
+                                 ("palette", args.palette)) if v is not None}
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads {args.threads}: give 1 or more")
     manifest = None
@@ -48,6 +51,14 @@ def colorize_files(args) -> int:
             manifest.close()
 
 
+def hex_colour(text: str) -> list[int]:
+    """'#1e90ff' or '1e90ff' -> [30, 144, 255]."""
+    digits = text.removeprefix("#")
+    if len(digits) != 6 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a colour as RRGGBB hex digits, e.g. 1e90ff")
+    return [int(digits[i:i + 2], 16) for i in (0, 2, 4)]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinct", description="Photo colorization from a few colour strokes.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--quality", choices=["final", "preview"], help="optimization engine only")
     col.add_argument("--vibrancy", type=float,
                      help="learned engine only: 0 (muted) .. 1 (bold); default 0.65 without hints")
+    col.add_argument("--reference", metavar="REF",
+                     help="a colour photo whose colours to take, for every photo (default: NAME.ref.* beside each)")
+    col.add_argument("--palette", nargs="+", type=hex_colour, metavar="RRGGBB",
+                     help="learned engine only: colours to steer towards, e.g. 1e90ff f4a460")
     col.add_argument("--cluster", metavar="ADDRESS",
                      help="colorize on a Ray cluster: auto, HOST:PORT or ray://HOST:PORT "
                      "(needs pip install 'tinct[cluster]'; see docs/cluster.md)")

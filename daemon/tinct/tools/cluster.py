@@ -15,6 +15,7 @@ import logging
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 from .batch import Job, Outcome, Runner, colorize_job, reason, write_atomically
 
@@ -23,7 +24,7 @@ INSTALL = ("--cluster needs Ray, which is not installed here: pip install 'tinct
 RETRIES = 3  # reruns of a photo whose worker or node died, before it is recorded as failed
 
 
-def connect(address: str):
+def connect(address: str) -> ModuleType:
     """Ray, connected to the cluster at `address` ("auto", "HOST:PORT" or "ray://HOST:PORT")."""
     try:
         import ray
@@ -76,7 +77,7 @@ def results(address: str, engine: str, device: str | None, options: dict, thread
     return run
 
 
-def _dispatch(ray, jobs: list[Job], engine: str, device: str | None, options: dict,
+def _dispatch(ray: ModuleType, jobs: list[Job], engine: str, device: str | None, options: dict,
               threads: int) -> Iterator[Outcome]:
     gpus = device == "cuda" or (device is None and ray.cluster_resources().get("GPU", 0) >= 1)
 
