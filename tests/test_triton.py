@@ -165,7 +165,7 @@ def test_whole_solves_through_triton_match_the_c_kernels(triton, monkeypatch, qu
     """Every native loop of a solve through the Triton kernels (setup, GCR or CG, K-cycle or V-cycle, the
     fused residual restriction), three levels deep, against the same solve through the C loops."""
     monkeypatch.setattr(multigrid, "DENSE_MAX", 64)
-    y, ab, weight = photo(33, 41)
+    y, ab, weight = photo(29, 33)
     ref, ref_info = c_path(monkeypatch, lambda: levin.solve_ab(y, ab, weight, quality=quality))
     out, info = levin.solve_ab(*on(y, ab, weight), quality=quality)
     assert out.device.type == DEVICE.type
