@@ -170,8 +170,11 @@ def test_whole_solves_through_triton_match_the_c_kernels(triton, monkeypatch, qu
     out, info = levin.solve_ab(*on(y, ab, weight), quality=quality)
     assert out.device.type == DEVICE.type
     assert info["levels"] == ref_info["levels"] >= 3 and info["converged"] and ref_info["converged"]
-    assert abs(info["iterations"] - ref_info["iterations"]) <= 1
-    torch.testing.assert_close(out.cpu(), ref, atol=0.05, rtol=0)
+    if EXACT:  # the same arithmetic, so the same iterates (up to the order of float64 sums)
+        assert info["iterations"] == ref_info["iterations"]
+        torch.testing.assert_close(out.cpu(), ref, atol=0.05, rtol=0)
+    else:  # on CUDA the K-cycle always takes both steps: another preconditioner, the same stopping rule
+        torch.testing.assert_close(out.cpu(), ref, atol=levin.ERROR_TOL, rtol=0)
 
 
 def test_cpu_path_does_not_import_triton():
