@@ -36,7 +36,7 @@ class Replayed:
         torch.cuda.current_stream(r.device).wait_stream(side)
         self.input = r.clone()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # tinctd's other threads go on
             self.output = self.cycle(self.input)
         self.graph = graph
         return out
