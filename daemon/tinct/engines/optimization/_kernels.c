@@ -264,6 +264,52 @@ static void affinities(float *wt, const float *y, const float *params, Py_ssize_
         }
 }
 
+/* The proxy's colour brought to full size (the `live` quality): out (C, H, W) at each fine pixel
+ * is its 2x2 nearest proxy pixels' values (small (C, h, w), h = ceil(H/f)), weighted bilinearly
+ * and by how close each one's lightness (guide_small (h, w)) is to the pixel's own (guide
+ * (H, W)): exp(-(dL)^2 * params[0]).  Joint bilateral upsampling (Kopf et al. 2007), so colour
+ * edges fall on the full-resolution lightness edges.  Where every neighbour's lightness is far
+ * off, the plain bilinear weights decide. */
+static void upsample(float *out, const float *small, const float *guide, const float *guide_small,
+                     const float *params, Py_ssize_t nc, Py_ssize_t H, Py_ssize_t W, int f, int threads) {
+    const Py_ssize_t h = (H + f - 1) / f, w = (W + f - 1) / f, n = H * W, m = h * w;
+    const float range = params[0];
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (Py_ssize_t y = 0; y < H; y++) {
+        float py = (y + 0.5f) / f - 0.5f;
+        if (py < 0.f) py = 0.f;
+        Py_ssize_t i0 = (Py_ssize_t)py;
+        if (i0 > h - 1) i0 = h - 1;
+        const Py_ssize_t i1 = i0 + 1 < h ? i0 + 1 : h - 1;
+        const float ty = py - i0 > 1.f ? 1.f : py - i0;
+        for (Py_ssize_t x = 0; x < W; x++) {
+            float px = (x + 0.5f) / f - 0.5f;
+            if (px < 0.f) px = 0.f;
+            Py_ssize_t j0 = (Py_ssize_t)px;
+            if (j0 > w - 1) j0 = w - 1;
+            const Py_ssize_t j1 = j0 + 1 < w ? j0 + 1 : w - 1;
+            const float tx = px - j0 > 1.f ? 1.f : px - j0;
+            const Py_ssize_t q[4] = {i0 * w + j0, i0 * w + j1, i1 * w + j0, i1 * w + j1};
+            const float lin[4] = {(1 - ty) * (1 - tx), (1 - ty) * tx, ty * (1 - tx), ty * tx};
+            const float g = guide[y * W + x];
+            float wt[4], total = 0.f;
+            for (int k = 0; k < 4; k++) {
+                const float d = g - guide_small[q[k]];
+                wt[k] = lin[k] * expf(-d * d * range);
+                total += wt[k];
+            }
+            if (!(total > 1e-20f)) {
+                total = 1.f;
+                for (int k = 0; k < 4; k++) wt[k] = lin[k];
+            }
+            for (Py_ssize_t ch = 0; ch < nc; ch++) {
+                const float *s = small + ch * m;
+                out[ch * n + y * W + x] = (wt[0] * s[q[0]] + wt[1] * s[q[1]] + wt[2] * s[q[2]] + wt[3] * s[q[3]]) / total;
+            }
+        }
+    }
+}
+
 /* Every entry point takes five addresses, C, H, W, a flag and a thread count. */
 static int parse(PyObject *args, void **p, Py_ssize_t *dims, int *flag, int *threads) {
     Py_ssize_t a[5];
@@ -309,6 +355,9 @@ ENTRY(affinities, , affinities(p[0], p[1], p[2], H, W, threads))
 ENTRY(dots, AT_MOST_MAX_VECS, dots(p[0], p[1], p[2], (Py_ssize_t)p[3], C, H * W, threads))
 /* combine(u, vecs (int64 addresses), coef_float32 (m, C), m, 0, C, H, W, 0, threads) */
 ENTRY(combine, AT_MOST_MAX_VECS, combine(p[0], p[1], p[2], (Py_ssize_t)p[3], C, H * W, threads))
+/* upsample(out, small, guide, guide_small, params (float32: 1 / (2 sigma^2)), C, H, W, factor, threads) */
+ENTRY(upsample, if (flag < 1) return PyErr_Format(PyExc_ValueError, "factor must be >= 1");,
+      upsample(p[0], p[1], p[2], p[3], p[4], C, H, W, flag, threads))
 
 static PyMethodDef methods[] = {
     {"residual", py_residual, METH_VARARGS, "y = b - A x, or A x when b is 0."},
@@ -319,6 +368,7 @@ static PyMethodDef methods[] = {
     {"affinities", py_affinities, METH_VARARGS, "The Levin weights of a lightness image."},
     {"dots", py_dots, METH_VARARGS, "Inner products of one vector with m others, in double."},
     {"combine", py_combine, METH_VARARGS, "u -= sum_i coef_i v_i."},
+    {"upsample", py_upsample, METH_VARARGS, "Joint bilateral upsampling of a proxy by its lightness."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -236,3 +236,27 @@ def combine(u: torch.Tensor, vs: list[torch.Tensor], coef: torch.Tensor) -> torc
     assert _kernels is not None  # the callers checked fused()
     _kernels.combine(u.data_ptr(), addresses.data_ptr(), coef.data_ptr(), len(vs), 0, nc, h, w, 0, _threads())
     return u
+
+
+def cpu_fused(*tensors: torch.Tensor) -> bool:
+    """Whether the C extension itself can take these tensors (CPU float32, contiguous), for the
+    kernels that have no Triton twin (`upsample`)."""
+    return _kernels is not None and all(
+        t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
+
+
+def upsample(out: torch.Tensor, small: torch.Tensor, guide: torch.Tensor, guide_small: torch.Tensor,
+             factor: int, range_scale: float) -> torch.Tensor:
+    """out (C, H, W) = small (C, ceil(H/f), ceil(W/f)) upsampled by `factor`, each fine pixel's 2x2
+    nearest proxy pixels weighted bilinearly and by exp(-(guide - guide_small)^2 * range_scale)
+    (joint bilateral upsampling).  CPU only: callers check `cpu_fused`."""
+    h, w = guide.shape
+    hs, ws = -(-h // factor), -(-w // factor)
+    nc = _grid(out, h, w, "out")
+    _check(tuple(small.shape) == (nc, hs, ws), f"small is {tuple(small.shape)}, not ({nc}, {hs}, {ws})")
+    _check(tuple(guide_small.shape) == (hs, ws), f"guide_small is {tuple(guide_small.shape)}, not ({hs}, {ws})")
+    params = torch.tensor([range_scale], dtype=torch.float32)  # kept alive while the kernel reads it
+    assert _kernels is not None  # the callers checked cpu_fused()
+    _kernels.upsample(out.data_ptr(), small.data_ptr(), guide.data_ptr(), guide_small.data_ptr(), params.data_ptr(),
+                      nc, h, w, factor, _threads())
+    return out
