@@ -7,12 +7,14 @@ reached only through their registry, tinct.engines.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
 from .color import hints as hintlayer
 from .color import lab, pixels
-from .engines import ENGINES, ModelNotInstalled, default_device, get_engine
+from .engines import ENGINES, ModelNotInstalled, default_device, get_engine, transfer
 
 __all__ = ["colorize", "suggest_colors", "prepare", "ENGINES", "ModelNotInstalled", "default_device", "get_engine"]
 
@@ -32,7 +34,8 @@ def prepare(image: np.ndarray, hints: np.ndarray | None, device=None):
 
 
 def colorize(image: np.ndarray, hints: np.ndarray | None = None, engine: str = "optimization",
-             device=None, **options) -> np.ndarray:
+             device=None, reference: np.ndarray | None = None, swatches: Sequence = (),
+             palette: Sequence | np.ndarray | None = None, **options) -> np.ndarray:
     """Colorize `image` (numpy, uint8/uint16/float 0..1; grey, grey+alpha, RGB or RGBA).
 
     `hints` is an RGBA layer of the same size whose painted pixels (alpha > 0)
@@ -40,11 +43,30 @@ def colorize(image: np.ndarray, hints: np.ndarray | None = None, engine: str = "
     lightness and alpha, except that grey becomes RGB (colour needs three
     channels).  Options go to the engine: `quality` ("final" or "preview"),
     `edge_sensitivity` for optimization; `vibrancy` for learned.
+
+    `reference` is a colour photo (RGB or RGBA, any size) whose colours are transferred
+    (tinct.engines.reference); `swatches` pairs of rectangles ((x0, y0, x1, y1) in the
+    reference, (x0, y0, x1, y1) in the photo) restrict where each part takes colour from;
+    `palette` sRGB colours (K, 3) 0..255 steer the learned engine (default with a reference:
+    the reference's histogram).  The user's hints win where they are painted.
     """
     eng = get_engine(engine)
     decoded, L, hint_ab, hint_weight = prepare(image, hints, device)
+    guidance = transfer()
+    steer = None if palette is None else guidance.palette_of(palette, L.device)
     with torch.no_grad():
-        ab = eng.predict_ab(L, hint_ab, hint_weight, **options)
+        if reference is not None:
+            ref = guidance.load_reference(reference, L.device)
+            pairs = [guidance.swatch_of(s) for s in swatches]
+            ab = guidance.predict_ab(eng, L, hint_ab, hint_weight, ref, pairs, steer, **options)
+        elif swatches:
+            raise ValueError("swatches pair rectangles of a reference with the photo's; give a reference too")
+        elif steer is not None:
+            if "palette" not in eng.OPTIONS:
+                raise ValueError("a palette steers the learned engine's colours; use engine='learned'")
+            ab = eng.predict_ab(L, hint_ab, hint_weight, palette=steer, **options)
+        else:
+            ab = eng.predict_ab(L, hint_ab, hint_weight, **options)
         rgb = lab.lab_to_srgb_keep_l(L, ab)
     return pixels.encode(rgb, decoded)
 

@@ -60,7 +60,7 @@ OWNER_BYTES = 16  # the leading bytes of this client's routing ids that tinctd f
 LAYOUTS = {"GRAY": 1, "GRAYA": 2, "RGB": 3, "RGBA": 4, "BGRA": 4}
 RESULT_LAYOUTS = {"GRAY": "RGB", "GRAYA": "RGBA"}  # what comes back for these (colour needs three channels)
 SAMPLE_BYTES = {"u8": 1, "u16": 2, "f32": 4}
-BLOBS = ("pixels", "hints", "selection")  # binary fields: frames of their own, or in shared memory
+BLOBS = ("pixels", "hints", "selection", "reference")  # binary fields: frames of their own, or in shared memory
 START_WAIT = 60.0    # seconds a freshly started tinctd gets to load its engines
 PROBE_EVERY = 0.5    # seconds between "how is my request going" questions while one runs
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -224,13 +224,17 @@ class Client:
 
     def colorize(self, *, width, height, layout, sample, pixels, hints=None, hints_layout="RGBA",
                  hints_sample="u8", engine="optimization", options=None, selection=None, document=None,
-                 request_id=None, progress=None) -> dict:
+                 request_id=None, progress=None, guidance=None) -> dict:
         """Colorize one layer; see docs/protocol.md for the fields and the reply.
+
+        guidance: the optional colour guidance fields (hello's features has "reference"): reference
+        (bytes, travelling like the layer) with reference_width/height/layout/sample, swatches, palette.
 
         progress: called about twice a second while the daemon works, with the fraction done
         (0..1, an estimate; 0 while queued)."""
         message = self._layer_message("colorize", width, height, layout, sample, pixels, hints, hints_layout,
                                       hints_sample, engine, options, selection, document, request_id)
+        message.update(guidance or {})
         return self._job(message, progress)
 
     def suggest(self, *, width, height, layout, sample, pixels, hints=None, hints_layout="RGBA",

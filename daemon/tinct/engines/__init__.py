@@ -8,6 +8,7 @@ itself imports no torch: the wire protocol reads `QUALITIES` from it.
 - `optimization/`: Levin et al. 2004 solved with multigrid-preconditioned Krylov methods
   (`levin`, `multigrid`, `krylov`, `stencil`, and `kernels`, the doorway to the C loops).
 - `learned/`: the hint network (`net`) run small and brought to full size edge-aware (`engine`).
+- `reference`: colour from a reference photo or a palette (Welsh et al. 2002) for either engine.
 """
 from __future__ import annotations
 
@@ -46,6 +47,11 @@ def get_engine(name: str):
     if name not in _loaded:
         _loaded[name] = engine_class(name)()
     return _loaded[name]
+
+
+def transfer():
+    """tinct.engines.reference (colour from a reference photo or a palette, for any engine), imported on first use."""
+    return importlib.import_module("tinct.engines.reference")
 
 
 def default_device(device=None):

@@ -150,7 +150,7 @@ class Daemon:
         info = {"version": P.VERSION, "tinct": __version__, "engines": engines,
                 "models": {k: v for k, v in models.items() if v}, "devices": devices, "device": str(self.device),
                 "limits": {"max_pixels": self.max_pixels, "max_bytes": self.max_bytes, "max_queued": MAX_QUEUED},
-                "layouts": list(P.LAYOUTS), "samples": list(P.SAMPLES),
+                "layouts": list(P.LAYOUTS), "samples": list(P.SAMPLES), "features": list(P.FEATURES),
                 "authenticated": "curve" if self.endpoint.startswith("tcp://") else "private socket",
                 "defaults": defaults()}
         folder = self.shared_memory()
@@ -208,7 +208,8 @@ class Daemon:
             task.waiters.append(identity)
             return
         shared = job.shared
-        size = sum(len(b) for b in (job.image.data, job.hints and job.hints.data, job.selection) if b is not None)
+        size = sum(len(b) for b in (job.image.data, job.hints and job.hints.data, job.selection,
+                                    job.reference and job.reference.data) if b is not None)
         count, held = self.worker.load()
         if count >= MAX_QUEUED or held + size > self.max_queued_bytes:
             raise P.ProtocolError("busy", f"tinctd already has {count} requests waiting; try again in a moment")

@@ -83,7 +83,7 @@ def call_engine(job: P.Colorize, decoded: Decoded, device, callback: Callable | 
     options = dict(decoded.options)
     if callback is not None and "callback" in decoded.engine.OPTIONS:
         options["callback"] = callback
-    return tinct.colorize(decoded.image, decoded.hints, engine=job.engine, device=device, **options)
+    return tinct.colorize(decoded.image, decoded.hints, engine=job.engine, device=device, **options, **job.guidance())
 
 
 def run(job: P.Colorize, decoded: Decoded, device, callback: Callable | None = None) -> tuple[Any, Any, str | None]:

@@ -24,7 +24,13 @@ HINT_LAYOUTS = ("RGBA", "BGRA")
 SAMPLES = {"u8": np.dtype(np.uint8), "u16": np.dtype(np.uint16), "f32": np.dtype(np.float32)}
 ERRORS = ("bad_request", "too_large", "unsupported", "busy", "cancelled", "internal")
 REQUESTS = ("hello", "colorize", "suggest", "cancel", "status")
-BLOBS = ("pixels", "hints", "selection")  # binary fields: frames of their own, or in a shared-memory file
+BLOBS = ("pixels", "hints", "selection", "reference")  # binary fields: frames of their own, or in shared memory
+# Optional parts of version 2 a tinctd understands, listed in its hello (an older one ignores unknown fields):
+# "reference" = the colour reference photo with its swatches, and the palette (docs/protocol.md).
+FEATURES = ("reference",)
+REFERENCE_LAYOUTS = ("RGB", "RGBA", "BGRA")
+MAX_SWATCHES = 64
+MAX_PALETTE = 256
 NUMBER_OPTIONS = {"vibrancy": (0.0, 1.0), "edge_sensitivity": (0.01, 100.0)}  # inclusive ranges
 HEADER_BYTES = 1 << 16  # a header is a few hundred bytes; anything longer is not one of ours
 MAX_DEPTH = 4           # maps and lists inside the header: ours nest two deep ("shm": {"in": [fd, ino]})
@@ -82,8 +88,9 @@ def depth(value: object, limit: int = MAX_DEPTH) -> int:
 
 
 def max_message_bytes(max_pixels: int) -> int:
-    """Largest request worth reading: an RGBA f32 layer, an RGBA f32 hints layer, a selection."""
-    return max_pixels * (16 + 16 + 1) + HEADER_BYTES
+    """Largest request worth reading: an RGBA f32 layer, an RGBA f32 hints layer, a selection, an RGBA f32
+    reference."""
+    return max_pixels * (16 + 16 + 1 + 16) + HEADER_BYTES
 
 
 def pack(message: dict) -> bytes:
@@ -337,6 +344,9 @@ class Colorize:
     x: int = 0
     y: int = 0
     k: int = 8
+    reference: Layer | None = None
+    swatches: list | tuple = ()  # [[rx0, ry0, rx1, ry1, px0, py0, px1, py1], ...]
+    palette: list | None = None                   # [[r, g, b], ...] 0..255
 
     @property
     def key(self) -> tuple[bytes, str]:
@@ -352,9 +362,11 @@ class Colorize:
     def signature(self) -> tuple:
         """What a resend must repeat: everything but the bytes themselves (too costly to compare)."""
         hints = self.hints and (self.hints.layout, self.hints.sample)
+        reference = self.reference and (self.reference.width, self.reference.height, self.reference.layout,
+                                        self.reference.sample)
         return (self.type, self.image.width, self.image.height, self.image.layout, self.image.sample, hints,
                 self.selection is not None, self.engine, sorted(self.options.items()), self.document,
-                self.x, self.y, self.k)
+                self.x, self.y, self.k, reference, self.swatches, self.palette)
 
     def attach(self, view: memoryview) -> None:
         """Point every SharedBlob at its bytes in `view`, the shared file's content."""
@@ -364,7 +376,19 @@ class Colorize:
         self.image.data = resolve(self.image.data)
         if self.hints is not None:
             self.hints.data = resolve(self.hints.data)
+        if self.reference is not None:
+            self.reference.data = resolve(self.reference.data)
         self.selection = resolve(self.selection)
+
+    def guidance(self) -> dict:
+        """tinct.colorize's reference, swatches and palette arguments, as far as the request gives them."""
+        found: dict[str, Any] = {}
+        if self.reference is not None:
+            found["reference"] = self.reference.rgba()
+            found["swatches"] = [(s[:4], s[4:]) for s in self.swatches]
+        if self.palette is not None:
+            found["palette"] = self.palette
+        return found
 
     def selection_mask(self) -> np.ndarray | None:
         if self.selection is None:
@@ -396,11 +420,45 @@ def parse_job(message: dict, max_pixels: int, engines: Collection[str]) -> Color
     job = Colorize(id=field(message, "id", str), client=b"", document=field(message, "document", str, required=False),
                    image=image, hints=hints,
                    selection=selection, engine=engine, options=options, shared=message.get("shm"), type=kind)
+    job.reference, job.swatches, job.palette = guidance(message, max_pixels)
     if kind == "suggest":
         job.x, job.y, job.k = field(message, "x", int), field(message, "y", int), field(message, "k", int, False, 8)
         if not (0 <= job.x < width and 0 <= job.y < height) or not 1 <= job.k <= 64:
             raise bad(f"the point ({job.x}, {job.y}) must lie in the {width}x{height} layer and k={job.k} be 1..64")
     return job
+
+
+def whole_numbers(value: object, count: int, low: int, high: int) -> bool:
+    return (isinstance(value, list) and len(value) == count
+            and all(isinstance(n, int) and not isinstance(n, bool) and low <= n <= high for n in value))
+
+
+def guidance(message: dict, max_pixels: int) -> tuple[Layer | None, list, list | None]:
+    """The optional colour guidance of a colorize request: a reference photo (`reference` with
+    `reference_width`, `reference_height`, `reference_layout`, `reference_sample`), its `swatches`
+    and a `palette`.  Pixel values themselves (grey, transparent) are judged by tinct.colorize."""
+    reference = None
+    if message.get("reference") is not None:
+        rw, rh = field(message, "reference_width", int), field(message, "reference_height", int)
+        if rw <= 0 or rh <= 0:
+            raise bad(f"the reference size {rw}x{rh} is empty")
+        if rw * rh > max_pixels:
+            raise ProtocolError("too_large", f"the reference is {rw * rh / 1e6:.3g} megapixels; this tinctd accepts "
+                                             f"at most {max_pixels / 1e6:.3g} (tinctd --max-megapixels)")
+        if field(message, "reference_layout", str, required=False, default="RGBA") in ("GRAY", "GRAYA"):
+            raise bad("the reference is a grey layer: it has no colour to transfer; send a colour photo")
+        reference = layer(message, "reference", rw, rh, REFERENCE_LAYOUTS)
+    swatches = field(message, "swatches", list, required=False, default=[])
+    if swatches and reference is None:
+        raise bad("swatches pair rectangles of a reference with the layer's; send the reference too")
+    if len(swatches) > MAX_SWATCHES or not all(whole_numbers(s, 8, 0, 1 << 31) for s in swatches):
+        raise bad(f"'swatches' must be at most {MAX_SWATCHES} lists of 8 whole numbers: a rectangle "
+                  "x0, y0, x1, y1 in the reference, then one in the layer")
+    palette = field(message, "palette", list, required=False)
+    if palette is not None and (not 1 <= len(palette) <= MAX_PALETTE
+                                or not all(whole_numbers(c, 3, 0, 255) for c in palette)):
+        raise bad(f"'palette' must be 1 to {MAX_PALETTE} colours, each [r, g, b] with whole numbers 0..255")
+    return reference, swatches, palette
 
 
 def output_layout(layout: str) -> str:

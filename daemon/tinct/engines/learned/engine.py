@@ -32,6 +32,9 @@ AUTO_TEMPERATURE = 0.38   # Zhang et al. 2016's annealed mean for the automatic 
 DEFAULT_VIBRANCY = (1.0 - AUTO_TEMPERATURE) / 0.95
 PRIOR_WEIGHT = 1e-5       # pull towards the network's colours where strokes do not reach (validation slice)
 AUTO_PRIOR_WEIGHT = 1.0   # with no hints the network is all there is: keep its colours, only align edges
+PALETTE_SPREAD = 15.0     # ab distance over which a palette colour lends its weight to the bins around it
+PALETTE_STRENGTH = 1.0    # exponent of the palette density multiplying the distribution
+PALETTE_FLOOR = 0.05      # relative density every bin keeps, however far from the palette
 
 
 def temperature(vibrancy: float) -> float:
@@ -65,10 +68,20 @@ def load(path: Path):
     return model.eval(), blob["bins"].float(), {k: v for k, v in blob.items() if k not in ("state", "bins")}
 
 
+def steer(logits, bins, palette_ab, palette_weight):
+    """Logits (Q, h, w) reweighted towards a palette, the global-hint idea of Zhang et al. 2017 without
+    retraining: each bin's probability times a kernel density of the palette's colours (ab (K, 2),
+    weight (K,)), floored so that colours far from the palette stay possible (and grey, always)."""
+    d2 = torch.cdist(bins.to(palette_ab.dtype), palette_ab) ** 2                        # (Q, K)
+    density = (palette_weight[None, :] * torch.exp(-d2 / (2 * PALETTE_SPREAD ** 2))).sum(1)
+    density = density / density.max().clamp_min(1e-12)
+    return logits + PALETTE_STRENGTH * torch.log(density + PALETTE_FLOOR).to(logits.dtype)[:, None, None]
+
+
 class LearnedEngine:
     name = "learned"
     DEFAULT_QUALITY = "final"
-    OPTIONS = {"vibrancy", "quality", "max_side", "prior_weight", "callback"}
+    OPTIONS = {"vibrancy", "quality", "max_side", "prior_weight", "palette", "callback"}
 
     def __init__(self, path: Path | None = None):
         self.model, self.bins, self.meta = load(path or model_path())
@@ -91,27 +104,37 @@ class LearnedEngine:
         ab = lab.denormalize_ab(pred[0, :, :size[0], :size[1]])
         return ab, logits[0], size
 
-    def predict_ab(self, L, hint_ab, hint_weight, vibrancy=None, quality=DEFAULT_QUALITY, max_side=512,
-                   prior_weight=None,
-                   callback=None, **unknown):
-        """ab (2,H,W).  `vibrancy` (0..1) decodes the colour distribution at that boldness instead
-        of taking the regression head (the automatic case always decodes, by default at
-        DEFAULT_VIBRANCY); `prior_weight` is how strongly the solve keeps the network's colours against the
-        strokes' spread (default: PRIOR_WEIGHT with strokes, AUTO_PRIOR_WEIGHT without)."""
-        if unknown:
-            raise ValueError(f"unknown option(s) for the learned engine: {', '.join(sorted(unknown))}")
+    def network_prior(self, L, hint_ab, hint_weight, vibrancy=None, max_side=512, palette=None):
+        """The network's colours (2, h, w) at working size and the solve's default weight on them.
+
+        `vibrancy` (0..1) decodes the colour distribution at that boldness instead of taking the
+        regression head; the automatic case and a `palette` always decode (by default at
+        DEFAULT_VIBRANCY).  `palette` is (ab (K, 2), weight (K,)) colours to steer towards (steer)."""
         ab, logits, size = self.network(L, hint_ab, hint_weight, max_side)
         automatic = not bool((hint_weight > 0).any())
-        if prior_weight is None:
-            prior_weight = AUTO_PRIOR_WEIGHT if automatic else PRIOR_WEIGHT
-        if vibrancy is None and automatic:
+        if vibrancy is None and (automatic or palette is not None):
             vibrancy = DEFAULT_VIBRANCY
         if vibrancy is not None:
-            dist = net.decode(logits[None], self.bins.to(L.device), temperature(float(vibrancy)))
+            bins = self.bins.to(L.device)
+            if palette is not None:
+                logits = steer(logits, bins, *palette)
+            dist = net.decode(logits[None], bins, temperature(float(vibrancy)))
             # the logits cover the padded input at 1/4 scale: upsample 4x, then drop the padding
             ab = F.interpolate(dist, scale_factor=4, mode="bilinear", align_corners=False)[0][..., :size[0], :size[1]]
+        return ab, AUTO_PRIOR_WEIGHT if automatic else PRIOR_WEIGHT
+
+    def predict_ab(self, L, hint_ab, hint_weight, vibrancy=None, quality=DEFAULT_QUALITY, max_side=512,
+                   prior_weight=None, palette=None,
+                   callback=None, **unknown):
+        """ab (2,H,W): the network's colours (network_prior) spread to full size by the Levin solve;
+        `prior_weight` is how strongly the solve keeps them against the strokes' spread (default:
+        PRIOR_WEIGHT with strokes, AUTO_PRIOR_WEIGHT without)."""
+        if unknown:
+            raise ValueError(f"unknown option(s) for the learned engine: {', '.join(sorted(unknown))}")
+        ab, default_weight = self.network_prior(L, hint_ab, hint_weight, vibrancy, max_side, palette)
         prior = F.interpolate(ab[None], size=L.shape[-2:], mode="bilinear", align_corners=False)[0]
-        out, _ = levin.solve_ab(L, hint_ab, hint_weight, prior_ab=prior, prior_weight=float(prior_weight),
+        weight = default_weight if prior_weight is None else float(prior_weight)
+        out, _ = levin.solve_ab(L, hint_ab, hint_weight, prior_ab=prior, prior_weight=weight,
                                 quality=quality, callback=callback)
         return out
 
