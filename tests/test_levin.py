@@ -186,7 +186,7 @@ def test_final_follows_one_way_couplings_where_the_symmetric_form_leaks():
     args = (torch.tensor(y * 100)[None].float(), ab.float(), weight.float())
     final, info = levin.solve_ab(*args)
     preview, _ = levin.solve_ab(*args, quality="preview")
-    assert info["converged"] and info["error"] <= levin.ERROR_TOL
+    assert info["converged"] and info["error"] <= levin.ERROR_TOL["final"]
     assert np.abs(final.numpy() - expect).max() < 1.0
     assert np.abs(preview.numpy() - expect).max() > 5.0
 
@@ -395,7 +395,8 @@ def test_strips_match_a_direct_dense_solve(monkeypatch, shape, quality):
     ab, weight = end_strokes(h, w)
     ab[:, h // 2, w // 2], weight[0, h // 2, w // 2] = torch.tensor([-30.0, 0.0]), 1  # a third stroke inside
     ours, info = levin.solve_ab(light, ab, weight, quality=quality, tol=1e-7, max_iter=300)
-    assert info["converged"] and (info["iterations"] == 1 or min(shape) > multigrid.COARSEST)
+    # exact at once: final's nested start already is the answer, preview's first step
+    assert info["converged"] and (info["iterations"] <= 1 or min(shape) > multigrid.COARSEST)
     y = light[0].double().numpy() / 100
     fixed = weight[0].numpy().reshape(-1) > 0
     hint = ab.double().numpy().reshape(2, -1)
@@ -427,7 +428,7 @@ def test_long_strips_carry_colour_from_end_to_end(shape, quality):
         out, info = levin.solve_ab(strip_lightness(h, w, lambda t: 5 * torch.sin(20 * t)), ab, weight, quality=quality)
         assert info["converged"] and info["iterations"] <= (1 if exact else 4)
         answers.append(out if w >= h else out.transpose(1, 2))
-    torch.testing.assert_close(answers[1], answers[0], atol=1e-3 if exact else levin.ERROR_TOL, rtol=0)
+    torch.testing.assert_close(answers[1], answers[0], atol=1e-3 if exact else levin.ERROR_TOL["final"], rtol=0)
     line = answers[0][:, 0, :]  # (2, n) along the strip
     torch.testing.assert_close(line[:, 0], torch.tensor(RED), atol=1e-2, rtol=0)
     torch.testing.assert_close(line[:, -1], torch.tensor(BLUE), atol=1e-2, rtol=0)

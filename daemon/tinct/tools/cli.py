@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("-o", "--output", help="output file (one photo) or folder (several); "
                      "default NAME.colorized.EXT beside each photo")
     col.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
-    col.add_argument("--quality", choices=["final", "preview"], help="optimization engine only")
+    col.add_argument("--quality", choices=["final", "preview", "live"], help="optimization engine only")
     col.add_argument("--vibrancy", type=float,
                      help="learned engine only: 0 (muted) .. 1 (bold); default 0.65 without hints")
     col.add_argument("--reference", metavar="REF",

@@ -37,7 +37,7 @@ import torch
 
 from tinct.engines import QUALITIES
 
-from . import graphs, kernels, krylov
+from . import graphs, kernels, krylov, proxy
 from .kernels import fused
 from .multigrid import Multigrid
 from .stencil import OFFSETS, Stencil, opposite, pad1, shifted
@@ -45,12 +45,14 @@ from .stencil import OFFSETS, Stencil, opposite, pad1, shifted
 MIN_VARIANCE = 2e-6     # the authors' floor on the window variance
 WEIGHT_FLOOR = 1e-6     # float32 exp underflows to 0 and would cut hint-free regions off
 FIXED = 1.0 - 1e-6      # hint weight from which a pixel's colour is fixed outright
-TOL = {"final": 1e-3, "preview": 1e-4}  # relative residual
+TOL = {"final": 1e-3, "preview": 1e-4, "live": 1e-2}  # relative residual
 # `final` also wants no pixel's colour to move by more than this (ab units) in a further step.
 # That estimate (M^-1 r) runs 3-5 times below the true error on megapixel photos, so 1 keeps the
 # worst 0.1 % of pixels within a few ab units of the authors' answer (benchmarks/levin.py).
-ERROR_TOL = 1.0
-MAX_ITER = {"final": 40, "preview": 200}
+ERROR_TOL = {"final": 1.0}
+# `live` solves its proxy loosely: the nested start and a V-cycle step or two (`final` replaces it).
+MAX_ITER = {"final": 40, "preview": 200, "live": 2}
+LIVE_DENSE_MAX = 512  # `live` coarsens further than `final`, to skip most of the dense inverse's cost
 STRIP = 16  # an image with a side this short is a strip, solved in float64 (see solve_ab)
 
 
@@ -142,6 +144,11 @@ def solve_ab(lightness: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.
     if quality not in QUALITIES:
         raise ValueError(f"quality must be one of {QUALITIES}, not {quality!r}")
     start = time.perf_counter()
+    if quality == "live" and proxy.factor(lightness.shape[-2:]) > 1 and min(lightness.shape[-2:]) > 4 * STRIP:
+        ab, info = _live(lightness, hint_ab, hint_weight, prior_ab, prior_weight, edge_sensitivity, tol, max_iter,
+                         callback)
+        info["seconds"] = time.perf_counter() - start
+        return ab, info
     # A strip is a chain of pixels up to millions long whose far end is tied to a stroke only ~1/n^2
     # strongly: float32's rounding of each row of W (~1e-7) outweighs that, and the rounded system's
     # answer can swing far outside the strokes' colours, so strips are solved in float64.
@@ -171,10 +178,31 @@ def solve_ab(lightness: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.
         out = krylov.pcg(s.apply, b, torch.zeros_like(b), graphs.preconditioner(mg, b), tol, max_iter, callback)
     else:
         a, b = authors_system(weights, target, kappa, fixed)
-        mg = Multigrid(a, lump=True, kcycle=True)
-        out = krylov.gcr(a.apply, b, torch.zeros_like(b), graphs.preconditioner(mg, b), tol, max_iter,
-                         callback=callback, error_tol=ERROR_TOL)
+        mg = (Multigrid(a, lump=True, kcycle=True) if quality == "final"
+              else Multigrid(a, lump=True, dense_max=LIVE_DENSE_MAX))
+        out = krylov.gcr(a.apply, b, mg.nested(b), graphs.preconditioner(mg, b), tol, max_iter,
+                         callback=callback, error_tol=ERROR_TOL.get(quality))
         info["error"] = out.error
     info.update(levels=mg.levels, iterations=out.iterations, residual=out.residual, converged=out.converged)
     info["seconds"] = time.perf_counter() - start
     return out.x.float(), info
+
+
+def _live(lightness, hint_ab, hint_weight, prior_ab, prior_weight, edge_sensitivity, tol, max_iter, callback):
+    """`live` on a large photo: the same problem shrunk (tinct.engines.optimization.proxy), solved
+    there, and its colour brought back to full size along the photo's own lightness; pixels
+    that strokes fix get their colour exactly again."""
+    f = proxy.factor(lightness.shape[-2:])
+    light = lightness.reshape((1,) + lightness.shape[-2:])
+    alpha = hint_weight.reshape(light.shape)
+    small = proxy.shrink(light, f)
+    small_ab, small_alpha = proxy.shrink_hints(hint_ab, alpha, f)
+    if prior_ab is not None and prior_weight is not None:
+        prior_ab = proxy.shrink(prior_ab, f)
+        if torch.is_tensor(prior_weight):
+            prior_weight = proxy.shrink(prior_weight.reshape(light.shape), f)
+    ab, info = solve_ab(small, small_ab, small_alpha, prior_ab, prior_weight, "live", edge_sensitivity, tol,
+                        max_iter, callback)
+    info["proxy"] = tuple(small.shape[-2:])
+    ab = proxy.upsample(light[0], small[0], ab, f)
+    return torch.where(alpha >= FIXED, hint_ab.to(ab.dtype), ab), info
