@@ -39,7 +39,7 @@ from tinct.engines import QUALITIES
 
 from . import graphs, kernels, krylov, proxy
 from .kernels import fused
-from .multigrid import Multigrid
+from .multigrid import COARSEST, Multigrid, fit
 from .stencil import OFFSETS, Stencil, opposite, pad1, shifted
 
 MIN_VARIANCE = 2e-6     # the authors' floor on the window variance
@@ -52,6 +52,9 @@ TOL = {"final": 1e-3, "preview": 1e-4, "live": 1e-2}  # relative residual
 ERROR_TOL = {"final": 1.0}
 # `live` solves its proxy loosely: the nested start and a V-cycle step or two (`final` replaces it).
 MAX_ITER = {"final": 40, "preview": 200, "live": 2}
+# GCR keeps two (2, H, W) float32 vectors per step until it restarts (16 bytes a pixel each): 8 steps
+# cover a typical photo's final (8-10 steps, the same answer as with 20 on 1 MP Kodak photos).
+RESTART = 8
 LIVE_DENSE_MAX = 512  # `live` coarsens further than `final`, to skip most of the dense inverse's cost
 STRIP = 16  # an image with a side this short is a strip, solved in float64 (see solve_ab)
 
@@ -95,7 +98,7 @@ def _free_couplings(c: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
     free = (~fixed).to(c.dtype)
     h, w = free.shape
     fp = pad1(free)
-    return c * torch.stack([shifted(fp, dy, dx, h, w) for dy, dx in OFFSETS]) * free
+    return torch.stack([shifted(fp, dy, dx, h, w) for dy, dx in OFFSETS]).mul_(free).mul_(c)
 
 
 def _rhs(c: torch.Tensor, target: torch.Tensor, kappa: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
@@ -164,28 +167,34 @@ def solve_ab(lightness: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.
         total = kappa + kp
         target = torch.where(fixed, target, (kappa * target + kp * prior_ab.to(dtype)) / total.clamp_min(1e-12))
         kappa = total
+        del kp, total
     info = {"quality": quality, "iterations": 0, "residual": 0.0}
     if not bool(fixed.any()) and not bool((kappa > 0).any()):
         info["seconds"] = time.perf_counter() - start
         return torch.zeros_like(target, dtype=torch.float32), info
 
     weights = affinities(light, edge_sensitivity)
+    system = symmetric_system if quality == "preview" else authors_system
+    op, b = system(weights, target, kappa, fixed)
+    del weights, light, alpha, target, kappa, fixed  # the solve keeps only its system: memory (issue 15)
+    h, w = op.shape
+    if min(h, w) > COARSEST:  # the multigrid coarsens odd sizes; padded here, it needs no copy of its own
+        op = op.pad_to_odd()
+        b = fit(b, op.shape)
     tol = TOL[quality] if tol is None else tol
     max_iter = MAX_ITER[quality] if max_iter is None else max_iter
     if quality == "preview":
-        s, b = symmetric_system(weights, target, kappa, fixed)
-        mg = Multigrid(s)
-        out = krylov.pcg(s.apply, b, torch.zeros_like(b), graphs.preconditioner(mg, b), tol, max_iter, callback)
+        mg = Multigrid(op)
+        out = krylov.pcg(op.apply, b, torch.zeros_like(b), graphs.preconditioner(mg, b), tol, max_iter, callback)
     else:
-        a, b = authors_system(weights, target, kappa, fixed)
-        mg = (Multigrid(a, lump=True, kcycle=True) if quality == "final"
-              else Multigrid(a, lump=True, dense_max=LIVE_DENSE_MAX))
-        out = krylov.gcr(a.apply, b, mg.nested(b), graphs.preconditioner(mg, b), tol, max_iter,
-                         callback=callback, error_tol=ERROR_TOL.get(quality))
+        mg = (Multigrid(op, lump=True, kcycle=True) if quality == "final"
+              else Multigrid(op, lump=True, dense_max=LIVE_DENSE_MAX))
+        out = krylov.gcr(op.apply, b, mg.nested(b), graphs.preconditioner(mg, b), tol, max_iter,
+                         restart=RESTART, callback=callback, error_tol=ERROR_TOL.get(quality))
         info["error"] = out.error
     info.update(levels=mg.levels, iterations=out.iterations, residual=out.residual, converged=out.converged)
     info["seconds"] = time.perf_counter() - start
-    return out.x.float(), info
+    return out.x[..., :h, :w].float().contiguous(), info
 
 
 def _live(lightness, hint_ab, hint_weight, prior_ab, prior_weight, edge_sensitivity, tol, max_iter, callback):

@@ -143,7 +143,8 @@ def galerkin(a: Stencil, p: Prolongation) -> Stencil:
     ii = torch.arange(hc, device=dev).view(-1, 1) % 3
     jj = torch.arange(wc, device=dev).view(1, -1) % 3
     probes = torch.stack([((ii == pi) & (jj == pj)).to(dt) for pi in range(3) for pj in range(3)])
-    cols = p.restrict(a.apply(p.prolong(probes)))  # (9, hc, wc)
+    # three probes at a time: nine fine-grid images at once would be the set-up's peak memory
+    cols = torch.cat([p.restrict(a.apply(p.prolong(probes[i:i + 3]))) for i in range(0, 9, 3)])  # (9, hc, wc)
 
     def column_entry(dy, dx):
         # Entry (J, J + (dy, dx)) is the probe of J + (dy, dx)'s colour, read at J.
@@ -247,6 +248,8 @@ def _after(t: torch.Tensor, n: int) -> torch.Tensor:
 def fit(x: torch.Tensor, shape) -> torch.Tensor:
     """Zero-pad or crop the last two dimensions to `shape` (odd-size padding between levels)."""
     h, w = shape
+    if tuple(x.shape[-2:]) == (h, w):
+        return x
     x = x[..., :h, :w]
     return torch.nn.functional.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]))
 
