@@ -459,3 +459,26 @@ def test_colorize_colours_strips(shape, quality):
     if n > 1:
         assert line[-1, 2] > line[-1, 0] + 30
     assert (line.max(1) - line.min(1)).min() > 20
+
+
+def test_a_prior_on_every_pixel_is_solved_by_sweeps_alone(monkeypatch):
+    """The learned engine's automatic case (prior weight 1 everywhere) skips the multigrid: the
+    same answer as with it, within final's error goal, and still the authors' system (dense solve)."""
+    n = 60  # more points than DENSE_MAX, so the multigrid has levels
+    rng = np.random.default_rng(3)
+    y = np.clip(tiny_photo(n, n, seed=3) + rng.normal(0, 0.02, (n, n)), 0, 1)
+    light = torch.tensor(y * 100, dtype=torch.float32)[None]
+    prior = torch.tensor(rng.normal(0, 30, (2, n, n)), dtype=torch.float32)
+    ab, weight = hints_for(n, n, {(3, 3): (40, 10)})
+    args = (light, ab.float(), weight.float(), prior, 1.0)
+    swept, info = levin.solve_ab(*args)
+    assert info["levels"] == 1 and info["converged"]
+    monkeypatch.setattr(levin, "DOMINANT", math.inf)
+    cycled, info = levin.solve_ab(*args)
+    assert info["levels"] > 1
+    torch.testing.assert_close(swept, cycled, atol=levin.ERROR_TOL["final"], rtol=0)
+    fixed = weight[0].numpy() > 0
+    a = authors_matrix(y, fixed) + np.diag(np.where(fixed.reshape(-1), 0.0, 1.0))
+    rhs = np.where(fixed.reshape(-1), ab.numpy().reshape(2, -1), prior.double().numpy().reshape(2, -1))
+    expect = np.linalg.solve(a, rhs.T).T.reshape(2, n, n)
+    assert np.abs(swept.numpy() - expect).max() < 1.0

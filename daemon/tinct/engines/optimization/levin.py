@@ -39,7 +39,7 @@ from tinct.engines import QUALITIES
 
 from . import graphs, kernels, krylov, proxy
 from .kernels import fused
-from .multigrid import COARSEST, Multigrid, fit
+from .multigrid import COARSEST, Multigrid, Sweeps, fit
 from .stencil import OFFSETS, Stencil, opposite, pad1, shifted
 
 MIN_VARIANCE = 2e-6     # the authors' floor on the window variance
@@ -55,6 +55,7 @@ MAX_ITER = {"final": 40, "preview": 200, "live": 2}
 # GCR keeps two (2, H, W) float32 vectors per step until it restarts (16 bytes a pixel each): 8 steps
 # cover a typical photo's final (8-10 steps, the same answer as with 20 on 1 MP Kodak photos).
 RESTART = 8
+DOMINANT = 0.5  # a data term this strong on every free pixel (the learned engine's automatic prior is 1)
 LIVE_DENSE_MAX = 512  # `live` coarsens further than `final`, to skip most of the dense inverse's cost
 STRIP = 16  # an image with a side this short is a strip, solved in float64 (see solve_ab)
 
@@ -173,6 +174,8 @@ def solve_ab(lightness: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.
         info["seconds"] = time.perf_counter() - start
         return torch.zeros_like(target, dtype=torch.float32), info
 
+    # every free pixel pulled at least this hard: sweeps alone converge fast (see multigrid.Sweeps)
+    dominant = quality != "preview" and bool((kappa >= DOMINANT).logical_or_(fixed).all())
     weights = affinities(light, edge_sensitivity)
     system = symmetric_system if quality == "preview" else authors_system
     op, b = system(weights, target, kappa, fixed)
@@ -187,7 +190,7 @@ def solve_ab(lightness: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.
         mg = Multigrid(op)
         out = krylov.pcg(op.apply, b, torch.zeros_like(b), graphs.preconditioner(mg, b), tol, max_iter, callback)
     else:
-        mg = (Multigrid(op, lump=True, kcycle=True) if quality == "final"
+        mg = (Sweeps(op) if dominant else Multigrid(op, lump=True, kcycle=True) if quality == "final"
               else Multigrid(op, lump=True, dense_max=LIVE_DENSE_MAX))
         out = krylov.gcr(op.apply, b, mg.nested(b), graphs.preconditioner(mg, b), tol, max_iter,
                          restart=RESTART, callback=callback, error_tol=ERROR_TOL.get(quality))
