@@ -289,6 +289,16 @@ def test_live_mode_colorizes_again_after_a_stroke_in_place(krita):
     assert_hint_colours(result, STROKES + [LIVE_STROKE])
 
 
+def test_live_mode_receives_the_quick_answer_first_and_ends_on_the_full_one(krita):
+    """A Live request asks tinctd for its `live` answer first (a `partial` reply); it reaches the plugin
+    before the full answer to the same request, which is what the layer ends on."""
+    stroke = krita.steps["live_stroke"]
+    (*_, (done_at, quick, request)) = stroke["applied"]
+    assert not quick
+    assert [r for _, r in stroke["partials"]].count(request) == 1, stroke
+    assert next(t for t, r in stroke["partials"] if r == request) <= done_at
+
+
 def test_live_mode_waits_for_a_burst_of_strokes_to_end(krita):
     """Strokes closer together than the debounce make one request, after the last one; its answer,
     which has every stroke of the burst, is what the layer shows."""

@@ -334,6 +334,10 @@ class FakeClient:
 
     def colorize(self, **kwargs):
         self.log.append(("colorize", kwargs["request_id"], kwargs["document"]))
+        if "partial" in kwargs:  # tinctd's quick answer comes first, when it is let out
+            early = self.release.setdefault(kwargs["request_id"] + " partial", threading.Event())
+            assert early.wait(10)
+            kwargs["partial"]({"id": kwargs["request_id"], "quality": "live"})
         gate = self.release.setdefault(kwargs["request_id"], threading.Event())
         assert gate.wait(10)
         if kwargs.get("fail"):
@@ -456,6 +460,42 @@ def test_suggestions_supersede_each_other_without_a_cancel():
     _until(lambda: not runner.running and not runner.waiting)
     assert [(o.tag, o.result) for o in runner.poll()] == [("s3", [(3, 2, 3)])]
     assert log == [("suggest", 1), ("suggest", 3)]
+
+
+def test_a_partial_answer_comes_back_first_and_the_full_one_replaces_it():
+    runner, log, clients = _runner()
+    first = runner.submit("colorize", {}, document="photo", tag="live", partial=True)
+    _release(clients, first + " partial")
+    _until(lambda: runner.finished)
+    (quick,) = runner.poll()
+    assert quick.partial and quick.request_id == first and quick.result == {"id": first, "quality": "live"}
+    assert runner.busy()  # the full answer is still to come
+    _release(clients, first)
+    _until(lambda: not runner.running)
+    (full,) = runner.poll()
+    assert not full.partial and full.result == {"id": first}
+
+    second = runner.submit("colorize", {}, document="photo", tag="live", partial=True)
+    _release(clients, second + " partial")
+    _release(clients, second)
+    _until(lambda: not runner.running)
+    assert [(o.partial, o.request_id) for o in runner.poll()] == [(False, second)]  # unpolled partial: dropped
+
+
+def test_a_partial_answer_is_dropped_when_a_newer_request_waits():
+    runner, log, clients = _runner()
+    first = runner.submit("colorize", {}, document="photo", tag="old", partial=True)
+    _until(lambda: ("colorize", first, "photo") in log)
+    newer = runner.submit("colorize", {}, document="photo", tag="new", partial=True)
+    _until(lambda: ("cancel", first) in log)
+    _release(clients, first + " partial")  # the old request's quick answer arrives after the newer stroke
+    _release(clients, first)
+    _release(clients, newer + " partial")
+    _release(clients, newer)
+    _until(lambda: not runner.running and not runner.waiting)
+    time.sleep(0.05)
+    seen = runner.poll()
+    assert seen and all(o.request_id == newer for o in seen) and seen[-1].partial is False
 
 
 def test_close_closes_idle_clients_now_and_running_ones_when_they_finish():

@@ -224,18 +224,21 @@ class Client:
 
     def colorize(self, *, width, height, layout, sample, pixels, hints=None, hints_layout="RGBA",
                  hints_sample="u8", engine="optimization", options=None, selection=None, document=None,
-                 request_id=None, progress=None, guidance=None) -> dict:
+                 request_id=None, progress=None, partial=None, guidance=None) -> dict:
         """Colorize one layer; see docs/protocol.md for the fields and the reply.
 
         guidance: the optional colour guidance fields (hello's features has "reference"): reference
         (bytes, travelling like the layer) with reference_width/height/layout/sample, swatches, palette.
 
         progress: called about twice a second while the daemon works, with the fraction done
-        (0..1, an estimate; 0 while queued)."""
+        (0..1, an estimate; 0 while queued).  partial: called with tinctd's quick `live` answer
+        (a reply like the final one, its pixels always as a frame) before the final one comes."""
         message = self._layer_message("colorize", width, height, layout, sample, pixels, hints, hints_layout,
                                       hints_sample, engine, options, selection, document, request_id)
         message.update(guidance or {})
-        return self._job(message, progress)
+        if partial is not None:
+            message["progressive"] = True
+        return self._job(message, progress, partial)
 
     def suggest(self, *, width, height, layout, sample, pixels, hints=None, hints_layout="RGBA",
                 hints_sample="u8", x, y, k=8) -> list:
@@ -345,8 +348,8 @@ class Client:
         self.shared_memory = "files" if kind == "memfd" and self.shared_memory else False
 
     # -- plumbing -------------------------------------------------------------------
-    def _socket(self):
-        """A REQ socket to tinctd: a routing id under this client's owner bytes (tinctd files its
+    def _socket(self, kind: int = zmq.REQ):
+        """A REQ (or `kind`) socket to tinctd: a routing id under this client's owner bytes (tinctd files its
         requests under them), CURVE on TCP, and a private folder for an ipc socket."""
         curve = self._curve()
         scheme, _, path = self.endpoint.partition("://")
@@ -355,7 +358,7 @@ class Client:
             if problem:
                 raise TinctError("unavailable", f"Tinct will not use the daemon socket {path}: {problem}. Someone "
                                                 "may be trying to intercept your images; remove that folder.")
-        sock = self.ctx.socket(zmq.REQ)
+        sock = self.ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTING_ID, self.owner + os.urandom(4))
         if curve:
@@ -430,7 +433,7 @@ class Client:
             events = dict(poller.poll(int(min(left, 0.3) * 1000) + 1))
             for s in (job, sock):
                 if s is not None and s in events:
-                    return s, self._decode(s.recv_multipart(copy=False))
+                    return s, self._decode(self._receive(s))
                 if s in self._monitors and self._monitors[s] in events:
                     event = int.from_bytes(self._monitors[s].recv_multipart()[0][:2], "little")
                     raise self._handshake_failed(event)  # refused, or a peer that is not tinctd
@@ -467,7 +470,7 @@ class Client:
                " Start it with the command 'tinctd' (or set TINCTD_COMMAND so the plugin can start it).")
         return TinctError("unavailable", f"The Tinct daemon is not running at {self.endpoint}.{how}")
 
-    def _job(self, message: dict, progress) -> dict:
+    def _job(self, message: dict, progress, partial=None) -> dict:
         """Send work and wait for it, resending the same request id if the daemon goes silent."""
         # tinctd's limits and shared memory; asked again only when nothing listens (to start it, or say so)
         info = self.info if self.info and self._listening() else self.hello()
@@ -481,7 +484,7 @@ class Client:
             attempts, rekeyed = 0, False
             while attempts <= self.retries:
                 # placed again for every attempt: one answered but lost may have left its result in place
-                reply = self._watch(self._frames(message, info), message["id"], progress)
+                reply = self._watch(self._frames(message, info), message["id"], progress, partial)
                 error = reply.get("error") if reply is not None and not reply.get("ok") else None
                 if isinstance(error, dict) and error.get("transport") and self.transport != "frames":
                     if self.transport == "memfd" and not rekeyed:  # a restarted tinctd has a new key
@@ -507,18 +510,24 @@ class Client:
         raise TinctError("unavailable", "The Tinct daemon stopped while working on this image; nothing was "
                                         "changed. Start it again ('tinctd') and retry.")
 
-    def _watch(self, frames: list, request_id: str, progress) -> dict | None:
+    def _watch(self, frames: list, request_id: str, progress, partial=None) -> dict | None:
         """One attempt: the reply, or None when tinctd is silent or has not known the request for `timeout` s.
 
         Every PROBE_EVERY s without the reply, tinctd is asked about the request on the small-request
-        socket; the reply may still arrive meanwhile, so both sockets are watched."""
-        sock = self._socket()
+        socket; the reply may still arrive meanwhile, so both sockets are watched.  The job goes out
+        on a DEALER socket of its own, which (unlike REQ) takes a `partial` reply before the answer."""
+        sock = self._socket(zmq.DEALER)
         try:
-            sock.send_multipart(frames, copy=False)
+            sock.send_multipart([b"", *frames], copy=False)
             lost_since = None
             while True:
                 if sock.poll(int(PROBE_EVERY * 1000)):
-                    return self._decode(sock.recv_multipart(copy=False))
+                    reply = self._decode(self._receive(sock))
+                    if reply.get("type") != "partial":
+                        return reply
+                    self._partial(reply, partial)
+                    lost_since = None
+                    continue
                 if self.sock is None:
                     self.sock = self._socket()
                 self.sock.send_multipart(self._frames({"type": "status", "target": request_id}), copy=False)
@@ -526,6 +535,10 @@ class Client:
                 if got is None or got[0] is sock:  # silence, or the answer overtook the question
                     self._close(self.sock)  # either way this REQ socket has a question left unanswered
                     self.sock = None
+                    if got is not None and got[1].get("type") == "partial":
+                        self._partial(got[1], partial)
+                        lost_since = None
+                        continue
                     return got and got[1]
                 state = got[1]
                 if progress is not None:
@@ -538,6 +551,16 @@ class Client:
                     return None
         finally:
             self._close(sock)
+
+    @staticmethod
+    def _receive(sock) -> list:
+        """A reply's frames; a DEALER socket's come after the empty delimiter that REQ strips itself."""
+        frames = sock.recv_multipart(copy=False)
+        return frames[1:] if sock.type == zmq.DEALER else frames
+
+    def _partial(self, reply: dict, partial) -> None:
+        if partial is not None and reply.get("ok"):
+            partial(reply)
 
     def _decode(self, frames) -> dict:
         try:

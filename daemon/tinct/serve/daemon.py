@@ -288,7 +288,13 @@ class Daemon:
 
     def drain(self) -> None:
         while self.worker.finished:
-            self.finish(*self.worker.finished.popleft())
+            task, reply = self.worker.finished.popleft()
+            if reply.get("type") == "partial":  # the answer is still to come: everyone waiting stays
+                frames = P.frames_of(reply)
+                for identity in task.waiters:
+                    self.send(identity, frames)
+            else:
+                self.finish(task, reply)
 
     def receive(self) -> None:
         """At most RECEIVE_BATCH requests, then back to the loop (finished jobs, signals, the door)."""

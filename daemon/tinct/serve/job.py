@@ -19,6 +19,7 @@ from . import protocol as P
 log = logging.getLogger("tinctd")
 
 Scratch = Callable[[str, int], memoryview]  # a reusable buffer: ("in" | "out", bytes) -> view
+PARTIAL_QUALITY = "live"  # what a `progressive` request gets first, as a `partial` reply
 
 
 class EngineMissing(P.ProtocolError):
@@ -42,6 +43,14 @@ class Decoded:
     def quality(self) -> str:
         """The quality this job runs at: the request's, else the engine's own default."""
         return self.options.get("quality") or getattr(self.engine, "DEFAULT_QUALITY", "final")
+
+
+def wants_partial(job: P.Colorize, decoded: Decoded) -> bool:
+    """Whether to answer `live` first: the request asked (progressive) and will take longer than that."""
+    from tinct.engines import QUALITIES
+
+    return (job.progressive and job.type == "colorize" and PARTIAL_QUALITY in QUALITIES
+            and decoded.quality != PARTIAL_QUALITY and "quality" in decoded.engine.OPTIONS)
 
 
 def admit(job: P.Colorize) -> tuple[str, str] | None:
@@ -104,16 +113,19 @@ def run(job: P.Colorize, decoded: Decoded, device, callback: Callable | None = N
         raise P.ProtocolError("bad_request", str(exc)) from None
 
 
-def encode(job: P.Colorize, decoded: Decoded, result, scratch: Scratch, shm_dir: Path | None) -> dict:
+def encode(job: P.Colorize, decoded: Decoded, result, scratch: Scratch | None, shm_dir: Path | None,
+           partial: bool = False) -> dict:
     """The reply's fields for `result`: colours for suggest; for colorize the layer, written straight
-    into the client's memfd reply buffer, or into its reply file, or (else) as a frame."""
+    into the client's memfd reply buffer, or into its reply file, or (else, and always for a
+    `partial` reply, which must not overwrite the buffer the final answer is read from) as a frame."""
     if job.type == "suggest":
         return {"colors": [[int(v) for v in c] for c in result]}
-    shared = job.shared
+    shared = None if partial else job.shared
     out = None
     if shared is not None and shared.memfd:  # straight into the client's reply buffer
         out = memoryview(shared.maps[1])[:P.result_bytes(job)]
     elif shared is not None:  # written to the client's file before the next job: reusable
+        assert scratch is not None  # the worker passes its buffers for shared-memory requests
         out = scratch("out", P.result_bytes(job))
     layout, data = P.encode_result(job, result, decoded.original, out)
     reply = {"width": job.image.width, "height": job.image.height, "layout": layout, "sample": job.image.sample}

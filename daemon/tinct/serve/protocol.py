@@ -26,8 +26,9 @@ ERRORS = ("bad_request", "too_large", "unsupported", "busy", "cancelled", "inter
 REQUESTS = ("hello", "colorize", "suggest", "cancel", "status")
 BLOBS = ("pixels", "hints", "selection", "reference")  # binary fields: frames of their own, or in shared memory
 # Optional parts of version 2 a tinctd understands, listed in its hello (an older one ignores unknown fields):
-# "reference" = the colour reference photo with its swatches, and the palette (docs/protocol.md).
-FEATURES = ("reference",)
+# "reference" = the colour reference photo with its swatches, and the palette; "partial" = a colorize
+# with `progressive: true` is answered twice: its `live` result as a `partial` reply, then the answer.
+FEATURES = ("reference", "partial")
 REFERENCE_LAYOUTS = ("RGB", "RGBA", "BGRA")
 MAX_SWATCHES = 64
 MAX_PALETTE = 256
@@ -347,6 +348,7 @@ class Colorize:
     reference: Layer | None = None
     swatches: list | tuple = ()  # [[rx0, ry0, rx1, ry1, px0, py0, px1, py1], ...]
     palette: list | None = None                   # [[r, g, b], ...] 0..255
+    progressive: bool = False                     # a `partial` reply (the live quality) before the answer
 
     @property
     def key(self) -> tuple[bytes, str]:
@@ -366,7 +368,7 @@ class Colorize:
                                         self.reference.sample)
         return (self.type, self.image.width, self.image.height, self.image.layout, self.image.sample, hints,
                 self.selection is not None, self.engine, sorted(self.options.items()), self.document,
-                self.x, self.y, self.k, reference, self.swatches, self.palette)
+                self.x, self.y, self.k, reference, self.swatches, self.palette, self.progressive)
 
     def attach(self, view: memoryview) -> None:
         """Point every SharedBlob at its bytes in `view`, the shared file's content."""
@@ -421,6 +423,9 @@ def parse_job(message: dict, max_pixels: int, engines: Collection[str]) -> Color
                    image=image, hints=hints,
                    selection=selection, engine=engine, options=options, shared=message.get("shm"), type=kind)
     job.reference, job.swatches, job.palette = guidance(message, max_pixels)
+    job.progressive = message.get("progressive", False)
+    if not isinstance(job.progressive, bool):
+        raise bad(f"the 'progressive' field must be true or false, not {describe(job.progressive)}")
     if kind == "suggest":
         job.x, job.y, job.k = field(message, "x", int), field(message, "y", int), field(message, "k", int, False, 8)
         if not (0 <= job.x < width and 0 <= job.y < height) or not 1 <= job.k <= 64:

@@ -73,6 +73,7 @@ class Worker(threading.Thread):
         self.stopping = False
         self.done = 0
         self.buffers: dict[str, bytearray] = {}
+        self.wake: zmq.Socket | None = None  # tells the socket thread that `finished` has something
 
     # -- called from the socket thread -------------------------------------------------
     def engine_states(self) -> dict:
@@ -134,7 +135,7 @@ class Worker(threading.Thread):
     # -- worker thread ----------------------------------------------------------------
     def run(self) -> None:
         assert self.ctx is not None  # a Worker made without a context is only driven by hand (tests)
-        wake = self.ctx.socket(zmq.PUSH)
+        self.wake = wake = self.ctx.socket(zmq.PUSH)
         wake.connect(self.wake_endpoint)
         while True:
             with self.cond:
@@ -148,10 +149,17 @@ class Worker(threading.Thread):
             with self.cond:
                 self.running = None
                 self.done += 1
-                self.finished.append((task, reply))
+            self.hand_back(task, reply)
             del task, reply  # while waiting for the next: a job holds its client's buffers (memfd mappings)
-            wake.send(b"")
+        self.wake = None
         wake.close(0)
+
+    def hand_back(self, task: Task, reply: dict) -> None:
+        """Give the socket thread a reply to send: the answer, or a `partial` one before it."""
+        with self.cond:
+            self.finished.append((task, reply))
+        if self.wake is not None:
+            self.wake.send(b"")
 
     def on_iteration(self, iteration: int, residual: float) -> None:
         """The engines' per-iteration callback: where a running job notices `cancel`."""
@@ -189,6 +197,19 @@ class Worker(threading.Thread):
             return memoryview(buffer)
         return memoryview(self.buffers[which])[:size]
 
+    def send_partial(self, job: P.Colorize, decoded: J.Decoded, start: float) -> None:
+        """The `live` answer first, as a `partial` reply (docs/protocol.md); the asked-for quality follows."""
+        live = J.Decoded(decoded.engine, decoded.original, decoded.image, decoded.hints,
+                         {**decoded.options, "quality": J.PARTIAL_QUALITY})
+        result, device, _ = J.run(job, live, self.device, self.on_iteration)
+        reply = {"v": P.VERSION, "id": job.id, "ok": True, "type": "partial", "engine": job.engine,
+                 "device": str(device), "quality": J.PARTIAL_QUALITY, **J.encode(job, live, result, None, None, True),
+                 "timings": {"total": time.perf_counter() - start}}
+        running = self.running
+        if running is not None:  # None only when driven by hand (tests): the reply is then dropped
+            self.hand_back(running, reply)
+        log.info("partial %s: %dx%d in %.3f s", job.id, job.image.width, job.image.height, reply["timings"]["total"])
+
     def set_engine_state(self, name: str, state: str) -> None:
         with self.cond:
             self.engines[name] = state
@@ -208,6 +229,8 @@ class Worker(threading.Thread):
         if "callback" in decoded.engine.OPTIONS:
             self.progress = Progress(decoded.quality)
         decoded_at = time.perf_counter()
+        if J.wants_partial(job, decoded):
+            self.send_partial(job, decoded, start)
         result, device, note = J.run(job, decoded, self.device, self.on_iteration)
         engine_done = time.perf_counter()
         reply = {"v": P.VERSION, "id": job.id, "ok": True, "type": job.type, "engine": job.engine,

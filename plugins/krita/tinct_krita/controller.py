@@ -86,7 +86,8 @@ class Controller(QObject):
         try:
             kwargs, target = document.prepare(doc, self.settings, live_mode, hints)
             self.runner.submit("colorize", kwargs, document=target.source if live_mode else None,
-                               tag=("colorize", _doc_key(doc), target, live_mode, time.monotonic()))
+                               tag=("colorize", _doc_key(doc), target, live_mode, time.monotonic()),
+                               partial=live_mode)
         except Exception as exc:
             self.fail(exc, quiet=live_mode)
             return
@@ -177,8 +178,11 @@ class Controller(QObject):
         if active is not None and document.find_node(doc, document.key(active)) is not None:
             # Krita makes a new layer the active one; painting goes on where it was
             QTimer.singleShot(0, lambda: doc.setActiveNode(active))
-        self._say(f"Colorized with the {outcome.result.get('engine', self.settings.engine)} engine in "
-                  f"{time.monotonic() - started:.1f} s.")
+        engine = outcome.result.get("engine", self.settings.engine)
+        if outcome.partial:
+            self._say(f"Colorizing with the {engine} engine… (a quick look in {time.monotonic() - started:.1f} s)")
+        else:
+            self._say(f"Colorized with the {engine} engine in {time.monotonic() - started:.1f} s.")
 
     def _look(self):
         """Notice changes to the active photo's hints layer; once they settle, suggest and colorize."""

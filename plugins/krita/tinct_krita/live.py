@@ -6,8 +6,10 @@ thread with a client of its own; the GUI polls for finished ones.  Live mode sen
 photo supersedes the older one: the one in flight is cancelled in tinctd, the newer one goes
 out once it is back (replacing any that was waiting meanwhile), and only the newest answer is
 ever applied.  The requests also carry the photo as tinctd's `document`, which makes tinctd
-drop a queued older one by itself.  Pure Python: unit-tested with a stand-in client and
-against a real tinctd.
+drop a queued older one by itself.  A Live request asks tinctd for a quick `partial` answer
+first (its `live` quality); that one is handed back too, marked partial, unless a newer
+request has come meanwhile, and the full answer replaces it.  Pure Python: unit-tested with a
+stand-in client and against a real tinctd.
 """
 
 import threading
@@ -67,17 +69,20 @@ class Request:
     kwargs: dict
     document: object
     tag: object
+    partial: bool = False  # ask for a quick partial answer before the full one
 
 
 @dataclass
 class Outcome:
-    """A finished request: `result` or `error` (an exception), and the caller's `tag`."""
+    """A finished request: `result` or `error` (an exception), and the caller's `tag`; `partial`:
+    tinctd's quick answer, the full one still to come."""
 
     request_id: str
     document: object
     tag: object
     result: object = None
     error: object = None
+    partial: bool = False
 
 
 class Runner:
@@ -100,9 +105,10 @@ class Runner:
         self.finished = []    # outcomes not yet polled
         self.closed = False
 
-    def submit(self, method, kwargs, document=None, tag=None):
-        """Run `client.<method>(**kwargs)`; a `document` makes it supersede that document's older requests."""
-        request = Request(uuid.uuid4().hex, method, kwargs, document, tag)
+    def submit(self, method, kwargs, document=None, tag=None, partial=False):
+        """Run `client.<method>(**kwargs)`; a `document` makes it supersede that document's older requests;
+        `partial` (colorize) hands back tinctd's quick answer too, before the full one."""
+        request = Request(uuid.uuid4().hex, method, kwargs, document, tag, partial and method == "colorize")
         with self.lock:
             if document is not None:
                 # an answer that came in but was not polled yet is older too
@@ -125,6 +131,8 @@ class Runner:
         kwargs = request.kwargs
         if request.method == "colorize":
             kwargs = dict(kwargs, request_id=request.request_id, document=request.document)
+        if request.partial:
+            kwargs["partial"] = lambda reply: self._partial(request, reply)
         with self.lock:
             self.running[request.request_id] = (client, request.method)
         threading.Thread(target=self._run, args=(client, request, kwargs), name=f"tinct-{request.method}",
@@ -139,6 +147,8 @@ class Runner:
         with self.lock:
             del self.running[request.request_id]
             after = self.waiting.pop(request.document, None) if request.document is not None else None
+            # its partial answer, if not polled yet, is no use now
+            self.finished = [o for o in self.finished if o.request_id != request.request_id]
             if after is not None:
                 self.flying[request.document] = after.request_id   # this answer is superseded
             else:
@@ -151,6 +161,13 @@ class Runner:
                 self.idle.append(client)
         if after is not None:
             self._start(after)
+
+    def _partial(self, request, reply):
+        """tinctd's quick answer to `request` (from its thread): handed back unless a newer one waits."""
+        with self.lock:
+            if request.document is None or request.document not in self.waiting:
+                self.finished.append(Outcome(request.request_id, request.document, request.tag, reply,
+                                             partial=True))
 
     def _cancel(self, request_id):
         """Ask tinctd to cancel `request_id` until it is back: a cancel that overtakes the request finds nothing."""

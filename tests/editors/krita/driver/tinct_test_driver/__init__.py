@@ -182,18 +182,32 @@ class Driver(Extension):
         yield (lambda: time.monotonic() >= until, seconds + 5, f"{seconds} s")
 
     def count_requests(self):
-        """Note the time and kind of every request the plugin makes (observed, not changed)."""
+        """Note the time and kind of every request the plugin makes, each quick (partial) answer as it
+        arrives and each answer as it is applied (observed, not changed)."""
         from tinct_krita.controller import controller
 
         runner, submit = controller().runner, controller().runner.submit
-        self.requests = []
+        partial, finish = runner._partial, controller()._finish
+        self.requests, self.partials, self.applied = [], [], []
 
         def counted(method, *args, **kwargs):
             self.requests.append((time.monotonic(), method))
             return submit(method, *args, **kwargs)
 
-        runner.submit = counted
+        def arrived(request, reply):
+            self.partials.append((time.monotonic(), request.request_id))
+            return partial(request, reply)
+
+        def applied(outcome):
+            self.applied.append((time.monotonic(), outcome.partial, outcome.request_id))
+            return finish(outcome)
+
+        runner.submit, runner._partial, controller()._finish = counted, arrived, applied
         return runner
+
+    def full_live_result(self, docker, doc, previous):
+        """True once Live mode changed the Colorized layer with a full (not only a quick) answer."""
+        return self.live_result(docker, doc, previous) and bool(self.applied) and not self.applied[-1][1]
 
     @staticmethod
     def live_result(docker, doc, previous):
@@ -322,13 +336,16 @@ class Driver(Extension):
         yield (lambda: self.live_result(docker, doc, previous), 60, "the first Live result")
         steps["live_on"] = {"seconds": round(time.monotonic() - started, 2), "before": previous,
                             "after": layers(doc)}
-        previous = result_look(doc)
+        yield (lambda: not runner.busy(), 60, "the first Live requests to finish")
+        previous, seen = result_look(doc), (len(self.partials), len(self.applied))
         started = time.monotonic()
         paint(node(doc, "Colorize hints"), [p["live_stroke"]], p["offsets"])
-        yield (lambda: self.live_result(docker, doc, previous), 60, "a Live result after the new stroke")
+        yield (lambda: self.full_live_result(docker, doc, previous), 60, "a Live result after the new stroke")
         steps["live_stroke"] = {"seconds": round(time.monotonic() - started, 2), "before": previous,
                                 "after": layers(doc), "active": doc.activeNode().name(),
-                                "dump": dump(doc, "live", source_rect)}
+                                "dump": dump(doc, "live", source_rect),
+                                "partials": [[round(t - started, 3), r] for t, r in self.partials[seen[0]:]],
+                                "applied": [[round(t - started, 3), q, r] for t, q, r in self.applied[seen[1]:]]}
         yield (lambda: swatches[0].isEnabled() and [s.property("rgb") for s in swatches] != swatches_before,
                60, "suggested colours for the new stroke")
         suggested = [s.property("rgb") for s in swatches]
