@@ -38,11 +38,15 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
 
 import msgpack
 import zmq
 import zmq.auth
+
+if TYPE_CHECKING:  # editors' Pythons may be older than 3.10: the alias exists only for the checker
+    Buffer = bytes | bytearray | memoryview
 
 if __package__:  # vendored into a plugin's package (Krita's tinct_krita)
     from .tinct_shm import Memfd, SharedFiles
@@ -80,7 +84,7 @@ class TinctError(Exception):
         self.code, self.message = code, message
 
 
-def runtime_dir():
+def runtime_dir() -> str | None:
     """The user's private folder tinctd's socket lies in (as tinct.serve.endpoint.runtime_dir finds it)."""
     if os.name != "posix":
         return None
@@ -129,7 +133,7 @@ def config_path() -> str:
     return os.path.join(base, "tinct", "client.json")
 
 
-def load_config(path=None) -> dict:
+def load_config(path: str | None = None) -> dict:
     """{"endpoint": str, "start_command": list[str]} as far as the settings file gives them; {} without one.
 
     A file that is there but unusable is a TinctError naming it, never silently ignored."""
@@ -222,9 +226,12 @@ class Client:
                                             "could be cancelled.")
         self._checked(reply)
 
-    def colorize(self, *, width, height, layout, sample, pixels, hints=None, hints_layout="RGBA",
-                 hints_sample="u8", engine="optimization", options=None, selection=None, document=None,
-                 request_id=None, progress=None, partial=None, guidance=None) -> dict:
+    def colorize(self, *, width: int, height: int, layout: str, sample: str, pixels: Buffer,
+                 hints: Buffer | None = None, hints_layout: str = "RGBA", hints_sample: str = "u8",
+                 engine: str = "optimization", options: dict | None = None, selection: Buffer | None = None,
+                 document: str | None = None, request_id: str | None = None,
+                 progress: Callable[[float], None] | None = None, partial: Callable[[dict], None] | None = None,
+                 guidance: dict | None = None) -> dict:
         """Colorize one layer; see docs/protocol.md for the fields and the reply.
 
         guidance: the optional colour guidance fields (hello's features has "reference"): reference
@@ -240,8 +247,9 @@ class Client:
             message["progressive"] = True
         return self._job(message, progress, partial)
 
-    def suggest(self, *, width, height, layout, sample, pixels, hints=None, hints_layout="RGBA",
-                hints_sample="u8", x, y, k=8) -> list:
+    def suggest(self, *, width: int, height: int, layout: str, sample: str, pixels: Buffer,
+                hints: Buffer | None = None, hints_layout: str = "RGBA", hints_sample: str = "u8",
+                x: int, y: int, k: int = 8) -> list:
         """The k most likely sRGB u8 colours at (x, y) from the learned engine, most likely first."""
         message = self._layer_message("suggest", width, height, layout, sample, pixels, hints, hints_layout,
                                       hints_sample, "learned", None, None, None, None)

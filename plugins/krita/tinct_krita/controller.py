@@ -8,6 +8,8 @@ noticed through the layer's thumbnail, which Krita caches until the layer change
 watching an idle image costs next to nothing.
 """
 
+from __future__ import annotations
+
 import hashlib
 import sys
 import time
@@ -63,7 +65,8 @@ class Controller(QObject):
         app.notifier().applicationClosing.connect(self.runner.close)
 
     # -- settings -------------------------------------------------------------------
-    def set_settings(self, engine=None, vibrancy=None, live_mode=None):
+    def set_settings(self, engine: str | None = None, vibrancy: int | None = None,
+                     live_mode: bool | None = None) -> None:
         app = Krita.instance()
         if engine is not None:
             self.settings.engine = engine
@@ -79,7 +82,7 @@ class Controller(QObject):
         self._wake()
 
     # -- actions ----------------------------------------------------------------------
-    def colorize(self, live_mode=False, hints=None):
+    def colorize(self, live_mode: bool = False, hints: document.Hints | None = None) -> None:
         """Colorize the active photo; the answer is applied when it arrives.  Live requests for one
         photo supersede each other; one from the Filter menu always runs to the end."""
         doc = Krita.instance().activeDocument()
@@ -94,7 +97,7 @@ class Controller(QObject):
         self._say(f"Colorizing with the {self.settings.engine} engine…")
         self._wake()
 
-    def add_hints_layer(self):
+    def add_hints_layer(self) -> None:
         doc = Krita.instance().activeDocument()
         try:
             hints = document.add_hints_layer(doc)
@@ -103,7 +106,7 @@ class Controller(QObject):
             return
         QTimer.singleShot(0, lambda: doc.setActiveNode(hints))  # paint on it next
 
-    def set_foreground(self, rgb):
+    def set_foreground(self, rgb: tuple[int, int, int]) -> None:
         window = Krita.instance().activeWindow()
         view = window.activeView() if window is not None else None
         if view is not None:
@@ -114,7 +117,7 @@ class Controller(QObject):
         self.status = text
         self.changed.emit()
 
-    def fail(self, exc, quiet=False):
+    def fail(self, exc: BaseException, quiet: bool = False) -> None:
         """Say what went wrong: a message box for what the user asked for; the docker's status and
         a floating message for Live mode and suggestions, which run by themselves."""
         text = job.error_sentence(exc)
@@ -135,7 +138,7 @@ class Controller(QObject):
         box.open()            # not exec_(): no nested event loop inside a timer callback
 
     # -- the GUI-thread loop --------------------------------------------------------------
-    def show_docker(self, key, on):
+    def show_docker(self, key: object, on: bool) -> None:
         """Docker `key` came on screen (on) or went off it; watching runs while one is on or Live mode is on."""
         (self.viewers.add if on else self.viewers.discard)(key)
         self._wake()
@@ -215,7 +218,7 @@ class Controller(QObject):
 _controller = None
 
 
-def controller():
+def controller() -> Controller:
     """The plugin's one controller, made on first use (after Krita's application object exists)."""
     global _controller
     if _controller is None:

@@ -12,6 +12,8 @@ request has come meanwhile, and the full answer replaces it.  Pure Python: unit-
 stand-in client and against a real tinctd.
 """
 
+from __future__ import annotations
+
 import threading
 import time
 import uuid
@@ -27,10 +29,10 @@ class Debounce:
         self.delay = delay
         self.deadline = None
 
-    def touch(self, now):
+    def touch(self, now: float) -> None:
         self.deadline = now + self.delay
 
-    def due(self, now):
+    def due(self, now: float) -> bool:
         if self.deadline is not None and now >= self.deadline:
             self.deadline = None
             return True
@@ -45,7 +47,7 @@ class ChangeWatch:
         self.debounce = Debounce(delay)
         self.seen = None   # (layer, digest) at the last poll
 
-    def see(self, now, layer, digest):
+    def see(self, now: float, layer: object, digest: object) -> bool:
         """Record this poll's look (layer None: there is none); True when `layer` is new to the watch,
         whose first look is no change but the "before" of the next one."""
         new = layer is not None and (self.seen is None or self.seen[0] != layer)
@@ -54,11 +56,11 @@ class ChangeWatch:
         self.seen = (layer, digest) if layer is not None else None
         return new
 
-    def poke(self, now):
+    def poke(self, now: float) -> None:
         """Something else that changes the result (a setting, Live switched on): count it as a change."""
         self.debounce.touch(now)
 
-    def due(self, now):
+    def due(self, now: float) -> bool:
         return self.debounce.due(now)
 
 
@@ -105,7 +107,8 @@ class Runner:
         self.finished = []    # outcomes not yet polled
         self.closed = False
 
-    def submit(self, method, kwargs, document=None, tag=None, partial=False):
+    def submit(self, method: str, kwargs: dict, document: object = None, tag: object = None,
+               partial: bool = False) -> str:
         """Run `client.<method>(**kwargs)`; a `document` makes it supersede that document's older requests;
         `partial` (colorize) hands back tinctd's quick answer too, before the full one."""
         request = Request(uuid.uuid4().hex, method, kwargs, document, tag, partial and method == "colorize")
@@ -182,18 +185,18 @@ class Runner:
                 pass
             time.sleep(CANCEL_AGAIN)
 
-    def busy(self):
+    def busy(self) -> bool:
         """Whether anything is still running, waiting to go out or waiting to be polled."""
         with self.lock:
             return bool(self.running or self.waiting or self.finished)
 
-    def poll(self):
+    def poll(self) -> list[Outcome]:
         """Outcomes finished since the last poll, superseded ones left out."""
         with self.lock:
             done, self.finished = self.finished, []
         return done
 
-    def close(self):
+    def close(self) -> None:
         with self.lock:
             self.closed = True
             self.waiting.clear()

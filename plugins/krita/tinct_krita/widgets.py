@@ -1,5 +1,7 @@
 """The Tinct docker and the Colorize dialog (Krita glue; all they do goes through the controller)."""
 
+from __future__ import annotations
+
 from krita import DockWidget, Krita
 from PyQt5.QtCore import Qt
 from PyQt5.QtWidgets import (
@@ -41,7 +43,7 @@ class SettingsForm(QWidget):
         self.load(settings)
         self.engine.currentIndexChanged.connect(self._enable)
 
-    def load(self, settings):
+    def load(self, settings: job.Settings) -> None:
         """Show `settings` without sending them back as changes."""
         for widget in (self.engine, self.vibrancy):
             widget.blockSignals(True)
@@ -54,7 +56,7 @@ class SettingsForm(QWidget):
     def _enable(self):
         self.vibrancy.setEnabled(self.engine.currentData() == "learned")
 
-    def values(self):
+    def values(self) -> tuple[str, int]:
         return self.engine.currentData(), self.vibrancy.value()
 
 
@@ -119,7 +121,7 @@ class TinctDocker(DockWidget):
         self.visibilityChanged.connect(lambda on: controller().show_docker(key, on))
         self.destroyed.connect(lambda: controller().show_docker(key, False))
 
-    def canvasChanged(self, canvas):
+    def canvasChanged(self, canvas: object) -> None:
         pass  # everything follows Krita's active document, read when needed
 
     def _settings(self):
@@ -146,7 +148,7 @@ class TinctDocker(DockWidget):
             swatch.setToolTip("#%02x%02x%02x: set as foreground colour" % colour if colour else "")
 
 
-def run_colorize_dialog():
+def run_colorize_dialog() -> None:
     """Filter → Colorize (Tinct)…: the dialog unless Krita runs in batch mode, then the request."""
     if not Krita.instance().batchmode():
         window = Krita.instance().activeWindow()
