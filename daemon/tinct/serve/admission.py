@@ -47,17 +47,29 @@ UNLIMITED = 1 << 62  # cgroup v1 writes "no limit" as LONG_MAX rounded to a page
 # cover its automatic case and the one with strokes; its fixed part is mostly the network, which
 # runs at up to 512 pixels a side whatever the photo's size.  The result array is included; the
 # request's own pixels are not (they are in memory when this is asked).
+# Re-measured for issue 15 (the solve keeps only its system, GCR's window 8 instead of 20, no
+# padded copy of the operator, Galerkin probes three at a time; `live` new), same rule, by
+#     python benchmarks/memory.py --sizes 12 --engines optimization --qualities live final --photos kodim14 --tol 0
+#     python benchmarks/memory.py --sizes 4 --engines learned --qualities final live --photos kodim14 --tol 0
+# optimization `final` 281 MB/MP and `live` 150 at 12 MP, learned `final` 342 (automatic) / 334 (strokes)
+# and `live` 162 / 158 at 4 MP, `final` with the window full.  About 140 of those MB/MP are tinct.colorize's own Lab
+# conversions in and out (a `live` job is little else).  `preview` was not re-measured: its old
+# figure stands, though the same changes shrink it, and `final` may not be costed below it.
 BYTES_PER_PIXEL: dict[tuple[str, str], int] = {
-    ("optimization", "final"): 816,
+    ("optimization", "final"): 384,
     ("optimization", "preview"): 384,
-    ("learned", "final"): 856,
+    ("optimization", "live"): 192,
+    ("learned", "final"): 432,
     ("learned", "preview"): 432,
+    ("learned", "live"): 208,
 }
 FIXED_BYTES: dict[tuple[str, str], int] = {
     ("optimization", "final"): 64 << 20,
     ("optimization", "preview"): 64 << 20,
+    ("optimization", "live"): 64 << 20,
     ("learned", "final"): 128 << 20,
     ("learned", "preview"): 240 << 20,
+    ("learned", "live"): 240 << 20,
 }
 # What a warm tinctd itself keeps resident (Python, PyTorch, both engines, the network's weights):
 # no job can have that part of the machine.  The benchmark's children rest at 285-330 MB before
@@ -67,9 +79,9 @@ DEFAULT_QUALITY = "final"  # both engines' default when a request names none
 # A layer with a side this short or shorter is a strip, which the solver runs in float64
 # (tinct.engines.optimization.levin.STRIP, not imported here: levin imports torch).  Measured 2026-12-04 on 62500x16
 # strips (1 MP; the solve then runs all 40 iterations): 1.70-1.89 kB a pixel for `final`, 1.0 kB for
-# `preview`, both engines: 2.3 and 2.6 times the table.  Strips get 3.5 times its bytes per pixel.
+# `preview`, both engines: 2.3 and 2.6 times the table.  Strips get 7 times its (smaller, issue 15) bytes per pixel.
 STRIP_SIDE = 16
-STRIP_FACTOR_HALVES = 7  # 3.5, kept integral
+STRIP_FACTOR_HALVES = 14  # 7 (kept integral): the strips' 1.9 kB a pixel measured before issue 15 over the new table
 
 
 def _per_pixel(engine: str, quality: str | None, shortest_side: int | None) -> int:
