@@ -9,16 +9,20 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import admission, shm
 from . import protocol as P
 
+if TYPE_CHECKING:
+    import torch
+
 log = logging.getLogger("tinctd")
 
 Scratch = Callable[[str, int], memoryview]  # a reusable buffer: ("in" | "out", bytes) -> view
+Result = np.ndarray | list[tuple[int, ...]]  # colorize's layer, or suggest's colours
 PARTIAL_QUALITY = "live"  # what a `progressive` request gets first, as a `partial` reply
 
 
@@ -83,7 +87,7 @@ def decode(job: P.Colorize, scratch: Scratch, shm_dir: Path | None) -> Decoded:
     return Decoded(engine, original, job.image.engine_input(original), hints, options)
 
 
-def call_engine(job: P.Colorize, decoded: Decoded, device, callback: Callable | None):
+def call_engine(job: P.Colorize, decoded: Decoded, device: torch.device, callback: Callable | None) -> Result:
     """The engine itself on `device` (tinct.colorize or tinct.suggest_colors)."""
     import tinct
 
@@ -95,7 +99,8 @@ def call_engine(job: P.Colorize, decoded: Decoded, device, callback: Callable | 
     return tinct.colorize(decoded.image, decoded.hints, engine=job.engine, device=device, **options, **job.guidance())
 
 
-def run(job: P.Colorize, decoded: Decoded, device, callback: Callable | None = None) -> tuple[Any, Any, str | None]:
+def run(job: P.Colorize, decoded: Decoded, device: torch.device,
+        callback: Callable | None = None) -> tuple[Result, torch.device, str | None]:
     """(result, the device it ran on, a note for the user or None).  A CUDA out-of-memory is retried
     on the CPU (and said in the note); a ValueError is tinct's own sentence about the input."""
     import torch
@@ -113,13 +118,14 @@ def run(job: P.Colorize, decoded: Decoded, device, callback: Callable | None = N
         raise P.ProtocolError("bad_request", str(exc)) from None
 
 
-def encode(job: P.Colorize, decoded: Decoded, result, scratch: Scratch | None, shm_dir: Path | None,
+def encode(job: P.Colorize, decoded: Decoded, result: Result, scratch: Scratch | None, shm_dir: Path | None,
            partial: bool = False) -> dict:
     """The reply's fields for `result`: colours for suggest; for colorize the layer, written straight
     into the client's memfd reply buffer, or into its reply file, or (else, and always for a
     `partial` reply, which must not overwrite the buffer the final answer is read from) as a frame."""
     if job.type == "suggest":
         return {"colors": [[int(v) for v in c] for c in result]}
+    assert isinstance(result, np.ndarray)  # colorize answers a layer
     shared = None if partial else job.shared
     out = None
     if shared is not None and shared.memfd:  # straight into the client's reply buffer
