@@ -213,11 +213,33 @@ def test_default_vibrancy_is_tinctds_own():
 
 
 @pytest.mark.parametrize("engine, vibrancy, expected", [
-    ("learned", "40", job.Settings("learned", 40)), ("optimization", "250", job.Settings("optimization", 100)),
+    ("learned", "40", job.Settings("learned", 40, vibrancy_chosen=True)),
+    ("optimization", "250", job.Settings("optimization", 100, vibrancy_chosen=True)),
     ("", "", job.Settings()), ("pix2pix", "lots", job.Settings()), (None, None, job.Settings()),
 ])
 def test_saved_settings_survive_an_old_or_hand_edited_kritarc(engine, vibrancy, expected):
     assert job.saved_settings(engine, vibrancy) == expected
+
+
+def test_the_default_vibrancy_follows_tinctds_hello_until_the_user_chooses_one():
+    settings = job.saved_settings("learned", "")
+    assert not job.advertised(settings, None) and settings.vibrancy == job.DEFAULT_VIBRANCY
+    assert job.advertised(settings, {"defaults": {"vibrancy": 0.4}}) and settings.vibrancy == 40
+    assert not job.advertised(settings, {"defaults": {"vibrancy": 0.4}})  # no change the second time
+    assert job.advertised(settings, {"defaults": {"vibrancy": "loud"}})  # nonsense: the plugin's own fallback
+    assert settings.vibrancy == job.DEFAULT_VIBRANCY
+    chosen = job.saved_settings("learned", "80")
+    assert not job.advertised(chosen, {"defaults": {"vibrancy": 0.4}}) and chosen.vibrancy == 80
+
+
+def test_the_runner_keeps_the_hello_its_clients_last_had():
+    runner, log, clients = _runner()
+    first = runner.submit("colorize", {}, document="photo", tag="t")
+    _until(lambda: clients)
+    clients[0].info = {"defaults": {"vibrancy": 0.5}}
+    _release(clients, first)
+    _until(lambda: not runner.running)
+    assert runner.hello == {"defaults": {"vibrancy": 0.5}}
 
 
 def test_find_stack_walks_down_from_a_tinct_layer_to_the_photo():
@@ -331,6 +353,7 @@ class FakeClient:
     def __init__(self, client_id, log):
         self.client_id, self.log, self.closed = client_id, log, False
         self.release = {}
+        self.info = None  # tinctd's hello, as a real client keeps it
 
     def colorize(self, **kwargs):
         self.log.append(("colorize", kwargs["request_id"], kwargs["document"]))

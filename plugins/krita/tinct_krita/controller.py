@@ -71,8 +71,8 @@ class Controller(QObject):
         if engine is not None:
             self.settings.engine = engine
             app.writeSetting("tinct", "engine", engine)
-        if vibrancy is not None:
-            self.settings.vibrancy = int(vibrancy)
+        if vibrancy is not None and int(vibrancy) != self.settings.vibrancy:  # moved by the user: kept from now on
+            self.settings.vibrancy, self.settings.vibrancy_chosen = int(vibrancy), True
             app.writeSetting("tinct", "vibrancy", str(int(vibrancy)))
         if live_mode is not None:
             self.settings.live = bool(live_mode)
@@ -160,6 +160,8 @@ class Controller(QObject):
             self.timer.stop()
 
     def _finish(self, outcome):
+        if job.advertised(self.settings, self.runner.hello):
+            self.changed.emit()  # the dockers show tinctd's own default vibrancy
         kind, doc_key = outcome.tag[:2]
         if outcome.error is not None:
             self.fail(outcome.error, quiet=kind == "suggest" or outcome.tag[3])

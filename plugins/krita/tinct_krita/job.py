@@ -37,15 +37,25 @@ class Settings:
     engine: str = "optimization"
     vibrancy: int = DEFAULT_VIBRANCY
     live: bool = False
+    vibrancy_chosen: bool = False  # False: the default, which follows what tinctd advertises
+
+
+def advertised(settings: Settings, hello: dict | None) -> bool:
+    """Take tinctd's own default vibrancy (its hello's `defaults`) unless the user chose one; True if it changed."""
+    if settings.vibrancy_chosen or not hello:
+        return False
+    vibrancy = round(tinct_plugin.default_vibrancy(hello) * 100)
+    changed, settings.vibrancy = vibrancy != settings.vibrancy, vibrancy
+    return changed
 
 
 def saved_settings(engine: str | None, vibrancy: str | int | None) -> Settings:
     """Settings from their kritarc text; anything unreadable (an old or hand-edited kritarc) is the default."""
     try:
-        vibrancy = min(max(int(vibrancy), 0), 100)
+        vibrancy, chosen = min(max(int(vibrancy), 0), 100), True
     except (TypeError, ValueError):
-        vibrancy = DEFAULT_VIBRANCY
-    return Settings(engine=engine if engine in ENGINES else ENGINES[0], vibrancy=vibrancy)
+        vibrancy, chosen = DEFAULT_VIBRANCY, False
+    return Settings(engine=engine if engine in ENGINES else ENGINES[0], vibrancy=vibrancy, vibrancy_chosen=chosen)
 
 
 def engine_options(settings: Settings, live: bool = False) -> dict:

@@ -106,6 +106,7 @@ class Runner:
         self.waiting = {}     # document -> the Request to send when that one is back
         self.finished = []    # outcomes not yet polled
         self.closed = False
+        self.hello = None     # tinctd's latest hello, as a client last had it (limits, defaults)
 
     def submit(self, method: str, kwargs: dict, document: object = None, tag: object = None,
                partial: bool = False) -> str:
@@ -148,6 +149,7 @@ class Runner:
         except Exception as exc:  # every failure goes back to the GUI thread, which says it
             outcome.error = exc
         with self.lock:
+            self.hello = getattr(client, "info", None) or self.hello
             del self.running[request.request_id]
             after = self.waiting.pop(request.document, None) if request.document is not None else None
             # its partial answer, if not polled yet, is no use now
