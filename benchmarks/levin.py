@@ -1,24 +1,36 @@
-"""Speed and quality of the optimization engine against a SciPy sparse-direct solve of the same system.
+"""Speed, memory and quality of the optimization engine against off-the-shelf solvers of the same system.
 
-    python benchmarks/levin.py [--sizes 0.25 1 4] [--images 3] [--reference-up-to 1] [--device cpu]
-                               [--threads N]
+    python benchmarks/levin.py [--sizes 1 4 12 50] [--images 2] [--pyamg-up-to 4] [--reference-up-to 1]
+                               [--threads N] [--device cpu]
 
-For each size (megapixels; eval photos resized square with Lanczos, as the protocol in
-shared/bench does at 256²) and each photo: 100 simulated hints (6x6 patches of the photo's
-mean ab, Gaussian centres), then our `preview` and `final` solves and, up to
---reference-up-to MP, the authors' system (getColorExact.m's weights, float64, no weight
-floor) solved by scipy.sparse.linalg.splu.  Prints seconds, iterations, PSNR against the
-original photo, final's PSNR minus SciPy's, and the speed ratio; the header gives the device,
-torch threads and the machine's load average (timings on a loaded machine are only
-comparable within one run).  SciPy is a benchmark extra (`pip install scipy`), never a
-runtime dependency of Tinct.
+Each size (megapixels; eval photos resized square with Lanczos, as the protocol in shared/bench
+does at 256²) runs in a fresh Python process.  For each photo: 100 simulated hints (6x6 patches
+of the photo's mean ab, Gaussian centres), then our `live`, `preview` and `final` solves, each
+with its seconds, iterations, PSNR against the original photo and peak memory (the kernel's
+high-water mark, reset before the solve, minus the resting RSS: what the solve itself adds),
+then (up to --converged-up-to MP) `converged`, a tight solve of the authors' system (GCR to
+relative residual 1e-6), so
+`final - conv` is how far `final` stops from the authors' answer in dB.  Up to --pyamg-up-to MP
+PyAMG solves the same authors' system (getColorExact.m's weights, float64, no weight floor):
+`air_solver` and `smoothed_aggregation_solver(symmetry="nonsymmetric")` as GMRES
+preconditioners, to the relative residual `final` reached (its worse channel), set-up and solve
+timed apart; up to --reference-up-to MP SciPy's splu solves it exactly too.  The header gives the
+device, torch threads and the load average (timings on a loaded machine are only comparable
+within one run).  SciPy and PyAMG are benchmark extras (`pip install scipy pyamg`), never runtime
+dependencies of Tinct.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
+import json
 import math
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,11 +41,16 @@ from tinct.color import lab
 from tinct.engines.optimization import levin
 from tinct.training import measure
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory import reset_hwm, status_kb  # noqa: E402  (the same high-water-mark reading as benchmarks/memory.py)
 
-def authors_solution(y: np.ndarray, hint_ab: np.ndarray, fixed: np.ndarray) -> np.ndarray:
-    """getColorExact.m's system, vectorised, in float64, solved sparse-direct."""
+QUALITIES = ("live", "preview", "final")
+LIBC = ctypes.CDLL("libc.so.6")  # glibc: malloc_trim
+
+
+def authors_matrix(y: np.ndarray, fixed: np.ndarray):
+    """getColorExact.m's sparse matrix, vectorised, in float64 (CSR)."""
     import scipy.sparse as sp
-    import scipy.sparse.linalg as spl
 
     h, w = y.shape
     idx = np.arange(h * w).reshape(h, w)
@@ -56,9 +73,39 @@ def authors_solution(y: np.ndarray, hint_ab: np.ndarray, fixed: np.ndarray) -> n
         rows.append(idx[win][free])
         cols.append(idx[win][free] + dy * w + dx)
         vals.append(-wts[k][win][free])
-    a = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(h * w, h * w))
-    lu = spl.splu(a)
-    return np.stack([lu.solve(np.where(fixed, hint_ab[c], 0).ravel()).reshape(h, w) for c in range(2)])
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(h * w, h * w))
+
+
+def authors_solution(y: np.ndarray, hint_ab: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    """The authors' system solved sparse-direct (splu)."""
+    import scipy.sparse.linalg as spl
+
+    lu = spl.splu(authors_matrix(y, fixed).tocsc())
+    return np.stack([lu.solve(np.where(fixed, hint_ab[c], 0).ravel()).reshape(y.shape) for c in range(2)])
+
+
+def pyamg_solutions(y: np.ndarray, hint_ab: np.ndarray, fixed: np.ndarray, tol: float) -> dict:
+    """PyAMG's two non-symmetric solvers as GMRES preconditioners: name -> (set-up s, solve s,
+    iterations of the worse channel, ab)."""
+    import pyamg
+
+    a = authors_matrix(y, fixed)
+    out = {}
+    for name, build in (("air", lambda: pyamg.air_solver(a)),
+                        ("sa-ns", lambda: pyamg.smoothed_aggregation_solver(a, symmetry="nonsymmetric"))):
+        start = time.perf_counter()
+        ml = build()
+        setup = time.perf_counter() - start
+        start = time.perf_counter()
+        chans, its = [], 0
+        for c in range(2):
+            b = np.where(fixed, hint_ab[c], 0).ravel()
+            residuals: list[float] = []
+            x = ml.solve(b, tol=tol, accel="gmres", maxiter=500, residuals=residuals)
+            chans.append(x.reshape(y.shape))
+            its = max(its, len(residuals) - 1)
+        out[name] = (setup, time.perf_counter() - start, its, np.stack(chans))
+    return out
 
 
 def to_rgb(L: torch.Tensor, ab) -> np.ndarray:
@@ -67,71 +114,107 @@ def to_rgb(L: torch.Tensor, ab) -> np.ndarray:
     return (rgb.clamp(0, 1) * 255 + 0.5).byte().permute(1, 2, 0).cpu().numpy()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=float, nargs="+", default=[0.25, 1, 4], help="megapixels")
-    ap.add_argument("--images", type=int, default=3, help="eval photos per size")
-    ap.add_argument("--hints", type=int, default=100)
-    ap.add_argument("--reference-up-to", type=float, default=1.0,
-                    help="largest size (MP) solved by SciPy too (~2-4 min per photo at 1 MP on 2 cores)")
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
-    args = ap.parse_args()
+def run_size(args) -> None:
+    """One size in this (fresh) process: one JSON line per photo."""
     if args.threads:
         torch.set_num_threads(args.threads)
     device = api.default_device(args.device)
     photos = list(measure.eval_images(size=None))
-    step = max(1, len(photos) // args.images)
-    photos = photos[::step][:args.images]
-    print(f"device {device}, torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} CPUs, {args.hints} hints, "
-          f"photos: {', '.join(n for n, _ in photos)}")
-    head = (f"{'MP':>5} {'photo':<18} {'prev s':>7} {'it':>4} {'prev dB':>8} {'final s':>8} {'it':>4} "
-            f"{'final dB':>8} {'scipy s':>8} {'scipy dB':>8} {'final-sp':>8} {'speed-up':>8} {'grey dB':>8}")
+    photos = photos[::max(1, len(photos) // args.images)][:args.images]
+    side = int(round(math.sqrt(args.mp * 1e6)))
+    warm = torch.rand(1, 64, 64, device=device) * 100, torch.zeros(2, 64, 64, device=device)
+    for quality in args.qualities:
+        levin.solve_ab(*warm, (torch.rand(1, 64, 64, device=device) > 0.9).float(), quality=quality)
+    for name, full in photos:
+        rgb = np.asarray(Image.fromarray(full).resize((side, side), Image.Resampling.LANCZOS))
+        grey = measure.gray_of(rgb)
+        layer = measure.hints_of(rgb, args.hints, np.random.default_rng(0))
+        _, L, hint_ab, hint_w = api.prepare(grey, layer, device)
+        del grey, layer, full
+        row = {"mp": args.mp, "name": name, "grey": measure.psnr(measure.gray_of(rgb), rgb)}
+        for quality in (*args.qualities, "converged") if args.mp <= args.converged_up_to else args.qualities:
+            options = {"quality": "final", "tol": 1e-6, "max_iter": 100} if quality == "converged" else {
+                "quality": quality}
+            gc.collect()
+            LIBC.malloc_trim(0)  # freed heap back to the system, so the high-water mark shows this solve's own
+            rest = status_kb("VmRSS")
+            reset_hwm()
+            ab, info = levin.solve_ab(L, hint_ab, hint_w, **options)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            row[quality] = {"s": info["seconds"], "it": info["iterations"],
+                            "db": measure.psnr(to_rgb(L, ab), rgb), "mb": (status_kb("VmHWM") - rest) / 1e3,
+                            "residual": info["residual"]}
+            del ab
+        y = L[0].double().cpu().numpy() / 100
+        fixed = hint_w[0].cpu().numpy() >= levin.FIXED
+        hints = hint_ab.double().cpu().numpy()
+        if args.mp <= args.pyamg_up_to:
+            for solver, (setup, solve, its, ab) in pyamg_solutions(y, hints, fixed, row["final"]["residual"]).items():
+                row[solver] = {"setup": setup, "s": setup + solve, "solve": solve, "it": its,
+                               "db": measure.psnr(to_rgb(L, ab), rgb)}
+        if args.mp <= args.reference_up_to:
+            start = time.perf_counter()
+            ref = authors_solution(y, hints, fixed)
+            row["scipy"] = {"s": time.perf_counter() - start, "db": measure.psnr(to_rgb(L, ref), rgb)}
+        print(json.dumps(row), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=float, nargs="+", default=[1, 4], help="megapixels (12 and 50 too)")
+    ap.add_argument("--images", type=int, default=2, help="eval photos per size")
+    ap.add_argument("--hints", type=int, default=100)
+    ap.add_argument("--pyamg-up-to", type=float, default=4.0,
+                    help="largest size (MP) PyAMG solves too (AIR + GMRES: about a minute at 4 MP on 2 cores)")
+    ap.add_argument("--reference-up-to", type=float, default=0.0,
+                    help="largest size (MP) SciPy's splu solves too (~2-4 min per photo at 1 MP on 2 cores)")
+    ap.add_argument("--converged-up-to", type=float, default=12.0,
+                    help="largest size (MP) also solved tightly (relative residual 1e-6, at most 100 iterations)")
+    ap.add_argument("--qualities", nargs="+", default=list(QUALITIES), choices=QUALITIES,
+                    help="final always runs (the others are compared with it)")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    ap.add_argument("--mp", type=float, help=argparse.SUPPRESS)  # a child: run this one size
+    args = ap.parse_args()
+    if args.mp is not None:
+        run_size(args)
+        return
+    print(f"device {api.default_device(args.device)}, torch threads {args.threads or torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, {args.hints} hints, "
+          f"{args.images} photos per size, a fresh process per size", flush=True)
+    cols = ["live", "preview", "final", "converged"]
+    head = (f"{'MP':>5} {'photo':<16}" + "".join(f" {c[:4] + ' s':>7} {'it':>3} {'dB':>6} {'MB':>6}" for c in cols)
+            + f" {'fin-conv':>8} {'air s':>7} {'(setup)':>7} {'it':>3} {'dB':>6} {'sa-ns s':>7} {'(setup)':>7}"
+            f" {'it':>3} {'dB':>6} {'air/fin':>7} {'scipy s':>7} {'grey dB':>7}")
     print(head)
-    print("-" * len(head))
-    rows = []
+    print("-" * len(head), flush=True)
     for mp in args.sizes:
-        side = int(round(math.sqrt(mp * 1e6)))
-        for name, full in photos:
-            rgb = np.asarray(Image.fromarray(full).resize((side, side), Image.LANCZOS))
-            grey = measure.gray_of(rgb)
-            layer = measure.hints_of(rgb, args.hints, np.random.default_rng(0))
-            decoded, L, hint_ab, hint_w = api.prepare(grey, layer, device)
-            row = {"mp": mp, "name": name, "grey": measure.psnr(grey, rgb)}
-            for quality in ("preview", "final"):
-                levin.solve_ab(L[:, :64, :64], hint_ab[:, :64, :64], hint_w[:, :64, :64])  # warm-up
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                ab, info = levin.solve_ab(L, hint_ab, hint_w, quality=quality)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                row[quality] = (info["seconds"], info["iterations"], measure.psnr(to_rgb(L, ab), rgb))
-            if mp <= args.reference_up_to:
-                start = time.perf_counter()
-                ref = authors_solution(L[0].double().cpu().numpy() / 100, hint_ab.double().cpu().numpy(),
-                                       hint_w[0].cpu().numpy() > 0)
-                row["scipy"] = (time.perf_counter() - start, measure.psnr(to_rgb(L, ref), rgb))
-            rows.append(row)
-            sp_s, sp_db = row.get("scipy", (math.nan, math.nan))
-            print(f"{mp:5.2f} {name:<18} {row['preview'][0]:7.2f} {row['preview'][1]:4d} {row['preview'][2]:8.2f} "
-                  f"{row['final'][0]:8.2f} {row['final'][1]:4d} {row['final'][2]:8.2f} {sp_s:8.1f} {sp_db:8.2f} "
-                  f"{row['final'][2] - sp_db:8.2f} {sp_s / row['final'][0]:8.1f} {row['grey']:8.2f}", flush=True)
-    print("-" * len(head))
-    for mp in args.sizes:
-        sel = [r for r in rows if r["mp"] == mp]
-        mean = lambda f: float(np.mean([f(r) for r in sel]))  # noqa: E731
-        ref = [r for r in sel if "scipy" in r]
-        line = (f"{mp:5.2f} {'mean':<18} {mean(lambda r: r['preview'][0]):7.2f} {mean(lambda r: r['preview'][1]):4.0f} "
-                f"{mean(lambda r: r['preview'][2]):8.2f} {mean(lambda r: r['final'][0]):8.2f} "
-                f"{mean(lambda r: r['final'][1]):4.0f} {mean(lambda r: r['final'][2]):8.2f}")
-        if ref:
-            line += (f" {np.mean([r['scipy'][0] for r in ref]):8.1f} {np.mean([r['scipy'][1] for r in ref]):8.2f} "
-                     f"{np.mean([r['final'][2] - r['scipy'][1] for r in ref]):8.2f} "
-                     f"{np.mean([r['scipy'][0] / r['final'][0] for r in ref]):8.1f}")
-        else:
-            line += f" {'-':>8} {'-':>8} {'-':>8} {'-':>8}"
-        print(line + f" {mean(lambda r: r['grey']):8.2f}")
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--mp", repr(mp), "--images", str(args.images),
+               "--hints", str(args.hints), "--pyamg-up-to", repr(args.pyamg_up_to),
+               "--reference-up-to", repr(args.reference_up_to), "--converged-up-to", repr(args.converged_up_to),
+               "--qualities", *sorted(set(args.qualities) | {"final"}, key=QUALITIES.index)]
+        cmd += (["--threads", str(args.threads)] if args.threads else []) + (
+            ["--device", args.device] if args.device else [])
+        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        assert child.stdout is not None
+        for line in child.stdout:
+            r = json.loads(line)
+            out = f"{r['mp']:5.2f} {r['name'][-16:]:<16}"
+            for c in cols:
+                q = r.get(c)
+                out += (f" {q['s']:7.2f} {q['it']:3d} {q['db']:6.2f} {q['mb']:6.0f}" if q
+                        else f" {'-':>7} {'-':>3} {'-':>6} {'-':>6}")
+            out += f" {r['final']['db'] - r['converged']['db']:8.2f}" if "converged" in r else f" {'-':>8}"
+            for solver in ("air", "sa-ns"):
+                q = r.get(solver)
+                out += (f" {q['s']:7.1f} {q['setup']:7.1f} {q['it']:3d} {q['db']:6.2f}" if q
+                        else f" {'-':>7} {'-':>7} {'-':>3} {'-':>6}")
+            out += f" {r['air']['s'] / r['final']['s']:7.1f}" if "air" in r else f" {'-':>7}"
+            out += f" {r['scipy']['s']:7.1f}" if "scipy" in r else f" {'-':>7}"
+            print(out + f" {r['grey']:7.2f}", flush=True)
+        if child.wait() != 0:
+            raise SystemExit(f"the {mp} MP run failed")
 
 
 if __name__ == "__main__":

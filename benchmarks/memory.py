@@ -1,7 +1,7 @@
 """Peak memory of one colorize job per engine, quality and size: the figures tinct.serve.admission uses.
 
     python benchmarks/memory.py [--sizes 0.25 1 4] [--engines optimization learned]
-                                [--qualities final preview] [--photos kodim01 kodim14] [--strokes 100]
+                                [--qualities final preview live] [--photos kodim01 kodim14] [--strokes 100]
                                 [--tol 0] [--json FILE] [--replay FILE]
 
 Every job runs in a fresh Python process (one torch thread, OMP_NUM_THREADS=1), so no job
@@ -167,7 +167,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=float, nargs="+", default=[0.25, 1, 4], help="megapixels (12 allowed)")
     ap.add_argument("--engines", nargs="+", default=["optimization", "learned"])
-    ap.add_argument("--qualities", nargs="+", default=["final", "preview"])
+    ap.add_argument("--qualities", nargs="+", default=["final", "preview", "live"])
     ap.add_argument("--photos", nargs="+", default=["kodim01", "kodim14"],
                     help="Kodak photos (names) from the eval set")
     ap.add_argument("--strokes", type=int, default=100)
