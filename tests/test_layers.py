@@ -180,10 +180,6 @@ NOT_YET = {
     "daemon/tinct/engines/optimization/multigrid.py",
     "daemon/tinct/engines/optimization/proxy.py",
     "daemon/tinct/engines/reference.py",
-    "daemon/tinct/serve/daemon.py",
-    "daemon/tinct/serve/worker.py",
-    "daemon/tinct/tools/doctor.py",
-    "plugins/common/tinct_client.py",
 }
 
 

@@ -166,8 +166,9 @@ def load_config(path: str | None = None) -> dict:
 
 
 class Client:
-    def __init__(self, endpoint=None, timeout=30.0, retries=2, start_command=None, curve=None,
-                 shared_memory=True, client_id=None):
+    def __init__(self, endpoint: str | None = None, timeout: float = 30.0, retries: int = 2,
+                 start_command: list[str] | str | None = None, curve: dict | None = None,
+                 shared_memory: bool | str = True, client_id: str | None = None):
         """Talk to tinctd at `endpoint` (default $TINCT_ENDPOINT, else the settings file's, else
         default_endpoint()).
 

@@ -15,6 +15,7 @@ import os
 import stat
 import time
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 import zmq
 
@@ -28,6 +29,9 @@ from .job import admit
 from .state import claim_socket
 from .warmup import warm_engines
 from .worker import Task, Worker
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("tinctd")
 MAX_QUEUED = 64               # requests waiting for the worker; more are answered `busy`
@@ -61,8 +65,8 @@ def owner_of(identity: bytes) -> bytes:
 class Daemon:
     """The socket side: receives, validates, queues, answers what needs no engine, sends replies."""
 
-    def __init__(self, address: str, max_pixels: int, device, curve=None, max_connections: int = MAX_CONNECTIONS,
-                 ipc_lock=None):
+    def __init__(self, address: str, max_pixels: int, device: torch.device, curve: dict | None = None,
+                 max_connections: int = MAX_CONNECTIONS, ipc_lock: IO | None = None):
         """Listen at `address`: an ipc socket in a private folder (`ipc_lock`: claim_socket's, taken
         here if None), or TCP with CURVE (`curve`: a "secret" certificate file and a "clients" folder
         of remote clients' keys, or None for the user's own keys, tinct.serve.keys)."""

@@ -14,11 +14,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zmq
 
 from . import job as J
 from . import protocol as P
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("tinctd")
 RETAIN_SCRATCH = 256 << 20  # shared-memory buffers are kept between jobs up to this size (each)
@@ -59,7 +63,8 @@ class Progress:
 class Worker(threading.Thread):
     """Runs jobs one at a time; finished ones go back to the socket thread through `finished`."""
 
-    def __init__(self, ctx: zmq.Context | None, wake: str, device, engines: dict, shm_dir: Path | None):
+    def __init__(self, ctx: zmq.Context | None, wake: str, device: torch.device, engines: dict,
+                 shm_dir: Path | None):
         super().__init__(name="tinct-worker", daemon=True)
         self.ctx, self.wake_endpoint, self.device = ctx, wake, device
         self.shm_dir = shm_dir
