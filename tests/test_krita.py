@@ -1,17 +1,23 @@
 """Tinct's Krita plugin inside a real Krita 5 window (Xvfb), talking to a real tinctd.
 
-One Krita session: the plugin is installed with installers/install-krita-plugin.sh into a
-throw-away HOME, next to a test-only driver plugin (tests/editors/krita/driver) that opens
+Every test runs against two Kritas: the host's Debian 12 Krita 5.1, and Debian 13's Krita 5.2
+(what most Krita users run) inside the Debian 13 editors chroot that tests/editors/gimp/setup.sh
+builds for GIMP 3 too.  One Krita session each: the plugin is installed with
+installers/install-krita-plugin.sh (inside the chroot for 5.2, as a Debian 13 user would run it)
+into a throw-away HOME, next to a test-only driver plugin (tests/editors/krita/driver) that opens
 the photos, triggers the plugin's real Filter actions, answers its dialog, flips the docker's
-Live toggle and clicks a suggested colour, then records layers and pixels.  The tests below
-assert on that record and on the pixels.  Needs Debian's krita and xvfb-run
-(tests/editors/krita/setup.sh); skipped with the reason otherwise.
+Live toggle and clicks a suggested colour, then records layers and pixels.  tinctd runs on the
+host, its ipc socket in the session's work folder (inside the chroot's /tmp for 5.2, so both
+sides see the same file).  The tests below assert on that record and on the pixels.  Needs
+Debian's krita and xvfb-run (tests/editors/krita/setup.sh), and for 5.2 root and the chroot;
+each variant is skipped with the reason otherwise.
 """
 
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -42,9 +48,15 @@ pytestmark = pytest.mark.editor
 REPO = Path(__file__).resolve().parents[1]
 DRIVER = REPO / "tests" / "editors" / "krita" / "driver"
 INSTALLER = REPO / "installers" / "install-krita-plugin.sh"
+IN_CHROOT = REPO / "tests" / "editors" / "gimp" / "in-chroot.sh"
+# the Debian 13 editors chroot (tests/editors/gimp/setup.sh), which has Krita 5.2 beside GIMP 3
+ROOT = Path(os.environ.get("TINCT_GIMP_ROOT", "/tmp/tinct-gimp3-trixie"))
 SESSION_TIMEOUT = 300
-# A HOME where installers/install.sh already put the plugin (.ci/installed): test that instead
+# A HOME where installers/install.sh already put the plugin (.ci/installed): test that instead.
+# Krita 5.2 reaches it when it lies in the chroot's /tmp (the host path may be a symlink there).
 INSTALLED_HOME = os.environ.get("TINCT_KRITA_HOME")
+# Krita's window needs an X server (it ignores QT_QPA_PLATFORM=offscreen)
+XVFB_RUN = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24 -nolisten tcp"]
 
 FEATHER = 4                              # of the selection, px
 LIVE_STROKE = ((190, 60, 170), 40, 125, 40)
@@ -54,23 +66,78 @@ BURST_GAP, DEBOUNCE = 0.08, 0.3
 ALPHA_PATCHES = [(10, 60, 20, 15, 0), (40, 60, 20, 15, 128)]   # (x, y, w, h, alpha) on the float photo
 
 
-def _skip_reason():
-    missing = [tool for tool in ("krita", "xvfb-run") if shutil.which(tool) is None]
-    if missing:
-        return f"{' and '.join(missing)} not installed: run tests/editors/krita/setup.sh (apt, as root)"
-    return None
+class Host:
+    """Debian 12's Krita 5.1 on this machine."""
+    version = "5.1."
 
+    def skip_reason(self):
+        missing = [tool for tool in ("krita", "xvfb-run") if shutil.which(tool) is None]
+        if missing:
+            return f"{' and '.join(missing)} not installed: run tests/editors/krita/setup.sh (apt, as root)"
+        return None
 
-def _install(home):
-    if not INSTALLED_HOME:
+    def work_folder(self, tmp_path_factory):
+        return tmp_path_factory.mktemp("krita")
+
+    def seen(self, path):
+        """`path` as Krita sees it."""
+        return str(path)
+
+    def install(self, home):
         env = {"HOME": str(home), "PATH": os.environ["PATH"]}
-        done = subprocess.run(["bash", str(INSTALLER)], env=env, capture_output=True, text=True, timeout=300)
+        return subprocess.run(["bash", str(INSTALLER)], env=env, capture_output=True, text=True, timeout=300)
+
+    def command(self, env):
+        """(argv, environment) of Krita run with `env`."""
+        return [*XVFB_RUN, "krita", "--nosplash"], {**env, "PATH": os.environ["PATH"]}
+
+
+class Chroot:
+    """Debian 13's Krita 5.2 in the editors chroot, run with in-chroot.sh: nothing from the host's
+    environment, the repository read-only at /opt/tinct, the host's loopback network."""
+    version = "5.2."
+
+    def skip_reason(self):
+        if os.geteuid() != 0:
+            return "Krita 5.2 runs in the Debian 13 chroot, which needs root (chroot, mount namespace)"
+        if not all((ROOT / "usr/bin" / tool).exists() for tool in ("krita", "xvfb-run", "xauth")):
+            return (f"no Krita 5.2 in a Debian 13 chroot at {ROOT}: run tests/editors/gimp/setup.sh as root "
+                    "(TINCT_GIMP_ROOT moves it)")
+        if INSTALLED_HOME and not Path(INSTALLED_HOME).resolve().is_relative_to(ROOT.resolve()):
+            return f"the installed HOME {INSTALLED_HOME} is outside the chroot {ROOT}: Krita 5.2 cannot load it"
+        return None
+
+    def work_folder(self, tmp_path_factory):
+        return Path(tempfile.mkdtemp(prefix="tinct-krita-test-", dir=ROOT / "tmp"))
+
+    def seen(self, path):
+        return "/" + str(Path(path).resolve().relative_to(ROOT.resolve()))
+
+    def _in_chroot(self, env, argv):
+        return [str(IN_CHROOT), str(ROOT), str(REPO), *(f"{k}={v}" for k, v in env.items()), *argv]
+
+    def install(self, home):
+        # the installer run where a Debian 13 user runs it: it finds Krita 5.2's Python 3.13 and its packages
+        return subprocess.run(self._in_chroot({"HOME": self.seen(home)},
+                                              ["bash", "/opt/tinct/installers/install-krita-plugin.sh"]),
+                              capture_output=True, text=True, timeout=300)
+
+    def command(self, env):
+        return self._in_chroot(env, [*XVFB_RUN, "krita", "--nosplash"]), None
+
+
+def _install(krita, home):
+    if not INSTALLED_HOME:
+        done = krita.install(home)
         assert done.returncode == 0, done.stdout + done.stderr
     pykrita = home / ".local/share/krita/pykrita"
-    shutil.copytree(DRIVER / "tinct_test_driver", pykrita / "tinct_test_driver")
+    # an installed HOME serves both Kritas in turn
+    shutil.copytree(DRIVER / "tinct_test_driver", pykrita / "tinct_test_driver", dirs_exist_ok=True)
     shutil.copy(DRIVER / "tinct_test_driver.desktop", pykrita)
     kritarc = home / ".config/kritarc"
-    kritarc.write_text(kritarc.read_text().replace("[python]\n", "[python]\nenable_tinct_test_driver=true\n"))
+    config = kritarc.read_text()
+    if "enable_tinct_test_driver=true" not in config:
+        kritarc.write_text(config.replace("[python]\n", "[python]\nenable_tinct_test_driver=true\n"))
 
 
 def _references(client, photo8, photo16):
@@ -91,42 +158,42 @@ def _references(client, photo8, photo16):
                for v in (0.0, 1.0)}}
 
 
-@pytest.fixture(scope="module")
-def krita(tmp_path_factory):
-    reason = _skip_reason()
+@pytest.fixture(scope="module", params=[Host(), Chroot()], ids=["5.1-host", "5.2-chroot"])
+def krita(request, tmp_path_factory):
+    variant = request.param
+    reason = variant.skip_reason()
     if reason:
         pytest.skip(reason)
-    root = tmp_path_factory.mktemp("krita")
+    root = variant.work_folder(tmp_path_factory)
     work, home, state = root / "work", Path(INSTALLED_HOME or root / "home"), root / "tinctd"
-    for folder in (work, home, state, work / "runtime"):
-        folder.mkdir(mode=0o700, exist_ok=folder == home and bool(INSTALLED_HOME))
-    grey = grey_photo()
-    photo8 = np.repeat(np.round(grey * 255).astype(np.uint8)[..., None], 3, axis=2)
-    photo16 = np.repeat(np.round(grey * 65535).astype(np.uint16)[..., None], 3, axis=2)
-    imagefile.write(work / "photo8.png", photo8)
-    imagefile.write(work / "photo16.png", photo16)
-    (work / "params.json").write_text(json.dumps({
-        "canvas": CANVAS, "offsets": OFFSETS, "selection": SELECTION, "feather": FEATHER,
-        "strokes": STROKES, "live_stroke": LIVE_STROKE, "burst": BURST, "burst_gap": BURST_GAP,
-        "debounce": DEBOUNCE, "alpha_patches": ALPHA_PATCHES}))
-    t0 = time.monotonic()
-    _install(home)
-    installed = time.monotonic() - t0
-    daemon = RunningDaemon(state)
-    process = None
+    daemon = process = None
     try:
+        for folder in (work, home, state, work / "runtime"):
+            folder.mkdir(mode=0o700, exist_ok=folder == home and bool(INSTALLED_HOME))
+        grey = grey_photo()
+        photo8 = np.repeat(np.round(grey * 255).astype(np.uint8)[..., None], 3, axis=2)
+        photo16 = np.repeat(np.round(grey * 65535).astype(np.uint16)[..., None], 3, axis=2)
+        imagefile.write(work / "photo8.png", photo8)
+        imagefile.write(work / "photo16.png", photo16)
+        (work / "params.json").write_text(json.dumps({
+            "canvas": CANVAS, "offsets": OFFSETS, "selection": SELECTION, "feather": FEATHER,
+            "strokes": STROKES, "live_stroke": LIVE_STROKE, "burst": BURST, "burst_gap": BURST_GAP,
+            "debounce": DEBOUNCE, "alpha_patches": ALPHA_PATCHES}))
+        t0 = time.monotonic()
+        _install(variant, home)
+        installed = time.monotonic() - t0
+        # its socket in the work folder: the same file from the host and from a chroot's Krita
+        daemon = RunningDaemon(state, endpoint=f"ipc://{work}/tinctd.sock")
         with daemon.client(timeout=30) as client:
             references = _references(client, photo8, photo16)
-        env = {"HOME": str(home), "PATH": os.environ["PATH"], "LANG": "C.UTF-8", "TINCT_KRITA_TEST": str(work),
-               "TINCT_ENDPOINT": daemon.endpoint, "XDG_RUNTIME_DIR": str(work / "runtime"),
-               "PYTHONDONTWRITEBYTECODE": "1"}
-        log = root / "krita.log"
+        argv, env = variant.command({
+            "HOME": variant.seen(home), "LANG": "C.UTF-8", "TINCT_KRITA_TEST": variant.seen(work),
+            "TINCT_ENDPOINT": f"ipc://{variant.seen(work)}/tinctd.sock",
+            "XDG_RUNTIME_DIR": variant.seen(work / "runtime"), "PYTHONDONTWRITEBYTECODE": "1"})
+        log = tmp_path_factory.mktemp("krita-log") / "krita.log"   # kept after the work folder goes
         t0 = time.monotonic()
         with open(log, "w") as out:
-            # Krita's window needs an X server (it ignores QT_QPA_PLATFORM=offscreen)
-            process = subprocess.Popen(["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24 -nolisten tcp",
-                                        "krita", "--nosplash"], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+            process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             while process.poll() is None:
                 if (work / "stop-daemon").exists() and daemon.alive():
                     daemon.stop()
@@ -141,16 +208,19 @@ def krita(tmp_path_factory):
         assert report_file.exists(), f"the driver wrote no report (Krita exit {process.returncode}):\n{tail}"
         report = json.loads(report_file.read_text())
         assert report["ok"], report.get("error", "") + "\n" + tail
-        print(f"\n[krita] install {installed:.1f} s, Krita session {session:.1f} s "
+        print(f"\n[krita {report['krita']}] install {installed:.1f} s, Krita session {session:.1f} s "
               f"(driver {report['driver_seconds']} s); colorize: " +
               ", ".join(f"{k} {v['seconds']} s" for k, v in report["steps"].items() if "seconds" in v))
-        yield types.SimpleNamespace(report=report, steps=report["steps"], work=work, home=home,
+        yield types.SimpleNamespace(report=report, steps=report["steps"], work=work, home=home, variant=variant,
                                     references=references, photo8=photo8, photo16=photo16)
     finally:
         if process is not None and process.poll() is None:
             os.killpg(process.pid, 9)
             process.wait()
-        daemon.stop()
+        if daemon is not None:
+            daemon.stop()
+        if isinstance(variant, Chroot):
+            shutil.rmtree(root, ignore_errors=True)
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -183,6 +253,7 @@ def _assert_failed_cleanly(record, sentence):
 
 # -- the tests -----------------------------------------------------------------------
 def test_actions_are_in_the_filter_menu_and_the_docker_is_there(krita):
+    assert krita.report["krita"].startswith(krita.variant.version)
     assert set(krita.report["menus"]["filter"]) == {"tinct_colorize", "tinct_add_hints_layer"}
     assert [name for name, actions in krita.report["menus"].items() if actions] == ["filter"]
     assert krita.report["docker"]

@@ -125,7 +125,7 @@ class Driver(Extension):
 
     # -- a tiny coroutine runner on Qt timers ---------------------------------------
     def start(self):
-        self.report = {"ok": False, "python": sys.version.split()[0], "steps": {}}
+        self.report = {"ok": False, "krita": Krita.instance().version(), "python": sys.version.split()[0], "steps": {}}
         self.t0 = time.monotonic()
         self.scenario = self.run()
         self.advance(None)
@@ -260,9 +260,25 @@ class Driver(Extension):
         doc.setBatchmode(True)  # else exportImage opens its options dialog and waits forever
         doc.waitForDone()
         view = app.activeWindow().addView(doc)
-        doc.setActiveNode(doc.topLevelNodes()[0])
         doc.topLevelNodes()[0].setName("photo")
+        yield from self.activate(doc, doc.topLevelNodes()[0])
         return doc, view
+
+    @staticmethod
+    def activate(doc, layer):
+        """Make `layer` the active one, as a click in the Layers docker does.  Krita 5.2 gives a layer
+        that a script has just added (or a document just shown) its canvas shape only a turn of the
+        event loop later, refuses to activate it until then (SAFE ASSERT "shape" in its log), and
+        then makes the added layer active by itself: so ask again until `layer` is the active one."""
+        uid = layer.uniqueId()
+
+        def active():
+            current = doc.activeNode()
+            if current is not None and current.uniqueId() == uid:
+                return True
+            doc.setActiveNode(layer)
+            return False
+        yield (active, 5, f'the layer "{layer.name()}" to become active')
 
     def add_hints(self, doc):
         """Filter → Add Colorize Hints Layer; the layer becomes active a moment later."""
@@ -289,14 +305,14 @@ class Driver(Extension):
         swatches = [docker.findChild(QPushButton, f"tinct_swatch_{i}") for i in range(8)]
 
         # 8-bit photo moved inside a bigger canvas, an unrelated layer on top
-        doc, _ = self.open_photo("photo8.png")
+        doc, _ = yield from self.open_photo("photo8.png")
         photo = node(doc, "photo")
         doc.resizeImage(0, 0, *p["canvas"])
         photo.move(*p["offsets"])
         top = doc.createNode("Top", "paintlayer")
         doc.rootNode().addChildNode(top, photo)
-        doc.setActiveNode(photo)
         doc.waitForDone()
+        yield from self.activate(doc, photo)
         source_rect = rect(photo)
         self.report["source_rect"] = source_rect
         steps["add_hints"] = yield from self.add_hints(doc)
@@ -309,7 +325,7 @@ class Driver(Extension):
         doc.refreshProjection()
         doc.exportImage(os.path.join(WORK, "optimization.png"), InfoObject())
         hints.setVisible(True)
-        doc.setActiveNode(photo)
+        yield from self.activate(doc, photo)
         steps["learned"] = yield from self.colorize(doc, "learned")
         steps["learned"]["dump"] = dump(doc, "learned", source_rect)
 
@@ -328,7 +344,7 @@ class Driver(Extension):
 
         # Live: the toggle colorizes at once, in place; a new stroke colorizes again and gets suggestions
         runner = self.count_requests()
-        doc.setActiveNode(node(doc, "Colorize hints"))
+        yield from self.activate(doc, node(doc, "Colorize hints"))
         swatches_before = [s.property("rgb") for s in swatches]
         previous = result_look(doc)
         started = time.monotonic()
@@ -376,7 +392,7 @@ class Driver(Extension):
                                   ("f32", "photo8.png", ("RGBA", "F32", SRGB)),
                                   ("gray", "photo8.png", ("GRAYA", "U8", "Gray-D50-elle-V2-srgbtrc.icc")),
                                   ("u16", "photo16.png", None)):
-            doc, _ = self.open_photo(file)
+            doc, _ = yield from self.open_photo(file)
             if space:
                 doc.setColorSpace(*space)
                 doc.waitForDone()
@@ -396,7 +412,7 @@ class Driver(Extension):
         doc.exportImage(os.path.join(WORK, "u16.png"), InfoObject())
 
         # no strokes at all: the learned engine colorizes by itself, at the slider's two ends
-        doc, _ = self.open_photo("photo8.png")
+        doc, _ = yield from self.open_photo("photo8.png")
         for name, vibrancy in (("muted", 0), ("bold", 100)):
             steps[name] = yield from self.colorize(doc, "learned", vibrancy)
             steps[name]["dump"] = dump(doc, name, rect(node(doc, "photo")))
