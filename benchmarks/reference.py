@@ -2,6 +2,7 @@
 
     python benchmarks/reference.py speed [--megapixels 12] [--reference-megapixels 1] [--threads 2] [--repeats 3]
     python benchmarks/reference.py quality [--size 256] [--limit N]
+    python benchmarks/reference.py palette [--size 256] [--limit N] [--colours 8]
 
 speed: a photo of --megapixels (an eval photo, resized) colorized with another eval photo of
 --reference-megapixels as the reference, both engines, against the same call without a
@@ -16,6 +17,10 @@ off, (c) with an unrelated reference: the eval photo 21 places further in the li
 set, mostly).  For (c) it also reports whether the reference's dominant hue (the 30-degree hue
 sector holding most of its chroma) is among the result's three strongest sectors, and the share
 of the result's chroma in the reference's top-3 sectors.
+
+palette: the learned engine's automatic result against the same with a palette of the photo's own
+--colours dominant colours (the mean colour of the most populated 10x10 ab cells): Zhang et al.
+2017's global-hint experiment, with our reweighting instead of a trained global-hint input.
 """
 from __future__ import annotations
 
@@ -152,8 +157,32 @@ def quality(args) -> None:
         print(f"{label:<48}{mean:7.2f}{mean - auto:+9.2f}{hue}{share}")
 
 
+def dominant_colours(rgb: np.ndarray, count: int) -> np.ndarray:
+    """The mean sRGB colour of each of the `count` most populated 10x10 Lab ab cells of `rgb`."""
+    ab = lab.srgb_to_lab(torch.tensor(rgb / 255.0).permute(2, 0, 1))[1:].reshape(2, -1).numpy()
+    cells = np.floor(ab / 10).astype(int)
+    keys = cells[0] * 1000 + cells[1]
+    values, counts = np.unique(keys, return_counts=True)
+    pixels_rgb = rgb.reshape(-1, 3).astype(np.float64)
+    return np.array([pixels_rgb[keys == k].mean(0) for k in values[np.argsort(counts)[::-1][:count]]])
+
+
+def palette(args) -> None:
+    photos = list(measure.eval_images(size=args.size))[:args.limit]
+    auto, steered = [], []
+    for name, rgb in photos:
+        grey = measure.gray_of(rgb)
+        auto.append(measure.psnr(api.colorize(grey, engine="learned"), rgb))
+        steered.append(measure.psnr(api.colorize(grey, engine="learned",
+                                                 palette=dominant_colours(rgb, args.colours)), rgb))
+        print(f"{name:<22}auto={auto[-1]:.2f} palette={steered[-1]:.2f}", flush=True)
+    print(f"\n{len(photos)} photos at {args.size}x{args.size}; learned engine, PSNR dB (mean)")
+    print(f"automatic {np.mean(auto):.2f}, palette of the photo's {args.colours} dominant colours "
+          f"{np.mean(steered):.2f} ({np.mean(steered) - np.mean(auto):+.2f})")
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
     sp = sub.add_parser("speed")
     sp.add_argument("--megapixels", type=float, default=12.0)
@@ -164,8 +193,12 @@ def main(argv=None) -> int:
     q = sub.add_parser("quality")
     q.add_argument("--size", type=int, default=256)
     q.add_argument("--limit", type=int, default=None, help="only the first N eval photos")
+    pq = sub.add_parser("palette")
+    pq.add_argument("--size", type=int, default=256)
+    pq.add_argument("--limit", type=int, default=None, help="only the first N eval photos")
+    pq.add_argument("--colours", type=int, default=8)
     args = parser.parse_args(argv)
-    speed(args) if args.what == "speed" else quality(args)
+    {"speed": speed, "quality": quality, "palette": palette}[args.what](args)
     return 0
 
 

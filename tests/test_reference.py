@@ -245,3 +245,32 @@ def test_bad_guidance_over_the_wire_gets_clear_errors(tinctd, tmp_path):
         r = c.colorize(width=64, height=48, layout="GRAY", sample="u8", pixels=photo.tobytes(),
                        guidance=wire_reference(good))  # and it still works
         assert len(r["pixels"]) == 64 * 48 * 3
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+def test_the_cli_takes_a_reference_a_palette_and_ref_files_beside_photos(tmp_path, capsys):
+    from tinct.color import imagefile
+    from tinct.tools import cli
+
+    ref = coloured(textured(60, 90, seed=1), (200, 60, 40), (200, 60, 40))  # red
+    photo = (textured(48, 64, seed=2) * 255).astype(np.uint8)
+    imagefile.write(tmp_path / "a.png", photo)
+    imagefile.write(tmp_path / "red.png", ref)
+    assert cli.main(["colorize", str(tmp_path / "a.png"), "--reference", str(tmp_path / "red.png"),
+                     "-o", str(tmp_path / "one.png")]) == 0
+    assert ab_of(imagefile.read(tmp_path / "one.png"))[..., 0].mean() > 10
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    imagefile.write(folder / "b.png", photo)
+    imagefile.write(folder / "b.ref.jpg", np.ascontiguousarray(ref[..., [2, 1, 0]]))  # blue, beside b
+    imagefile.write(folder / "c.png", photo)                                          # no reference
+    assert cli.main(["colorize", str(folder), "-o", str(tmp_path / "out")]) == 0
+    assert ab_of(imagefile.read(tmp_path / "out" / "b.png"))[..., 1].mean() < -10
+    assert np.abs(ab_of(imagefile.read(tmp_path / "out" / "c.png"))).max() < 1  # grey: no strokes, no reference
+    assert not (tmp_path / "out" / "b.ref.jpg").exists()  # the reference is not a photo to colorize
+    assert cli.main(["colorize", str(tmp_path / "a.png"), "--engine", "learned", "--palette", "1e90ff", "#2e8b57",
+                     "-o", str(tmp_path / "pal.png")]) == 0
+    with pytest.raises(SystemExit):
+        cli.main(["colorize", str(tmp_path / "a.png"), "--palette", "blue"])
+    assert "not a colour as RRGGBB" in capsys.readouterr().err

@@ -194,7 +194,7 @@ def _rect_mask(rect: tuple[int, int, int, int], full: tuple[int, int], size: tup
 def guide(L: torch.Tensor, reference: Reference, swatches: list[Swatch] | tuple[Swatch, ...] = (),
           seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The matched colour (2, h, w) and its confidence (1, h, w) at MATCH_SIDE for photo lightness L (1, H, W)."""
-    full = tuple(L.shape[-2:])
+    full = (int(L.shape[-2]), int(L.shape[-1]))
     size = _proxy_size(*full, MATCH_SIDE)
     small = F.adaptive_avg_pool2d(L[None], size)[0] if size != full else L
     feats = statistics(small).flatten(1)
@@ -211,8 +211,9 @@ def guide(L: torch.Tensor, reference: Reference, swatches: list[Swatch] | tuple[
     inside = torch.zeros(size[0] * size[1], dtype=torch.bool, device=L.device)
     pooled = []
     per_swatch = max(64, GRID * GRID // len(swatches))
+    reference_size = (int(reference.usable.shape[0]), int(reference.usable.shape[1]))
     for swatch in swatches:
-        ref_mask = _rect_mask(swatch.reference, reference.size, tuple(reference.usable.shape), "reference")
+        ref_mask = _rect_mask(swatch.reference, reference.size, reference_size, "reference")
         idx = jittered(ref_mask.to(L.device) & reference.usable, per_swatch, gen)
         if idx.numel() == 0:
             raise ValueError(f"the swatch's reference rectangle {swatch.reference} is fully transparent")
@@ -258,7 +259,7 @@ def solve(L: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor, pri
     """The Levin solve with strokes and a prior (any size, brought to L's), at most SOLVE_SIDE, then
     guided upsampling to L's size; the user's strokes are composited exactly where painted.
     `solver`: levin.solve_ab's quality, edge_sensitivity, tol, max_iter, callback."""
-    full = tuple(L.shape[-2:])
+    full = (int(L.shape[-2]), int(L.shape[-1]))
     size = _proxy_size(*full, SOLVE_SIDE)
     if size == full:
         Ls, hab, hw = L, hint_ab, hint_weight
