@@ -20,9 +20,10 @@ mistakes how weakly such a region leaks by orders of magnitude, so Krylov
 methods on the authors' system crawl there (the residual shrinks while the
 region's colour drifts).  `final` therefore builds its multigrid from the
 authors' operator itself (see tinct.engines.optimization.multigrid: transfers from its own rows,
-coarse operators kept M-matrices, a K-cycle) and runs GCR on it,
-from zero.  Its stopping rule looks at the error, not only the residual: the
-walled-in regions' colour costs almost no residual.
+coarse operators kept M-matrices, a K-cycle) and runs GCR on it, from
+full multigrid's nested answer.  Its stopping rule looks at the error, not only the residual: the
+walled-in regions' colour costs almost no residual.  `live` solves the same system loosely on a
+proxy of at most 0.5 MP and brings the colour back along the photo's lightness (see proxy).
 
 Hard constraints are eliminated: a fixed pixel's row becomes the identity and
 its column moves to the right-hand side, which keeps both forms' structure
