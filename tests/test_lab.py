@@ -148,3 +148,19 @@ def test_cuda_matches_cpu():
     lab_in = lab.srgb_to_lab(rgb)
     assert torch.allclose(lab.lab_to_srgb(lab_in.cuda()).cpu(), lab.lab_to_srgb(lab_in), atol=1e-5)
     _check_keep_l("cuda")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.uint8])
+def test_lightness_is_srgb_to_labs_l_to_the_last_rounding(dtype):
+    """The engines read only L from the photo: `lightness` must give srgb_to_lab's L (the one-row mix
+    may round its last bit differently from the three-row one)."""
+    rgb = torch.rand(2, 3, 17, 23, dtype=torch.float64)
+    rgb[0, :, 0, :4] = torch.tensor([0.0, 0.04045, 1.0, 0.5])[None]  # black, the curve's knee, white, grey
+    rgb = (rgb * 255).round().to(dtype) if dtype == torch.uint8 else rgb.to(dtype)
+    L = lab.lightness(rgb)
+    assert L.shape == (2, 1, 17, 23)
+    full = lab.srgb_to_lab(rgb)[:, :1]
+    assert L.dtype == full.dtype
+    torch.testing.assert_close(L, full, atol=1e-10 if dtype == torch.float64 else 2e-5, rtol=0)
+    with pytest.raises(ValueError, match="channels first"):
+        lab.lightness(torch.rand(17, 23, 3))

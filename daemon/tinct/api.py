@@ -23,7 +23,7 @@ def prepare(image: np.ndarray, hints: np.ndarray | None, device=None):
     """Decode the photo and its hints layer: (decoded, L (1,H,W), hint_ab (2,H,W), hint_weight (1,H,W))."""
     dev = default_device(device)
     decoded = pixels.decode(image, dev)
-    L = lab.srgb_to_lab(decoded.rgb)[:1]
+    L = lab.lightness(decoded.rgb)
     if hints is None:
         hint_ab = torch.zeros((2,) + L.shape[1:], device=dev)
         hint_weight = torch.zeros_like(L)

@@ -101,6 +101,16 @@ def srgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     return torch.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], dim=-3)
 
 
+def lightness(rgb: torch.Tensor) -> torch.Tensor:
+    """rgb (..., 3, H, W) in 0..1 -> L (..., 1, H, W): srgb_to_lab's L without a and b, which the
+    engines never read from the photo (only Y is mixed and only it takes a cube root)."""
+    _check(rgb, 3, "rgb")
+    rgb = _float(rgb)
+    y = _mix(_constants(rgb.device, rgb.dtype)[0][1:2], _srgb_to_linear(rgb))
+    f = torch.where(y > 0.008856, y.clamp_min(0.008856) ** (1 / 3), 7.787 * y + 16.0 / 116.0)
+    return 116.0 * f - 16.0
+
+
 def lab_to_srgb(lab: torch.Tensor, clip: bool = True) -> torch.Tensor:
     """Lab (..., 3, H, W) -> sRGB; out-of-gamut colours are clipped per channel (shifting L),
     or left outside 0..1 with clip=False."""
