@@ -32,7 +32,7 @@ def test_options_parse_numbers_and_words():
         evaluate.engine_options(["vibrancy"])
 
 
-def test_sweep_writes_every_engine_and_hint_count(tmp_path, learned_weights):
+def test_sweep_writes_every_engine_and_hint_count(tmp_path, learned_weights, capsys):
     rng = np.random.default_rng(1)
     (tmp_path / "eval" / "set").mkdir(parents=True)
     photos = [rng.integers(0, 255, (40, 48, 3), dtype=np.uint8) for _ in range(2)]
@@ -52,3 +52,15 @@ def test_sweep_writes_every_engine_and_hint_count(tmp_path, learned_weights):
     grey = next(r for r in rows if r["photo"] == "set/p0" and r["engine"] == "grey")
     assert float(grey["psnr_db"]) == pytest.approx(measure.psnr(measure.gray_of(resized), resized))
     assert Image.open(out / "eval.png").size == (640, 400)
+    printed = capsys.readouterr().out
+    assert "dB against grey, colourfulness" in printed
+    assert "black-and-white originals with 10 neutral strokes" in printed
+
+
+def test_black_and_white_originals_stay_grey(learned_weights):
+    """The grey-original check: neutral strokes on a black-and-white photo give it back (issue 17)."""
+    rng = np.random.default_rng(2)
+    photos = [(f"set/p{i}", rng.integers(0, 255, (48, 40, 3), dtype=np.uint8)) for i in range(2)]
+    # a strong pull towards the untrained network's boldest colours: the neutral strokes must still win
+    scores = evaluate.grey_originals(photos, options={"vibrancy": 1.0, "prior_weight": 1.0})
+    assert len(scores) == 2 and min(scores) >= 45.0

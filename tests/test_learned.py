@@ -80,6 +80,44 @@ def test_a_hint_colour_appears_at_its_location(weights_file):
     torch.testing.assert_close(out[:, 12, 12], torch.tensor([40.0, -30.0]), atol=1e-3, rtol=0)
 
 
+def two_regions(h=40, w=64):
+    """Lightness of two flat regions split by a strong edge, and empty strokes for it."""
+    L = torch.full((1, h, w), 30.0)
+    L[..., w // 2:] = 75.0
+    return L + torch.linspace(0, 5, h)[:, None], torch.zeros(2, h, w), torch.zeros(1, h, w)
+
+
+def test_neutral_strokes_keep_their_region_grey(weights_file):
+    """A neutral stroke means "no colour here": the network's colours must not overrule it."""
+    engine = learned.LearnedEngine(weights_file)
+    L, hint_ab, hint_w = two_regions()
+    hint_w[:, 5:9, 5:9] = hint_w[:, 30:34, 40:44] = 1           # grey strokes, one in each region
+    assert engine.network(L, hint_ab, hint_w)[0].abs().amax() > 0.1  # the network itself does colour them
+    assert engine.predict_ab(L, hint_ab, hint_w).abs().amax() < 1e-3
+    hint_ab[:, 5:9, 5:9] = torch.tensor([1.0, 1.0])[:, None, None]  # chroma 1.4: still neutral
+    assert engine.predict_ab(L, hint_ab, hint_w).abs().amax() < 1.5
+
+
+def test_coloured_strokes_still_colour_their_region_beside_neutral_ones(weights_file):
+    engine = learned.LearnedEngine(weights_file)
+    L, hint_ab, hint_w = two_regions()
+    hint_w[:, 5:9, 5:9] = hint_w[:, 30:34, 40:44] = 1
+    hint_ab[:, 5:9, 5:9] = torch.tensor([40.0, -30.0])[:, None, None]  # the left region's stroke is coloured
+    out = engine.predict_ab(L, hint_ab, hint_w)
+    torch.testing.assert_close(out[:, :, :32].mean((1, 2)), torch.tensor([40.0, -30.0]), atol=3.0, rtol=0)
+    assert out[:, :, 32:].norm(dim=0).mean() < 1.0
+    # only coloured strokes: the prior is left exactly as it was (no neutral stroke to make room for)
+    hint_ab[:, 30:34, 40:44] = torch.tensor([-20.0, 50.0])[:, None, None]
+    assert learned.colour_share(L, hint_ab, hint_w, (40, 64)) is None
+
+
+def test_unsure_automatic_colours_fade_towards_grey(bins):
+    flat = torch.zeros(len(bins), 1, 1)                     # no idea: every bin as likely
+    sure = torch.zeros(len(bins), 1, 1)
+    sure[5] = 10.0                                          # one colour, almost surely
+    assert float(learned.certainty(flat)) < 0.1 and float(learned.certainty(sure)) == 1.0
+
+
 def test_colorize_and_suggest_through_the_api(weights_file, monkeypatch):
     from tinct import engines
     monkeypatch.setenv("TINCT_MODEL", str(weights_file))
@@ -212,3 +250,16 @@ def test_the_shipped_model_gets_bolder_with_vibrancy(monkeypatch):
         means.append(np.mean([measure.colorfulness(out) for out in outs]))
     assert means[0] < means[1] < means[2], means
     assert means[2] > 1.2 * means[0], means
+
+
+@pytest.mark.skipif(not SHARED_EVAL.is_dir(), reason=f"the shared evaluation photos are not at {SHARED_EVAL}")
+def test_the_shipped_model_keeps_black_and_white_photos_grey(monkeypatch):
+    """Issue 17: a black-and-white original with 10 neutral strokes comes back at 45 dB or more
+    (before neutral strokes owned their region: 38 dB on kodim01, 41 dB on kodim08)."""
+    from tinct import engines
+    from tinct.training import evaluate, measure
+    monkeypatch.delenv("TINCT_MODEL", raising=False)
+    monkeypatch.delitem(engines._loaded, "learned", raising=False)
+    photos = list(itertools.islice(measure.eval_images(SHARED_EVAL, size=256), 0, 8, 7))
+    assert [name for name, _ in photos] == ["kodak24/kodim01", "kodak24/kodim08"]
+    assert min(evaluate.grey_originals(photos)) >= 45.0

@@ -8,6 +8,7 @@ blurry upsampled ones, and every stroke is honoured exactly.
 """
 from __future__ import annotations
 
+import math
 import os
 from importlib import resources
 from pathlib import Path
@@ -26,12 +27,17 @@ from . import net
 # folder's models/ itself, where `tinct train` exports; a wheel carries the same file in the same place.
 assert __package__ is not None  # set for every module of a package
 MODEL_PATH = Path(str(resources.files("tinct.models") / "tinct-hint-v1.pt"))
-AUTO_TEMPERATURE = 0.38   # Zhang et al. 2016's annealed mean for the automatic (no hints) case
 # "vibrancy" 0..1 is what users see (more is bolder); the annealing temperature it sets falls from
-# 1 (the distribution's mean: muted, safe) to 0.05 (near its mode: bold).  The default gives 0.38.
-DEFAULT_VIBRANCY = (1.0 - AUTO_TEMPERATURE) / 0.95
+# 1 (the distribution's mean: muted, safe) to 0.05 (near its mode: bold) along a power curve that puts
+# the plugins' default 0.65 at AUTO_TEMPERATURE.  Near the mode, with colours faded where the network
+# is unsure (CERTAIN), beat Zhang et al. 2016's T = 0.38 unfaded on the validation photos (model card).
+DEFAULT_VIBRANCY = 0.65
+AUTO_TEMPERATURE = 0.2
+VIBRANCY_CURVE = math.log((AUTO_TEMPERATURE - 0.05) / 0.95) / math.log(1.0 - DEFAULT_VIBRANCY)
+CERTAIN = 0.05            # top bin probability from which the automatic colours are kept in full
 PRIOR_WEIGHT = 1e-5       # pull towards the network's colours where strokes do not reach (validation slice)
 AUTO_PRIOR_WEIGHT = 1.0   # with no hints the network is all there is: keep its colours, only align edges
+NEUTRAL_CHROMA = 2.0      # a stroke of less Lab chroma than this says "no colour here" (issue 17)
 PALETTE_SPREAD = 15.0     # ab distance over which a palette colour lends its weight to the bins around it
 PALETTE_STRENGTH = 1.0    # exponent of the palette density multiplying the distribution
 PALETTE_FLOOR = 0.05      # relative density every bin keeps, however far from the palette
@@ -41,7 +47,13 @@ def temperature(vibrancy: float) -> float:
     """Vibrancy 0..1 -> annealed-mean temperature (Zhang et al. 2016), one mapping for every plugin."""
     if not 0.0 <= vibrancy <= 1.0:
         raise ValueError(f"vibrancy must be between 0 (muted) and 1 (bold), not {vibrancy}")
-    return 1.0 - 0.95 * vibrancy
+    return 0.05 + 0.95 * (1.0 - vibrancy) ** VIBRANCY_CURVE
+
+
+def certainty(logits: torch.Tensor) -> torch.Tensor:
+    """How sure the network is of each cell's colour (h, w) 0..1: its top bin probability / CERTAIN, at most 1.
+    The automatic colours are scaled by it, so an unsure region fades towards grey instead of a bold guess."""
+    return (torch.softmax(logits, 0).amax(0) / CERTAIN).clamp(max=1.0)
 
 
 def model_path() -> Path:
@@ -78,6 +90,26 @@ def steer(logits, bins, palette_ab, palette_weight):
     return logits + PALETTE_STRENGTH * torch.log(density + PALETTE_FLOOR).to(logits.dtype)[:, None, None]
 
 
+def colour_share(L: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor,
+                 size: tuple[int, int]) -> torch.Tensor | None:
+    """How much coloured strokes, rather than neutral ones, own each pixel: (1, h, w) 0..1 at working size.
+
+    A neutral stroke means "no colour here", and the network's prior must not overrule it.  Each stroke's
+    colourfulness min(chroma / NEUTRAL_CHROMA, 1) is spread by the same edge-aware propagation that spreads
+    the strokes' colours; scaled by it, the prior lets neutral strokes win their region for grey the way
+    coloured strokes win theirs.  None when no stroke is neutral (the prior is left as it is)."""
+    colour = (hint_ab.norm(dim=0, keepdim=True) / NEUTRAL_CHROMA).clamp(max=1.0)
+    if bool((colour[hint_weight > 0] >= 1).all()):
+        return None
+    if size != tuple(L.shape[-2:]):
+        L = F.interpolate(L[None], size=size, mode="area")[0]
+        colour, hint_weight = hintlayer.downsample(colour, hint_weight, size)
+    if not bool(colour[hint_weight > 0].any()):
+        return torch.zeros_like(L)
+    share, _ = levin.solve_ab(L, colour, hint_weight, quality="preview")
+    return share.clamp(0.0, 1.0)
+
+
 class LearnedEngine:
     name = "learned"
     DEFAULT_QUALITY = "final"
@@ -109,7 +141,9 @@ class LearnedEngine:
 
         `vibrancy` (0..1) decodes the colour distribution at that boldness instead of taking the
         regression head; the automatic case and a `palette` always decode (by default at
-        DEFAULT_VIBRANCY).  `palette` is (ab (K, 2), weight (K,)) colours to steer towards (steer)."""
+        DEFAULT_VIBRANCY).  `palette` is (ab (K, 2), weight (K,)) colours to steer towards (steer).
+        Without strokes they fade where the network is unsure (certainty); where neutral strokes own the
+        picture, to grey (colour_share)."""
         ab, logits, size = self.network(L, hint_ab, hint_weight, max_side)
         automatic = not bool((hint_weight > 0).any())
         if vibrancy is None and (automatic or palette is not None):
@@ -119,8 +153,13 @@ class LearnedEngine:
             if palette is not None:
                 logits = steer(logits, bins, *palette)
             dist = net.decode(logits[None], bins, temperature(float(vibrancy)))
+            if automatic:
+                dist = dist * certainty(logits)
             # the logits cover the padded input at 1/4 scale: upsample 4x, then drop the padding
             ab = F.interpolate(dist, scale_factor=4, mode="bilinear", align_corners=False)[0][..., :size[0], :size[1]]
+        share = None if automatic else colour_share(L, hint_ab, hint_weight, size)
+        if share is not None:
+            ab = ab * share
         return ab, AUTO_PRIOR_WEIGHT if automatic else PRIOR_WEIGHT
 
     def predict_ab(self, L, hint_ab, hint_weight, vibrancy=None, quality=DEFAULT_QUALITY, max_side=512,
