@@ -106,7 +106,10 @@ def gcr(apply: Operator, b: torch.Tensor, x: torch.Tensor, precond: Operator, to
     GCR is chosen over that because z is at hand every step: it is the
     correction M would still make, the error as far as M can tell.  On a nearly
     singular system a small residual can hide a large error, so with
-    `error_tol` it also waits until z is below `error_tol` at every pixel.
+    `error_tol` it also waits until z is below `error_tol` at every pixel.  `callback(it, distance)`
+    then gets the larger of the residual and tol * error / error_tol: how far the solve is from
+    stopping, in residual units (started near its answer, it may be within tol by the residual at
+    once and still take steps for the error).
     """
     bnorm = dot(b, b).sqrt()
     r = b - apply(x)
@@ -121,6 +124,8 @@ def gcr(apply: Operator, b: torch.Tensor, x: torch.Tensor, precond: Operator, to
         z = precond(r)
         if error_tol is not None:
             error = float(z.abs().amax(dim=(-2, -1)).max())
+            if callback and it:
+                callback(it, max(res, tol * error / error_tol))
             done = res <= tol and error <= error_tol
             if done or it >= max_iter:
                 return Result(x, it, res, done, error)
@@ -146,5 +151,5 @@ def gcr(apply: Operator, b: torch.Tensor, x: torch.Tensor, precond: Operator, to
         ws.append(w)
         it += 1
         res = float(_div(dot(r, r).sqrt(), bnorm).max())
-        if callback:
+        if callback and error_tol is None:
             callback(it, res)
