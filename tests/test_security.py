@@ -451,10 +451,12 @@ def test_shared_memory_fields_count_against_the_queue_budget(tinctd, tmp_path):
     d = tinctd(tmp_path, "--max-megapixels", "0.3")
     try:
         with d.client(shared_memory="files", timeout=60) as c:
-            folder = c.hello()["shm_dir"]
-        w = h = 540  # 0.29 MP RGBA f32: 4.7 MB, a third of the queue's 2 x 10 MB
+            info = c.hello()
+        folder, budget = info["shm_dir"], 2 * info["limits"]["max_bytes"]
+        w = h = 540  # 0.29 MP RGBA f32: 4.7 MB, each well within one message's max_bytes
+        count = budget // (w * h * 16) + 2  # more than the queue's budget holds, the running one aside
         names = []
-        for _ in range(6):
+        for _ in range(count):
             base = f"{os.getpid()}-{uuid.uuid4().hex}"
             with open(os.path.join(folder, base + ".in"), "wb") as f:
                 f.write(np.full((h, w, 4), 0.5, np.float32).tobytes())
@@ -470,7 +472,7 @@ def test_shared_memory_fields_count_against_the_queue_budget(tinctd, tmp_path):
         sock.close()
         ctx.term()
         busy = [r for r in codes if not r["ok"] and r["error"]["code"] == "busy"]
-        assert busy, "six 4.7 MB shared-memory requests all queued against a 10 MB-per-message budget"
+        assert busy, f"{count} requests of 4.7 MB in shared memory all queued against a {budget / 1e6:.1f} MB budget"
         for base in names:
             for end in (".in", ".out"):
                 os.unlink(os.path.join(folder, base + end))
@@ -479,13 +481,14 @@ def test_shared_memory_fields_count_against_the_queue_budget(tinctd, tmp_path):
 
 
 def test_a_layer_that_would_meet_the_oom_killer_is_refused_first(daemon):
-    """55 MP needs far more memory than this machine has: refused by measured bytes per megapixel."""
+    """90 MP (under the 100 MP message limit) needs more memory than this machine has: refused by
+    measured bytes per megapixel before a byte of it is solved."""
     from tinct.serve import admission
 
-    w, h = 11000, 5000
+    w, h = 10000, 9000
     total = admission.total_bytes()
     if total is None or admission.job_bytes("optimization", None, w * h) < total:
-        pytest.skip("this machine has the memory for a 55 MP solve")
+        pytest.skip("this machine has the memory for a 90 MP solve")
     ctx, sock = dealer(daemon.endpoint)
     try:
         sock.send_multipart([b"", P.pack({"v": P.VERSION, "type": "colorize", "id": "huge", "width": w, "height": h,
