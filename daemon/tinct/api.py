@@ -8,6 +8,7 @@ reached only through their registry, tinct.engines.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +20,8 @@ from .engines import ENGINES, ModelNotInstalled, default_device, get_engine, tra
 __all__ = ["colorize", "suggest_colors", "prepare", "ENGINES", "ModelNotInstalled", "default_device", "get_engine"]
 
 
-def prepare(image: np.ndarray, hints: np.ndarray | None, device=None):
+def prepare(image: np.ndarray, hints: np.ndarray | None, device: torch.device | str | None = None
+            ) -> tuple[pixels.Decoded, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Decode the photo and its hints layer: (decoded, L (1,H,W), hint_ab (2,H,W), hint_weight (1,H,W))."""
     dev = default_device(device)
     decoded = pixels.decode(image, dev)
@@ -34,8 +36,8 @@ def prepare(image: np.ndarray, hints: np.ndarray | None, device=None):
 
 
 def colorize(image: np.ndarray, hints: np.ndarray | None = None, engine: str = "optimization",
-             device=None, reference: np.ndarray | None = None, swatches: Sequence = (),
-             palette: Sequence | np.ndarray | None = None, **options) -> np.ndarray:
+             device: torch.device | str | None = None, reference: np.ndarray | None = None, swatches: Sequence = (),
+             palette: Sequence | np.ndarray | None = None, **options: Any) -> np.ndarray:
     """Colorize `image` (numpy, uint8/uint16/float 0..1; grey, grey+alpha, RGB or RGBA).
 
     `hints` is an RGBA layer of the same size whose painted pixels (alpha > 0)
@@ -71,7 +73,8 @@ def colorize(image: np.ndarray, hints: np.ndarray | None = None, engine: str = "
     return pixels.encode(rgb, decoded)
 
 
-def suggest_colors(image: np.ndarray, hints: np.ndarray | None, x: int, y: int, k: int = 8, device=None):
+def suggest_colors(image: np.ndarray, hints: np.ndarray | None, x: int, y: int, k: int = 8,
+                   device: torch.device | str | None = None) -> list[tuple[int, int, int]]:
     """The k most likely colours at (x, y) of `image` given `hints`, for the plugins' palette."""
     engine = get_engine("learned")
     _, L, hint_ab, hint_weight = prepare(image, hints, device)

@@ -13,7 +13,11 @@ itself imports no torch: the wire protocol reads `QUALITIES` from it.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # this module imports no torch: the wire protocol reads QUALITIES from it
+    import torch
 
 # The solver's qualities, shared by every engine: `live` answers in about a second at any size (a
 # proxy solved and brought back edge-aware), `preview` solves the symmetric form, `final` the authors'.
@@ -31,7 +35,7 @@ class ModelNotInstalled(ValueError):
     """The learned engine's weights are missing or unreadable."""
 
 
-def engine_class(name: str):
+def engine_class(name: str) -> type:
     """The factory of the engine called `name` (its class: DEFAULT_QUALITY, OPTIONS, ...), imported now."""
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}")
@@ -44,19 +48,19 @@ def engine_class(name: str):
             "use engine='optimization'") from exc
 
 
-def get_engine(name: str):
+def get_engine(name: str) -> Any:
     """The engine called `name`, created once and kept warm."""
     if name not in _loaded:
         _loaded[name] = engine_class(name)()
     return _loaded[name]
 
 
-def transfer():
+def transfer() -> ModuleType:
     """tinct.engines.reference (colour from a reference photo or a palette, for any engine), imported on first use."""
     return importlib.import_module("tinct.engines.reference")
 
 
-def default_device(device=None):
+def default_device(device: torch.device | str | None = None) -> torch.device:
     """The torch.device to run on: CUDA when there is one, unless `device` says otherwise."""
     import torch
 

@@ -24,7 +24,9 @@ the swatches, so colours come only from where the user pointed.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,7 +73,7 @@ def _proxy_size(h: int, w: int, side: int) -> tuple[int, int]:
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def load_reference(image: np.ndarray, device=None) -> Reference:
+def load_reference(image: np.ndarray, device: torch.device | str | None = None) -> Reference:
     """Validate and decode a reference photo (numpy RGB or RGBA, uint8/uint16/float 0..1, any size).
 
     Grey images are refused: there is no colour in them to take.  Transparent pixels are not sampled.
@@ -255,7 +257,7 @@ def guided_upsample(ab: torch.Tensor, L_small: torch.Tensor, L: torch.Tensor) ->
 
 
 def solve(L: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor, prior_ab: torch.Tensor,
-          prior_weight: torch.Tensor, **solver) -> torch.Tensor:
+          prior_weight: torch.Tensor, **solver: Any) -> torch.Tensor:
     """The Levin solve with strokes and a prior (any size, brought to L's), at most SOLVE_SIDE, then
     guided upsampling to L's size; the user's strokes are composited exactly where painted.
     `solver`: levin.solve_ab's quality, edge_sensitivity, tol, max_iter, callback."""
@@ -277,7 +279,8 @@ def solve(L: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor, pri
     return torch.where(hint_weight > 0, hint_weight * hint_ab + (1 - hint_weight) * ab, ab)
 
 
-def palette_of(colours, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+def palette_of(colours: Sequence | np.ndarray, device: torch.device | str | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """sRGB colours (K, 3) as 0..255 numbers -> (ab (K, 2), weight (K,)), the learned engine's palette."""
     rgb = torch.as_tensor(np.asarray(colours, dtype=np.float64), device=device)
     if rgb.ndim != 2 or rgb.shape[1] != 3 or not 1 <= rgb.shape[0] <= MAX_PALETTE:
@@ -294,8 +297,9 @@ def histogram_of(reference: Reference, generator: torch.Generator) -> tuple[torc
     return reference.lab[1:].flatten(1)[:, idx].T.contiguous(), torch.ones(idx.numel(), device=idx.device)
 
 
-def predict_ab(engine, L: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor, reference: Reference,
-               swatches=(), palette=None, seed: int = 0, **options) -> torch.Tensor:
+def predict_ab(engine: Any, L: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor, reference: Reference,
+               swatches: list[Swatch] | tuple[Swatch, ...] = (),
+               palette: tuple[torch.Tensor, torch.Tensor] | None = None, seed: int = 0, **options: Any) -> torch.Tensor:
     """ab (2, H, W) for lightness L from a reference photo with either engine.
 
     optimization: the matched colours are the solve's only prior.  learned: the network's automatic
@@ -319,7 +323,7 @@ def predict_ab(engine, L: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torc
     return solve(L, hint_ab, hint_weight, ab, weight, **solver)
 
 
-def swatch_of(pair) -> Swatch:
+def swatch_of(pair: Swatch | Sequence) -> Swatch:
     """A Swatch from a Swatch or a pair of (x0, y0, x1, y1) rectangles (reference, photo)."""
     if isinstance(pair, Swatch):
         return pair

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -112,7 +113,8 @@ def _rhs(c: torch.Tensor, target: torch.Tensor, kappa: torch.Tensor, fixed: torc
     return torch.where(fixed, target, kappa * target + moved)
 
 
-def authors_system(weights: torch.Tensor, target: torch.Tensor, kappa: torch.Tensor, fixed: torch.Tensor):
+def authors_system(weights: torch.Tensor, target: torch.Tensor, kappa: torch.Tensor, fixed: torch.Tensor
+                   ) -> tuple[Stencil, torch.Tensor]:
     """The authors' system A x = b (the `final` quality).
 
     Free pixel r:  (1 + kappa_r) x_r - sum_s W_rs x_s = kappa_r t_r
@@ -122,7 +124,8 @@ def authors_system(weights: torch.Tensor, target: torch.Tensor, kappa: torch.Ten
     return a, _rhs(weights, target, kappa, fixed)
 
 
-def symmetric_system(weights: torch.Tensor, target: torch.Tensor, kappa: torch.Tensor, fixed: torch.Tensor):
+def symmetric_system(weights: torch.Tensor, target: torch.Tensor, kappa: torch.Tensor, fixed: torch.Tensor
+                     ) -> tuple[Stencil, torch.Tensor]:
     """Its symmetric counterpart S x = b (the `preview` quality), S = (W + W^T)/2:
 
     Free pixel r:  (kappa_r + sum_s S_rs) x_r - sum_s S_rs x_s = kappa_r t_r
@@ -136,7 +139,8 @@ def symmetric_system(weights: torch.Tensor, target: torch.Tensor, kappa: torch.T
 def solve_ab(lightness: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor,
              prior_ab: torch.Tensor | None = None, prior_weight: float | torch.Tensor | None = None,
              quality: str = "final", edge_sensitivity: float = 1.0, tol: float | None = None,
-             max_iter: int | None = None, callback=None) -> tuple[torch.Tensor, dict]:
+             max_iter: int | None = None, callback: Callable[[int, float], None] | None = None
+             ) -> tuple[torch.Tensor, dict]:
     """Colour (2, H, W) for lightness L (1, H, W) in 0..100 from strokes and an optional prior.
 
     `hint_weight` (1, H, W) in 0..1 is the stroke's alpha: 1 fixes the colour,

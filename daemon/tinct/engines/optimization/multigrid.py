@@ -90,7 +90,7 @@ class Prolongation:
         csw.copy_(ratio(cm[1, -1] + cm[1, 0] * ew_s + cm[0, -1] * vs_w, dm))
         cse.copy_(ratio(cm[1, 1] + cm[1, 0] * ee_s + cm[0, 1] * vs_e, dm))
 
-    def planes(self):
+    def planes(self) -> tuple[torch.Tensor, ...]:
         """Views of the weights: E pixels (Hc, Wc-1), V pixels (Hc-1, Wc), centres (Hc-1, Wc-1)."""
         wt = self.weights
         return (wt[0, :, :-1], wt[1, :, :-1], wt[2, :-1, :], wt[3, :-1, :],
@@ -245,7 +245,7 @@ def _after(t: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat([t, t.new_zeros((n - t.shape[0],) + t.shape[1:])])
 
 
-def fit(x: torch.Tensor, shape) -> torch.Tensor:
+def fit(x: torch.Tensor, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
     """Zero-pad or crop the last two dimensions to `shape` (odd-size padding between levels)."""
     h, w = shape
     if tuple(x.shape[-2:]) == (h, w):

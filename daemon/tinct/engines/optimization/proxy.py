@@ -23,7 +23,7 @@ LIVE_PIXELS = 500_000  # about this many pixels in the proxy (0.5 MP: a few hund
 RANGE_SCALE = 1 / (2 * 6.0 ** 2)
 
 
-def factor(shape, pixels: int | None = None) -> int:
+def factor(shape: tuple[int, ...] | torch.Size, pixels: int | None = None) -> int:
     """The smallest integer shrink factor that brings `shape` to at most `pixels` (1: no proxy)."""
     pixels = LIVE_PIXELS if pixels is None else pixels
     h, w = shape
@@ -38,7 +38,7 @@ def shrink(x: torch.Tensor, f: int) -> torch.Tensor:
     return F.avg_pool2d(x[None], f, ceil_mode=True)[0]
 
 
-def shrink_hints(hint_ab: torch.Tensor, hint_weight: torch.Tensor, f: int):
+def shrink_hints(hint_ab: torch.Tensor, hint_weight: torch.Tensor, f: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Strokes (ab (2, H, W), weight (1, H, W)) for the proxy: a block is as sure as its surest
     pixel (a thin stroke still fixes its blocks) and takes its strokes' weight-averaged colour."""
     weight = F.max_pool2d(hint_weight[None], f, ceil_mode=True)[0]
