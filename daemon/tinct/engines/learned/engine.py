@@ -8,7 +8,6 @@ blurry upsampled ones, and every stroke is honoured exactly.
 """
 from __future__ import annotations
 
-import math
 import os
 from importlib import resources
 from pathlib import Path
@@ -27,14 +26,11 @@ from . import net
 # folder's models/ itself, where `tinct train` exports; a wheel carries the same file in the same place.
 assert __package__ is not None  # set for every module of a package
 MODEL_PATH = Path(str(resources.files("tinct.models") / "tinct-hint-v1.pt"))
+AUTO_TEMPERATURE = 0.38   # Zhang et al. 2016's annealed mean for the automatic (no hints) case
 # "vibrancy" 0..1 is what users see (more is bolder); the annealing temperature it sets falls from
-# 1 (the distribution's mean: muted, safe) to 0.05 (near its mode: bold) along a power curve that puts
-# the plugins' default 0.65 at AUTO_TEMPERATURE.  Near the mode, with colours faded where the network
-# is unsure (CERTAIN), beat Zhang et al. 2016's T = 0.38 unfaded on the validation photos (model card).
-DEFAULT_VIBRANCY = 0.65
-AUTO_TEMPERATURE = 0.2
-VIBRANCY_CURVE = math.log((AUTO_TEMPERATURE - 0.05) / 0.95) / math.log(1.0 - DEFAULT_VIBRANCY)
-CERTAIN = 0.05            # top bin probability from which the automatic colours are kept in full
+# 1 (the distribution's mean: muted, safe) to 0.05 (near its mode: bold).  The default gives 0.38.
+DEFAULT_VIBRANCY = (1.0 - AUTO_TEMPERATURE) / 0.95
+CERTAIN = 0.045           # top bin probability from which automatic colours are kept in full (validation)
 PRIOR_WEIGHT = 1e-5       # pull towards the network's colours where strokes do not reach (validation slice)
 AUTO_PRIOR_WEIGHT = 1.0   # with no hints the network is all there is: keep its colours, only align edges
 NEUTRAL_CHROMA = 2.0      # a stroke of less Lab chroma than this says "no colour here" (issue 17)
@@ -47,7 +43,7 @@ def temperature(vibrancy: float) -> float:
     """Vibrancy 0..1 -> annealed-mean temperature (Zhang et al. 2016), one mapping for every plugin."""
     if not 0.0 <= vibrancy <= 1.0:
         raise ValueError(f"vibrancy must be between 0 (muted) and 1 (bold), not {vibrancy}")
-    return 0.05 + 0.95 * (1.0 - vibrancy) ** VIBRANCY_CURVE
+    return 1.0 - 0.95 * vibrancy
 
 
 def certainty(logits: torch.Tensor) -> torch.Tensor:
