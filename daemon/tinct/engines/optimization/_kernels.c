@@ -170,39 +170,48 @@ static void restrict_(float *rc, const float *r, const float *wt, Py_ssize_t nc,
     }
 }
 
-/* out[ch] = sum u[ch] * v[ch], accumulated in double (float sums lose digits at megapixels). */
-static void dot(double *out, const float *u, const float *v, Py_ssize_t nc, Py_ssize_t n, int threads) {
-    for (Py_ssize_t ch = 0; ch < nc; ch++) {
-        const float *a = u + ch * n, *b = v + ch * n;
-        double acc = 0.0;
-#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : acc)
-        for (Py_ssize_t i = 0; i < n; i++) acc += (double)a[i] * (double)b[i];
-        out[ch] = acc;
-    }
-}
-
 /* Gram-Schmidt against m stored vectors (addresses in vecs, each (C, H, W) like u), in one
  * pass each way instead of one per vector: out[i, ch] = v_i[ch] . u[ch] in double, and
  * u[ch] -= sum_i coef[i, ch] v_i[ch]. */
 #define MAX_VECS 64
+#define SUM_BLOCK 4096
 
 static void dots(double *out, const float *const *vecs, const float *u, Py_ssize_t m, Py_ssize_t nc,
                  Py_ssize_t n, int threads) {
+    /* Sums over fixed blocks of SUM_BLOCK pixels, added up in block order: the same answer, to the
+     * last bit, whatever the thread count (tinct colorize --cluster promises local mode's bytes). */
+    const Py_ssize_t nb = (n + SUM_BLOCK - 1) / SUM_BLOCK;
+    double *part = malloc(sizeof(double) * (size_t)(nb > 0 ? nb : 1) * (size_t)m);
     for (Py_ssize_t ch = 0; ch < nc; ch++) {
-        double total[MAX_VECS] = {0};
-#pragma omp parallel num_threads(threads)
-        {
+#pragma omp parallel for num_threads(part ? threads : 1) schedule(static)
+        for (Py_ssize_t b = 0; b < nb; b++) {
             double acc[MAX_VECS] = {0};
-#pragma omp for schedule(static)
-            for (Py_ssize_t p = 0; p < n; p++) {
+            const Py_ssize_t end = (b + 1) * SUM_BLOCK < n ? (b + 1) * SUM_BLOCK : n;
+            for (Py_ssize_t p = b * SUM_BLOCK; p < end; p++) {
                 const double up = u[ch * n + p];
                 for (Py_ssize_t i = 0; i < m; i++) acc[i] += up * vecs[i][ch * n + p];
             }
-#pragma omp critical
-            for (Py_ssize_t i = 0; i < m; i++) total[i] += acc[i];
+            for (Py_ssize_t i = 0; i < m; i++) {
+                if (part) part[b * m + i] = acc[i];
+                else out[i * nc + ch] = (b ? out[i * nc + ch] : 0.0) + acc[i];  /* no memory: in order, one thread */
+            }
         }
-        for (Py_ssize_t i = 0; i < m; i++) out[i * nc + ch] = total[i];
+        if (part)
+            for (Py_ssize_t i = 0; i < m; i++) {
+                double total = 0.0;
+                for (Py_ssize_t b = 0; b < nb; b++) total += part[b * m + i];
+                out[i * nc + ch] = total;
+            }
+        else if (nb == 0)
+            for (Py_ssize_t i = 0; i < m; i++) out[i * nc + ch] = 0.0;
     }
+    free(part);
+}
+
+/* out[ch] = sum u[ch] * v[ch], accumulated in double (float sums lose digits at megapixels). */
+static void dot(double *out, const float *u, const float *v, Py_ssize_t nc, Py_ssize_t n, int threads) {
+    const float *vecs[1] = {v};
+    dots(out, vecs, u, 1, nc, n, threads);
 }
 
 static void combine(float *u, const float *const *vecs, const float *coef, Py_ssize_t m, Py_ssize_t nc,
