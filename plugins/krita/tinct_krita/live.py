@@ -17,7 +17,9 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 CANCEL_AGAIN = 0.25   # seconds between cancels of a request that has not stopped yet
 
@@ -25,7 +27,7 @@ CANCEL_AGAIN = 0.25   # seconds between cancels of a request that has not stoppe
 class Debounce:
     """Fires once `delay` seconds after the last touch; touches meanwhile push it back."""
 
-    def __init__(self, delay):
+    def __init__(self, delay: float):
         self.delay = delay
         self.deadline = None
 
@@ -43,7 +45,7 @@ class ChangeWatch:
     """Live mode's eye on the hints layer: told at every poll which layer it is and how it looks
     (any digest), it says when a change has been followed by `delay` seconds of stillness."""
 
-    def __init__(self, delay):
+    def __init__(self, delay: float):
         self.debounce = Debounce(delay)
         self.seen = None   # (layer, digest) at the last poll
 
@@ -96,7 +98,7 @@ class Runner:
     supersede the newer there.  make_client(client_id) returns a tinct_client.Client; all share
     one client id, as tinctd's superseding of queued requests by `document` needs."""
 
-    def __init__(self, make_client):
+    def __init__(self, make_client: Callable[[str], Any]):
         self.make_client = make_client
         self.client_id = uuid.uuid4().hex
         self.lock = threading.Lock()

@@ -28,7 +28,7 @@ ENGINE_LABELS = {"optimization": "Optimization", "learned": "Learned"}
 class SettingsForm(QWidget):
     """Engine and vibrancy; vibrancy only applies to the learned engine, so it is greyed out otherwise."""
 
-    def __init__(self, settings, parent=None):
+    def __init__(self, settings: job.Settings, parent: QWidget | None = None):
         super().__init__(parent)
         self.engine = QComboBox(objectName="tinct_engine")
         for name in job.ENGINES:
@@ -63,7 +63,7 @@ class SettingsForm(QWidget):
 class ColorizeDialog(QDialog):
     """Filter → Colorize (Tinct)…: confirm engine and vibrancy, then run."""
 
-    def __init__(self, parent=None):
+    def __init__(self, parent: QWidget | None = None):
         super().__init__(parent, objectName="tinct_colorize_dialog")
         self.setWindowTitle("Colorize (Tinct)")
         self.form = SettingsForm(controller().settings)

@@ -9,6 +9,7 @@ blurry upsampled ones, and every stroke is honoured exactly.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def model_path() -> Path:
     return Path(os.environ["TINCT_MODEL"]) if "TINCT_MODEL" in os.environ else MODEL_PATH
 
 
-def load(path: Path):
+def load(path: Path) -> tuple[torch.nn.Module, torch.Tensor, dict]:
     """(network, bins, metadata) from an exported weights file, refusing anything else clearly."""
     if not path.exists():
         raise ModelNotInstalled(f"the learned engine's model is not installed (no file {path}); "
@@ -76,7 +77,8 @@ def load(path: Path):
     return model.eval(), blob["bins"].float(), {k: v for k, v in blob.items() if k not in ("state", "bins")}
 
 
-def steer(logits, bins, palette_ab, palette_weight):
+def steer(logits: torch.Tensor, bins: torch.Tensor, palette_ab: torch.Tensor, palette_weight: torch.Tensor
+          ) -> torch.Tensor:
     """Logits (Q, h, w) reweighted towards a palette, the global-hint idea of Zhang et al. 2017 without
     retraining: each bin's probability times a kernel density of the palette's colours (ab (K, 2),
     weight (K,)), floored so that colours far from the palette stay possible (and grey, always)."""
@@ -115,7 +117,8 @@ class LearnedEngine:
         self.model, self.bins, self.meta = load(path or model_path())
         self.version = f"tinct-hint v{self.meta.get('format_version', 1)}, step {self.meta.get('step', '?')}"
 
-    def network(self, L, hint_ab, hint_weight, max_side: int = 512):
+    def network(self, L: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor, max_side: int = 512
+                ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
         """Run the net at working size: (ab regression (2,h,w) Lab units, logits (Q,h/4,w/4), (h, w))."""
         h, w = L.shape[-2:]
         scale = min(1.0, max_side / max(h, w))
@@ -132,7 +135,9 @@ class LearnedEngine:
         ab = lab.denormalize_ab(pred[0, :, :size[0], :size[1]])
         return ab, logits[0], size
 
-    def network_prior(self, L, hint_ab, hint_weight, vibrancy=None, max_side=512, palette=None):
+    def network_prior(self, L: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor,
+                      vibrancy: float | None = None, max_side: int = 512,
+                      palette: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, float]:
         """The network's colours (2, h, w) at working size and the solve's default weight on them.
 
         `vibrancy` (0..1) decodes the colour distribution at that boldness instead of taking the
@@ -158,9 +163,11 @@ class LearnedEngine:
             ab = ab * share
         return ab, AUTO_PRIOR_WEIGHT if automatic else PRIOR_WEIGHT
 
-    def predict_ab(self, L, hint_ab, hint_weight, vibrancy=None, quality=DEFAULT_QUALITY, max_side=512,
-                   prior_weight=None, palette=None,
-                   callback=None, **unknown):
+    def predict_ab(self, L: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor,
+                   vibrancy: float | None = None, quality: str = DEFAULT_QUALITY, max_side: int = 512,
+                   prior_weight: float | torch.Tensor | None = None,
+                   palette: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   callback: Callable[[int, float], None] | None = None, **unknown: object) -> torch.Tensor:
         """ab (2,H,W): the network's colours (network_prior) spread to full size by the Levin solve;
         `prior_weight` is how strongly the solve keeps them against the strokes' spread (default:
         PRIOR_WEIGHT with strokes, AUTO_PRIOR_WEIGHT without)."""
@@ -173,7 +180,8 @@ class LearnedEngine:
                                 quality=quality, callback=callback)
         return out
 
-    def suggest(self, L, hint_ab, hint_weight, x: int, y: int, k: int = 8) -> list[tuple[int, ...]]:
+    def suggest(self, L: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor, x: int, y: int,
+                k: int = 8) -> list[tuple[int, ...]]:
         """The k most likely colours at pixel (x, y), as sRGB u8, most likely first."""
         _, logits, size = self.network(L, hint_ab, hint_weight)
         h, w = L.shape[-2:]
