@@ -279,25 +279,28 @@ static void affinities(float *wt, const float *y, const float *params, Py_ssize_
  * (H, W)): exp(-(dL)^2 * params[0]).  Joint bilateral upsampling (Kopf et al. 2007), so colour
  * edges fall on the full-resolution lightness edges.  Where every neighbour's lightness is far
  * off, the plain bilinear weights decide. */
+/* The two proxy samples around full-size position `at` along one axis of `size` proxy samples,
+ * and how far towards the second it lies (the pixel centres of a downsample by f). */
+static inline float between(Py_ssize_t at, int f, Py_ssize_t size, Py_ssize_t *k0, Py_ssize_t *k1) {
+    float p = (at + 0.5f) / f - 0.5f;
+    if (p < 0.f) p = 0.f;
+    *k0 = (Py_ssize_t)p;
+    if (*k0 > size - 1) *k0 = size - 1;
+    *k1 = *k0 + 1 < size ? *k0 + 1 : size - 1;
+    return p - *k0 > 1.f ? 1.f : p - *k0;
+}
+
 static void upsample(float *out, const float *small, const float *guide, const float *guide_small,
                      const float *params, Py_ssize_t nc, Py_ssize_t H, Py_ssize_t W, int f, int threads) {
     const Py_ssize_t h = (H + f - 1) / f, w = (W + f - 1) / f, n = H * W, m = h * w;
     const float range = params[0];
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (Py_ssize_t y = 0; y < H; y++) {
-        float py = (y + 0.5f) / f - 0.5f;
-        if (py < 0.f) py = 0.f;
-        Py_ssize_t i0 = (Py_ssize_t)py;
-        if (i0 > h - 1) i0 = h - 1;
-        const Py_ssize_t i1 = i0 + 1 < h ? i0 + 1 : h - 1;
-        const float ty = py - i0 > 1.f ? 1.f : py - i0;
+        Py_ssize_t i0, i1;
+        const float ty = between(y, f, h, &i0, &i1);
         for (Py_ssize_t x = 0; x < W; x++) {
-            float px = (x + 0.5f) / f - 0.5f;
-            if (px < 0.f) px = 0.f;
-            Py_ssize_t j0 = (Py_ssize_t)px;
-            if (j0 > w - 1) j0 = w - 1;
-            const Py_ssize_t j1 = j0 + 1 < w ? j0 + 1 : w - 1;
-            const float tx = px - j0 > 1.f ? 1.f : px - j0;
+            Py_ssize_t j0, j1;
+            const float tx = between(x, f, w, &j0, &j1);
             const Py_ssize_t q[4] = {i0 * w + j0, i0 * w + j1, i1 * w + j0, i1 * w + j1};
             const float lin[4] = {(1 - ty) * (1 - tx), (1 - ty) * tx, ty * (1 - tx), ty * tx};
             const float g = guide[y * W + x];
