@@ -78,8 +78,11 @@ class Cluster:
         # a dead node is noticed in ~2 s rather than the default ~30 s
         health = {"health_check_period_ms": 500, "health_check_failure_threshold": 3,
                   "health_check_initial_delay_ms": 1000}
+        # Ray Client's proxier gives each client's own server 30 s to come up: a loaded 2-core CI machine
+        # has missed that (a fresh Python importing Ray), so the head's proxier waits up to 120 s
+        slow = dict(os.environ, RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S="120")
         self.run(RAY, "start", "--head", "--port", PORT, "--include-dashboard", "false", "--temp-dir", temp,
-                 "--system-config", json.dumps(health), *common)
+                 "--system-config", json.dumps(health), *common, env=slow)
         with open(self.log, "a") as log:
             self.worker = self.popen(RAY, "start", "--address", ADDRESS, "--block", *common,
                                      stdout=log, stderr=subprocess.STDOUT)
