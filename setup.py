@@ -6,7 +6,7 @@ from setuptools import Extension, setup
 
 openmp = [] if sys.platform == "win32" else ["-fopenmp"]
 setup(ext_modules=[Extension(
-    "tinct.engines.optimization._kernels", ["daemon/tinct/engines/optimization/_kernels.c"],
+    "tinct.native._kernels", ["daemon/tinct/native/_kernels.c"],
     extra_compile_args=["-O3"] + openmp, extra_link_args=openmp,
     optional=True,  # no compiler: tinct runs on plain PyTorch instead
 )])

@@ -58,7 +58,7 @@ install() {
   fi
   "${pip[@]}" --no-deps -e . || return 1
   "$VENV/bin/python" -c "import torch, triton, tinct
-from tinct.engines.optimization import kernels
+from tinct.native import kernels
 print(f'torch {torch.__version__}, triton {triton.__version__}, CUDA {torch.cuda.is_available()}, '
       f'C kernels {kernels.AVAILABLE}')
 assert torch.cuda.is_available(), 'this PyTorch sees no GPU'"

@@ -5,7 +5,7 @@
     python benchmarks/kernels.py --solve 1 4 12 50 [--repeats 3] [--json FILE]   (a CUDA GPU)
     python benchmarks/kernels.py --count 1 4 [--quality final]                    (the CPU will do)
 
---compile: for every kernel of tinct.engines.optimization.triton_kernels (KERNELS) and every target,
+--compile: for every kernel of tinct.native.triton_kernels (KERNELS) and every target,
 Triton compiles it to PTX (sm_80: Ampere, A100; sm_90: Hopper, H100/H200) and Triton's own ptxas (the
 one for PTX ISA 9.x, ptxas-blackwell) assembles that and reports registers and spills.  One row per
 kernel and target: registers per thread, spill bytes (stores + loads), shared memory, warps, and the
@@ -63,7 +63,7 @@ def build(name: str, arch: str) -> dict:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from tinct.engines.optimization.triton_kernels import KERNELS
+    from tinct.native.triton_kernels import KERNELS
 
     spec = KERNELS[name]
     capability = int(arch.removeprefix("sm_"))
@@ -94,7 +94,7 @@ def build(name: str, arch: str) -> dict:
 
 
 def compile_all(targets: list[str], workers: int) -> int:
-    from tinct.engines.optimization.triton_kernels import KERNELS
+    from tinct.native.triton_kernels import KERNELS
 
     jobs = [(name, arch) for arch in targets for name in KERNELS]
     start = time.perf_counter()
@@ -136,8 +136,8 @@ def bandwidth(mp: float) -> int:
     """Each kernel's time and implied GB/s on an mp-megapixel grid (odd sides, C = 2)."""
     import torch
 
-    from tinct.engines.optimization import kernels
-    from tinct.engines.optimization.triton_kernels import KERNELS
+    from tinct.native import kernels
+    from tinct.native.triton_kernels import KERNELS
 
     side = int(math.sqrt(mp * 1e6)) | 1
     dev = torch.device("cuda")
@@ -241,7 +241,8 @@ def count(sizes: list[float], quality: str) -> int:
     from torch.utils._pytree import tree_leaves
 
     from tinct import api
-    from tinct.engines.optimization import kernels, krylov, levin, multigrid
+    from tinct.engines.optimization import krylov, levin, multigrid
+    from tinct.native import kernels
 
     moved = [0.0]
     inside = [False]  # a kernel's own PyTorch calls (the CPU's two-pass restrict_residual) are its model's

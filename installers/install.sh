@@ -83,7 +83,7 @@ versions() {
 import warnings; warnings.simplefilter("ignore")  # torch warns about numpy before tinct's deps are in
 import torch, tinct
 from tinct.engines.learned import engine as learned
-from tinct.engines.optimization import kernels
+from tinct.native import kernels
 print(f"[install] tinct {tinct.__version__}, torch {torch.__version__}, "
       f"CUDA {'yes' if torch.cuda.is_available() else 'no'}, "
       f"C kernels {'built' if kernels.AVAILABLE else 'not built (plain PyTorch)'}, model {learned.model_path()}")

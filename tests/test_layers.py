@@ -1,6 +1,6 @@
 """The package's layers, locked in: what may import what, no import cycles, torch only where needed.
 
-    tinct.color     <- tinct.engines (registry; optimization/, learned/) <- tinct.api
+    tinct.native <- tinct.color     <- tinct.engines (registry; optimization/, learned/) <- tinct.api
     tinct.serve (protocol: torch-free)  tinct.training  tinct.tools (editors: torch-free)
 
 The import graph is read from the source (module-level imports only: an import inside a
@@ -68,7 +68,7 @@ def imports(name: str, lazy: bool = False) -> set[str]:
 
 
 def test_the_graph_sees_the_package():
-    assert {"tinct", "tinct.api", "tinct.engines", "tinct.serve.protocol", "tinct.engines.optimization.kernels",
+    assert {"tinct", "tinct.api", "tinct.engines", "tinct.serve.protocol", "tinct.native.kernels",
             "tinct.engines.learned.engine", "tinct.tools.editors"} <= MODULES.keys()
     assert "tinct.engines.optimization.levin" in imports("tinct.engines.optimization.engine")
     assert "tinct.engines" in imports("tinct.serve.protocol")
@@ -98,6 +98,7 @@ def _under(name: str, *packages: str) -> bool:
 
 
 @pytest.mark.parametrize("layer, forbidden", [
+    ("tinct.native", ("tinct.api", "tinct.color", "tinct.engines", "tinct.serve", "tinct.training", "tinct.tools")),
     ("tinct.color", ("tinct.api", "tinct.engines", "tinct.serve", "tinct.training", "tinct.tools")),
     ("tinct.engines", ("tinct.api", "tinct.serve", "tinct.training", "tinct.tools")),
     ("tinct.serve", ("tinct.training", "tinct.tools")),
@@ -120,7 +121,7 @@ def test_api_reaches_engines_only_through_the_registry():
 def test_only_kernels_touches_the_c_extension():
     """`kernels` is the one doorway to _kernels.c: nobody else imports it or passes it raw addresses."""
     for name, path in MODULES.items():
-        if name == "tinct.engines.optimization.kernels":
+        if name == "tinct.native.kernels":
             continue
         tree = ast.parse(path.read_text())
         names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 import tinct
-from tinct.engines.optimization import kernels, krylov, levin, multigrid, stencil
+from tinct.engines.optimization import krylov, levin, multigrid, stencil
 from tinct.engines.optimization.engine import OptimizationEngine
 from tinct.engines.optimization.multigrid import Multigrid, Prolongation, galerkin, lumped
 from tinct.engines.optimization.stencil import OFFSETS, Stencil
+from tinct.native import kernels
 
 
 def authors_matrix(y, fixed):

@@ -1,4 +1,4 @@
-"""The Triton kernels (tinct.engines.optimization.triton_kernels) against the C loops, one by one and
+"""The Triton kernels (tinct.native.triton_kernels) against the C loops, one by one and
 through whole `final` and `preview` solves.
 
 Without a GPU they run in Triton's interpreter on CPU tensors: TRITON_INTERPRET=1 has to be set before
@@ -22,9 +22,10 @@ if not CUDA:
     os.environ["TRITON_INTERPRET"] = "1"
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9 warns when the default is left implicit
 
-from tinct.engines.optimization import graphs, kernels, krylov, levin, multigrid  # noqa: E402
+from tinct.engines.optimization import graphs, krylov, levin, multigrid  # noqa: E402
 from tinct.engines.optimization.multigrid import Prolongation  # noqa: E402
 from tinct.engines.optimization.stencil import Stencil  # noqa: E402
+from tinct.native import kernels  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="the C kernels were not built (no compiler)")
 DEVICE = torch.device("cuda" if CUDA else "cpu")

@@ -100,7 +100,8 @@ def check_gpu() -> Row:
     props = torch.cuda.get_device_properties(0)
     arch = f"sm_{props.major}{props.minor}"
     detail = f"{props.name}, {props.total_memory / 2**30:.0f} GiB, {arch}"
-    from tinct.engines.optimization import kernels, levin
+    from tinct.engines.optimization import levin
+    from tinct.native import kernels
 
     fix = "reinstall with installers/install.sh (CUDA PyTorch brings Triton); the solver falls back to plain PyTorch"
     if kernels.triton_kernels() is None:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from . import kernels
-from .kernels import MAX_VECTORS, fused
+from tinct.native import kernels
+from tinct.native.kernels import MAX_VECTORS, fused
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
 

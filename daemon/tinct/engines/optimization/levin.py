@@ -38,9 +38,10 @@ from collections.abc import Callable
 import torch
 
 from tinct.engines import QUALITIES
+from tinct.native import kernels
+from tinct.native.kernels import fused
 
-from . import graphs, kernels, krylov, proxy
-from .kernels import fused
+from . import graphs, krylov, proxy
 from .multigrid import COARSEST, Multigrid, Sweeps, fit
 from .stencil import OFFSETS, Stencil, opposite, pad1, shifted
 

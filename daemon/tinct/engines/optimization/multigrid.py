@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import torch
 
-from . import kernels
-from .kernels import fused
+from tinct.native import kernels
+from tinct.native.kernels import fused
+
 from .krylov import dot, dots
 from .stencil import OFFSETS, Stencil
 

@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import kernels
+from tinct.native import kernels
 
 LIVE_PIXELS = 500_000  # about this many pixels in the proxy (0.5 MP: a few hundred ms on two cores)
 # How fast a proxy pixel's say falls with its lightness difference (L units) from the pixel being

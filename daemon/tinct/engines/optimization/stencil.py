@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from . import kernels
-from .kernels import fused
+from tinct.native import kernels
+from tinct.native.kernels import fused
 
 # Neighbour offsets (dy, dx); OFFSETS[7 - k] is the opposite of OFFSETS[k].
 OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
