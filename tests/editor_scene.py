@@ -1,9 +1,10 @@
 """The scene both real-editor tests paint and the checks they make on its pixels.
 
-A real photo made grey, three coloured strokes, a layer moved inside a larger canvas: the
-GIMP and Krita tests set it up in their editor and judge the "Colorized" layer with the same
-yardsticks (lightness kept to one 8-bit level, each stroke's hue where it was painted, a
-feathered selection blending between the photo and the full result).
+A real photo made grey, three coloured strokes, a layer moved inside a larger canvas, a colour
+reference and a palette: the GIMP and Krita tests set it up in their editor and judge the
+"Colorized" layer with the same yardsticks (lightness kept to one 8-bit level, each stroke's hue
+where it was painted, a feathered selection blending between the photo and the full result,
+the reference's or the palette's colours taken).
 """
 
 import numpy as np
@@ -18,6 +19,8 @@ SELECTION = (70, 50, 120, 80)            # canvas coordinates (x, y, w, h)
 # (colour, x, y, length) of horizontal 3-pixel-thick strokes in photo coordinates
 STROKES = [((205, 120, 50), 30, 20, 50), ((60, 105, 200), 150, 100, 50), ((70, 160, 70), 120, 40, 40)]
 ONE_LEVEL = 100.0 / 255.0                # one 8-bit level of Lab lightness
+REFERENCE_TINT = (-10.0, -45.0)          # Lab a, b of the reference: a strong blue the photo never has
+PALETTE = [(220, 40, 40), (240, 140, 20)]  # the foreground and background colours: red and orange
 
 
 def grey_photo():
@@ -27,6 +30,39 @@ def grey_photo():
     image = Image.fromarray(data.chelsea()).resize((W, H), Image.LANCZOS)
     rgb = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
     return lab.lab_to_srgb(torch.cat([lab.srgb_to_lab(rgb)[:1], torch.zeros(2, H, W)]))[0].numpy()
+
+
+def reference_photo():
+    """The grey photo mirrored and tinted REFERENCE_TINT all over, as RGB u8: what the reference
+    gives is its colour alone, which no engine would find in the grey photo by itself."""
+    grey = torch.from_numpy(np.ascontiguousarray(grey_photo()[:, ::-1]))
+    lightness = lab.srgb_to_lab(grey[None].expand(3, H, W))[:1]
+    ab = torch.tensor(REFERENCE_TINT).view(2, 1, 1).expand(2, H, W)
+    rgb = lab.lab_to_srgb(torch.cat([lightness, ab])).clamp(0, 1)
+    return np.round(rgb.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+
+
+def mean_ab(rgb):
+    return lab_of(rgb)[1:].reshape(2, -1).mean(axis=1)
+
+
+def assert_reference_colours(result, without, reference, near=8.0, apart=25.0):
+    """The result's mean colour (Lab ab) is the reference's, and far from what the same engine
+    gives without the reference (`without`)."""
+    got, wanted, other = mean_ab(result), mean_ab(reference), mean_ab(without)
+    assert np.hypot(*(got - wanted)) < near, f"mean ab {got} is not the reference's {wanted}"
+    assert np.hypot(*(got - other)) > apart, f"mean ab {got} is what it is without the reference ({other})"
+
+
+def assert_palette_colours(result, without, palette=PALETTE, degrees=25.0, bolder=10.0):
+    """The result's mean colour has the palette's mean hue and is clearly more colourful that way
+    than what the engine gives without the palette (`without`)."""
+    wanted = mean_ab(np.array([palette], np.uint8))
+    got, other = mean_ab(result), mean_ab(without)
+    hue_error = np.degrees(np.angle(complex(*got) / complex(*wanted)))
+    assert abs(hue_error) < degrees, f"mean ab {got}: hue off the palette's {wanted} by {hue_error:.1f} degrees"
+    towards = wanted / np.hypot(*wanted)
+    assert got @ towards > other @ towards + bolder, f"mean ab {got} no nearer the palette than without it ({other})"
 
 
 def hints(strokes=STROKES, shape=(H, W), origin=(0, 0)):

@@ -29,15 +29,19 @@ from daemon_fixture import RunningDaemon
 from editor_scene import (
     CANVAS,
     OFFSETS,
+    PALETTE,
     SELECTION,
     H,
     W,
     assert_hint_colours,
     assert_lightness_kept,
+    assert_palette_colours,
+    assert_reference_colours,
     assert_selection_respected,
     chroma,
     grey_photo,
     hints,
+    reference_photo,
 )
 from tinct.color import imagefile
 
@@ -79,12 +83,13 @@ def _write_inputs(work):
     inputs = {"photo8": np.repeat(grey8[..., None], 3, axis=2), "photo_gray": grey8,
               "photo16": np.repeat(np.round(grey * 65535).astype(np.uint16)[..., None], 3, axis=2),
               "photo_alpha16": _with_alpha_ramp(np.round(grey * 65535).astype(np.uint16)),
-              "hints_photo": hints(), "hints_canvas": hints(shape=CANVAS[::-1], origin=OFFSETS)}
+              "hints_photo": hints(), "hints_canvas": hints(shape=CANVAS[::-1], origin=OFFSETS),
+              "reference": reference_photo()}
     for name, array in inputs.items():
         imagefile.write(work / f"{name}.png", array)
     (work / "params.json").write_text(json.dumps(
         {"canvas": CANVAS, "offsets": OFFSETS, "selection": SELECTION, "feather": FEATHER,
-         "learned_vibrancy": LEARNED_VIBRANCY}))
+         "learned_vibrancy": LEARNED_VIBRANCY, "palette": PALETTE}))
     return inputs
 
 
@@ -99,20 +104,28 @@ def _stop(process):
             process.wait()
 
 
-def _reference(client, photo, hints=None, engine="optimization", **options):
+def _reference(client, photo, hints=None, engine="optimization", guidance=None, **options):
     """What tinctd answers for `photo` with correctly aligned hints, asked from the host the way the
-    plug-in asks (layer at its own depth, hints RGBA u8, the same engine options)."""
+    plug-in asks (layer at its own depth, hints RGBA u8, reference RGBA u8, the same engine options)."""
     channels = 1 if photo.ndim == 2 else photo.shape[2]
     reply = client.colorize(width=W, height=H, layout={1: "GRAY", 3: "RGB", 4: "RGBA"}[channels],
                             sample={"uint8": "u8", "uint16": "u16", "float32": "f32"}[photo.dtype.name],
                             pixels=photo.tobytes(), hints=None if hints is None else hints.tobytes(),
-                            engine=engine, options=options)
+                            engine=engine, options=options, guidance=guidance)
     return np.frombuffer(reply["pixels"], photo.dtype).reshape(H, W, max(channels, 3))
 
 
 def _references(client, inputs):
     photo8, hints = inputs["photo8"], inputs["hints_photo"]
-    return {"photo8": _reference(client, photo8, hints),
+    rgba = np.dstack([inputs["reference"], np.full((H, W), 255, np.uint8)])
+    guided = {"reference": rgba.tobytes(), "reference_width": W, "reference_height": H,
+              "reference_layout": "RGBA", "reference_sample": "u8"}
+    return {"reference": _reference(client, photo8, guidance=guided),
+            "reference_learned": _reference(client, photo8, None, "learned", guided, vibrancy=DEFAULT_VIBRANCY),
+            "palette": _reference(client, photo8, None, "learned", {"palette": [list(c) for c in PALETTE]},
+                                  vibrancy=DEFAULT_VIBRANCY),
+            "learned_alone": _reference(client, photo8, None, "learned", vibrancy=DEFAULT_VIBRANCY),
+            "photo8": _reference(client, photo8, hints),
             "photo16": _reference(client, inputs["photo16"], hints),
             "float": _reference(client, inputs["photo_alpha16"].astype(np.float32) / 65535, hints),
             "learned": _reference(client, photo8, hints, "learned", vibrancy=LEARNED_VIBRANCY),
@@ -193,7 +206,7 @@ def gimp(tmp_path_factory):
         report = json.loads((chroot_work / "report.json").read_text())
         print(f"\n[gimp] tinctd ready in {started:.1f} s, GUI session {gui:.1f} s, console session {console:.1f} s")
         yield types.SimpleNamespace(report=report, dialog=dialog, dialog_skip=dialog_skip, work=chroot_work,
-                                    references=references)
+                                    references=references, inputs=inputs)
     finally:
         if daemon is not None:
             daemon.stop()
@@ -231,7 +244,10 @@ def _assert_lightness_kept(result, source):
 def test_colorize_dialog_is_built_from_these_arguments(gimp):
     """GimpUi.ProcedureDialog shows the declared arguments with these defaults and tooltips."""
     arguments = gimp.report["arguments"]
-    assert set(arguments) == {"engine", "vibrancy", "hints-layer", "keep-hints-visible"}
+    assert set(arguments) == {"engine", "vibrancy", "reference", "palette", "hints-layer", "keep-hints-visible"}
+    assert arguments["reference"]["default"] is None and arguments["reference"]["type"] == "GimpDrawable"
+    assert arguments["palette"]["default"] == "none"
+    assert arguments["palette"]["choices"] == ["none", "colours", "palette"]
     assert arguments["engine"]["default"] == "optimization"
     assert arguments["engine"]["choices"] == ["optimization", "learned"]
     assert arguments["vibrancy"]["default"] == pytest.approx(DEFAULT_VIBRANCY)
@@ -360,6 +376,35 @@ def test_learned_with_strokes_keeps_lightness_and_the_chosen_vibrancy(gimp):
     assert_hint_colours(result)
     # the daemon's answer for the aligned hints at the vibrancy the batch asked for, not the default
     assert np.abs(result.astype(int) - gimp.references["learned"].astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("name, engine", [("reference", "optimization"), ("reference_learned", "learned")])
+def test_a_layer_of_another_image_lends_its_colours(gimp, name, engine):
+    """A grey photo, no strokes, the reference a layer of another open image (a strongly blue copy of the
+    photo, mirrored): the result takes its colours (with the optimization engine too, which would
+    refuse to run without strokes or a reference), exactly as tinctd answers the host for the same
+    reference, and far from the learned engine's own colours."""
+    record = gimp.report[name]
+    assert record["status"] == "success", record["error"]
+    assert _names(record) == ["Colorized", "photo"]
+    result = _read(gimp, record["export"])
+    _assert_lightness_kept(result, gimp.inputs["photo8"])
+    assert np.abs(result.astype(int) - gimp.references[name].astype(int)).max() <= 1
+    assert_reference_colours(result, gimp.references["learned_alone"], reference_photo())
+
+
+def test_palette_from_the_foreground_and_background_colours(gimp):
+    """Learned engine, palette "Foreground and background colours" set to red and orange: the result leans
+    to them, as tinctd answers the host for that palette."""
+    record = gimp.report["palette"]
+    assert record["status"] == "success", record["error"]
+    result = _read(gimp, record["export"])
+    assert np.abs(result.astype(int) - gimp.references["palette"].astype(int)).max() <= 1
+    assert_palette_colours(result, gimp.references["learned_alone"])
+
+
+def test_a_grey_reference_is_refused_with_a_sentence(gimp):
+    _assert_failed_cleanly(gimp.report["grey_reference"], "is grey, so it has no colours to give")
 
 
 def _dialog(gimp):

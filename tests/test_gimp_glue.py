@@ -98,9 +98,10 @@ def _gray_rerun(gimp, results=1):
 _PROCEDURE = types.SimpleNamespace(new_return_values=lambda status, error: (status, error))
 
 
-def _colorize(gimp, image, layer, engine="optimization"):
+def _colorize(gimp, image, layer, engine="optimization", reference=None, palette="none"):
     """Colorize as GIMP calls it from a batch script; the (status, error) it returns."""
-    values = {"engine": engine, "vibrancy": 0.65, "hints-layer": "Colorize hints", "keep-hints-visible": False}
+    values = {"engine": engine, "vibrancy": 0.65, "reference": reference, "palette": palette,
+              "hints-layer": "Colorize hints", "keep-hints-visible": False}
     config = types.SimpleNamespace(get_property=values.__getitem__)
     return gimp.plugin.TinctColorize().run_colorize(_PROCEDURE, "noninteractive", image, [layer], config, None)
 
@@ -283,3 +284,34 @@ def test_add_hints_layer_failing_at_any_step_leaves_the_image_as_it_was(gimp, st
     gimp.log.faults[step] = how
     status, error = _add_hints(gimp, image, photo)
     _assert_put_back(gimp, image, before, status, error, "add the hints layer", step, how)
+
+
+def _guided(gimp, reference_babl="R'G'B'A u8"):
+    """A grey photo with no hints layer, and a blue layer of another image as the reference."""
+    photo = Layer(gimp.log, "photo", SMALL, SMALL, "R'G'B' u8",
+                  np.repeat(_grey(SMALL)[..., None], 3, axis=2).tobytes())
+    channels = len(reference_babl.split()[0].replace("'", ""))
+    blue = np.zeros((SMALL, SMALL, channels), np.uint8) + np.array([40, 60, 200, 255][-channels:], np.uint8)
+    return Image(gimp.log, [photo]), photo, Layer(gimp.log, "Sky", SMALL, SMALL, reference_babl, blue.tobytes())
+
+
+def test_a_reference_colours_the_photo_without_strokes(gimp, tinctd, monkeypatch):
+    """The optimization engine, no hints layer, a layer of another image as the reference: it runs
+    (without a reference it refuses) and the result takes the reference's blue; the palette choice
+    waits unused (tinctd refuses a palette for this engine)."""
+    monkeypatch.setenv("TINCT_ENDPOINT", tinctd.endpoint)
+    image, photo, reference = _guided(gimp)
+    status, error = _colorize(gimp, image, photo, reference=reference, palette="colours")
+    assert status == "success", error.message
+    assert [layer.name for layer in image.layers] == ["Colorized", "photo"]
+    result = np.frombuffer(image.layers[0].pixels, np.uint8).reshape(SMALL, SMALL, 3).astype(int)
+    assert (result[..., 2] - result[..., 0]).mean() > 20, "the result did not take the reference's blue"
+
+
+def test_a_grey_reference_is_refused_before_anything_is_sent(gimp, monkeypatch):
+    monkeypatch.setenv("TINCT_ENDPOINT", f"tcp://127.0.0.1:{free_port()}")   # nothing listens: not asked
+    image, photo, reference = _guided(gimp, "Y' u8")
+    before = _state(image)
+    status, error = _colorize(gimp, image, photo, reference=reference)
+    assert status == "execution-error" and 'reference layer "Sky" is grey' in error.message, error.message
+    assert _state(image) == before and [entry for entry in gimp.log if entry[0] not in PROGRESS_CALLS] == []

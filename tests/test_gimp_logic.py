@@ -73,6 +73,17 @@ def test_has_strokes_looks_at_alpha_only():
     assert not logic.has_strokes(b"")
 
 
+def test_a_reference_lets_the_optimization_engine_run_without_strokes():
+    assert logic.hints_to_send("optimization", _hints([0, 0]), "Colorize hints", referenced=True) is None
+    with pytest.raises(logic.ColorizeError, match="choose a colour photo as the reference"):
+        logic.hints_to_send("optimization", _hints([0, 0]), "Colorize hints")
+
+
+def test_srgb_u8_encodes_gegls_linear_light():
+    assert logic.srgb_u8((0.0, 1.0, 0.2158)) == (0, 255, 128)
+    assert logic.srgb_u8((-0.5, 2.0, 0.002)) == (0, 255, 7)   # out of gamut clipped; the linear toe
+
+
 def test_hints_to_send_passes_strokes_to_either_engine():
     hints = _hints([0, 255])
     assert logic.hints_to_send("optimization", hints, "Colorize hints") is hints

@@ -1,15 +1,17 @@
 """tinct_plugin: the decisions the GIMP and Krita plugins share, written once.
 
 What a colorize request carries (hints only when painted, the selection only when partial,
-the engine's options), the names of the layers the plugins make, the default vibrancy and the
-sentences a failure shows.  Each plugin passes in only what differs between editors: its menu
-paths, its name, how to reinstall it.  Pure standard library, vendored beside tinct_client into
+the engine's options, the colour guidance: a reference layer and a palette), the names of
+the layers the plugins make, the default vibrancy and the sentences a failure shows.  Each
+plugin passes in only what differs between editors: its menu paths, its name, how to
+reinstall it.  Pure standard library, vendored beside tinct_client into
 both plugins: it must import even when pyzmq or msgpack are missing, so it can explain that.
 """
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -20,6 +22,8 @@ ENGINES = ("optimization", "learned")
 # The learned engine's boldness, 0 muted .. 1 bold, when tinctd's hello does not say: tinctd's
 # own default (the annealing temperature 0.38 that Zhang et al. found most natural).
 DEFAULT_VIBRANCY = 0.65
+GUIDANCE_FEATURE = "reference"   # hello's `features` lists it when tinctd takes a reference and a palette
+MAX_PALETTE = 256                # colours in a palette (docs/protocol.md, Colour guidance)
 
 
 class ColorizeError(Exception):
@@ -35,22 +39,23 @@ def default_vibrancy(hello: dict | None = None) -> float:
 
 
 def hints_to_send(engine: str, hints: bytes | None, painted: bool, layer_name: str | None,
-                  add_hints: str) -> bytes | None:
-    """The hints to send, or None; refuses an optimization run without strokes.
+                  add_hints: str, referenced: bool = False) -> bytes | None:
+    """The hints to send, or None; refuses an optimization run without strokes or a reference.
 
     The learned engine colorizes a photo on its own, so no strokes is a valid request; the
-    optimization engine only spreads colours it is given, so it would return grey.  `painted`
-    says whether `hints` (None: no hints layer) has a stroke, `layer_name` names the hints layer
-    read (None: there is none) and `add_hints` is the editor's menu path that makes one.
+    optimization engine only spreads colours it is given (by strokes or a `referenced` photo),
+    so without either it would return grey.  `painted` says whether `hints` (None: no hints
+    layer) has a stroke, `layer_name` names the hints layer read (None: there is none) and
+    `add_hints` is the editor's menu path that makes one.
     """
     if painted:
         return hints
-    if engine == "learned":
+    if engine == "learned" or referenced:
         return None
     where = f'on the "{layer_name}" layer' if layer_name else f"on a hints layer ({add_hints})"
     raise ColorizeError(f"The Optimization engine spreads the colours you paint: paint a few strokes {where} "
-                        "over the photo and run Colorize again, or choose the Learned engine, which colorizes "
-                        "without strokes.")
+                        "over the photo and run Colorize again, choose a colour photo as the reference, or "
+                        "choose the Learned engine, which colorizes without strokes.")
 
 
 def selection_to_send(mask: Buffer | None, deselect: str) -> bytes | None:
@@ -69,6 +74,70 @@ def selection_to_send(mask: Buffer | None, deselect: str) -> bytes | None:
         raise ColorizeError("The selection does not touch this layer; select part of the photo or "
                             f"remove the selection ({deselect}) and run Colorize again.")
     return mask
+
+
+def reference_fields(name: str, width: int, height: int, layout: str, sample: str,
+                     read: Callable[[], Buffer]) -> dict[str, Any]:
+    """The colorize request's fields for the reference layer `name`, read by `read` as `layout`
+    and `sample` only once it is known to be worth sending: a grey layer has no colour to give
+    and an empty one nothing at all (tinctd would refuse both, in fewer words)."""
+    if layout.startswith("GRAY"):
+        raise ColorizeError(f'The reference layer "{name}" is grey, so it has no colours to give; choose a '
+                            "colour photo as the reference, or none.")
+    if width <= 0 or height <= 0:
+        raise ColorizeError(f'The reference layer "{name}" is empty; choose a colour photo as the reference, '
+                            "or none.")
+    return {"reference": read(), "reference_width": int(width), "reference_height": int(height),
+            "reference_layout": layout, "reference_sample": sample}
+
+
+def palette_to_send(engine: str, colours: Iterable[Sequence[int]] | None, name: str = "palette") -> list | None:
+    """The palette to send, [[r, g, b]] 0..255 without repeats, or None: no colours asked for, or
+    the optimization engine, which spreads strokes and takes no palette (like vibrancy, the
+    choice then waits unused).  `name` says where the colours came from, for the refusals."""
+    if colours is None or engine != "learned":
+        return None
+    palette: list[list[int]] = []
+    for colour in colours:
+        rgb = [min(max(int(round(c)), 0), 255) for c in colour][:3]
+        if rgb not in palette:
+            palette.append(rgb)
+    if not palette:
+        raise ColorizeError(f"The {name} has no colours; add some, or colorize without a palette.")
+    if len(palette) > MAX_PALETTE:
+        raise ColorizeError(f"The {name} has {len(palette)} colours; Tinct takes at most {MAX_PALETTE}. Choose "
+                            "a smaller palette.")
+    return palette
+
+
+def guidance_fields(reference: dict[str, Any] | None, palette: list | None) -> dict[str, Any] | None:
+    """The guidance fields of a request (tinct_client's `guidance`), or None when there are none."""
+    fields = dict(reference or {})
+    if palette is not None:
+        fields["palette"] = palette
+    return fields or None
+
+
+def check_guidance(hello: dict, fields: dict[str, Any]) -> None:
+    """Refuse guidance this tinctd cannot take: an older one, which would ignore it (so the result
+    would silently lack the reference's colours), or a reference larger than its limit."""
+    if GUIDANCE_FEATURE not in (hello.get("features") or ()):
+        raise ColorizeError("This Tinct daemon is older than colour from a reference photo or a palette; update "
+                            "Tinct, or colorize without a reference and palette.")
+    limit = (hello.get("limits") or {}).get("max_pixels")
+    size = fields.get("reference_width", 0) * fields.get("reference_height", 0)
+    if limit and size > limit:
+        raise ColorizeError(f"The reference is {size / 1e6:.3g} megapixels; this Tinct daemon accepts at most "
+                            f"{limit / 1e6:.3g}. Scale a copy of it down (it only lends its colours) and choose "
+                            "that, or start tinctd with a larger --max-megapixels.")
+
+
+def colorize(client: Any, guidance: dict[str, Any] | None = None, **request: Any) -> dict:
+    """`client.colorize(**request)` (a tinct_client.Client) with the colour `guidance`, once tinctd's
+    hello (the client's last, else a new one) says it takes it."""
+    if guidance:
+        check_guidance(client.info or client.hello(), guidance)
+    return client.colorize(guidance=guidance, **request)
 
 
 def engine_options(engine: str, vibrancy: float, quality: str | None = None) -> dict:

@@ -242,6 +242,9 @@ def gi_module(log):
         PlugIn=type("PlugIn", (), {"__gtype__": "GimpPlugIn"}), main=lambda gtype, argv: None,
         Layer=Layer, Parasite=ns(new=parasite), get_pdb=lambda: ns(get_last_error=lambda: log.last_error),
         Selection=ns(is_empty=lambda image: True), displays_flush=lambda: None,
+        # the foreground and background colours as a Gegl.Color gives them: linear light
+        context_get_foreground=lambda: ns(get_rgba=lambda: (1.0, 0.0, 0.0, 1.0)),
+        context_get_background=lambda: ns(get_rgba=lambda: (0.0, 0.0, 0.2158, 1.0)),
         progress_init=lambda message: log.append(("progress_init", message)),
         progress_update=lambda fraction: log.append(("progress_update", fraction)),
         progress_end=lambda: log.append(("progress_end",)),

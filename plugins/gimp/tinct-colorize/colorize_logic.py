@@ -107,10 +107,20 @@ def has_strokes(hints: bytes) -> bool:
     return alpha.count(0) != len(alpha)
 
 
-def hints_to_send(engine: str, hints: bytes | None, hints_layer_name: str | None) -> bytes | None:
+def hints_to_send(engine: str, hints: bytes | None, hints_layer_name: str | None,
+                  referenced: bool = False) -> bytes | None:
     """The RGBA u8 hints to send, or None (tinct_plugin.hints_to_send, with GIMP's menu path)."""
     painted = hints is not None and has_strokes(hints)
-    return tinct_plugin.hints_to_send(engine, hints, painted, hints_layer_name, ADD_HINTS)
+    return tinct_plugin.hints_to_send(engine, hints, painted, hints_layer_name, ADD_HINTS, referenced)
+
+
+def srgb_u8(linear: Iterable[float]) -> tuple[int, ...]:
+    """sRGB-encoded 0..255 of linear-light RGB 0..1, which is how a Gegl.Color gives its colour
+    (get_rgba); a palette is sent in sRGB, as the colours look."""
+    def encode(c):
+        c = min(max(float(c), 0.0), 1.0)
+        return 12.92 * c if c <= 0.0031308 else 1.055 * c ** (1 / 2.4) - 0.055
+    return tuple(int(round(255 * encode(c))) for c in linear)
 
 
 def selection_to_send(mask: bytes | None) -> bytes | None:

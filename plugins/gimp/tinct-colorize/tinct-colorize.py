@@ -159,6 +159,30 @@ def _hints_layer(image, name, source):
     return layer
 
 
+def _reference(drawable):
+    """The request's fields for the reference, any drawable of any open image (None: no reference),
+    read whole as sRGB RGBA u8: it only lends its colours, so 8 bits are plenty."""
+    if drawable is None:
+        return None
+    width, height = drawable.get_width(), drawable.get_height()
+    return tinct_plugin.reference_fields(drawable.get_name(), width, height,
+                                         "GRAY" if drawable.is_gray() else "RGBA", "u8",
+                                         lambda: _read(drawable, "R'G'B'A u8", 0, 0, width, height))
+
+
+def _palette(engine, choice):
+    """The palette to send for the dialog's choice: the foreground and background colours, the
+    active palette (Palettes dialog), or none."""
+    if choice == "colours":
+        colours, name = [Gimp.context_get_foreground(), Gimp.context_get_background()], "palette"
+    elif choice == "palette":
+        palette = Gimp.context_get_palette()
+        colours, name = palette.get_colors(), f"palette “{palette.get_name()}”"
+    else:
+        return None
+    return tinct_plugin.palette_to_send(engine, [logic.srgb_u8(c.get_rgba()[:3]) for c in colours], name)
+
+
 def _progress(fraction, *_):
     Gimp.progress_update(fraction)
 
@@ -177,14 +201,16 @@ def colorize(image: Gimp.Image, drawables: list[Gimp.Drawable], config: Gimp.Pro
     if hints_layer is not None:
         _, hx, hy = hints_layer.get_offsets()
         hints = _read(hints_layer, "R'G'B'A u8", x - hx, y - hy, width, height)
-    hints = logic.hints_to_send(engine, hints, hints_layer and hints_layer.get_name())
+    reference = _reference(config.get_property("reference"))
+    hints = logic.hints_to_send(engine, hints, hints_layer and hints_layer.get_name(), reference is not None)
     selection = logic.selection_to_send(_selection_mask(image, x, y, width, height))
+    guidance = tinct_plugin.guidance_fields(reference, _palette(engine, config.get_property("palette")))
 
     Gimp.progress_init(f"Colorizing “{source.get_name()}” with Tinct")
     client = tinct_client.Client()
     try:
-        reply = client.colorize(
-            width=width, height=height, layout=fmt.layout, sample=fmt.sample,
+        reply = tinct_plugin.colorize(
+            client, guidance, width=width, height=height, layout=fmt.layout, sample=fmt.sample,
             pixels=_read(source, fmt.babl, 0, 0, width, height), hints=hints,
             engine=engine, options=tinct_plugin.engine_options(engine, config.get_property("vibrancy")),
             selection=selection, document=f"gimp-image-{image.get_id()}", progress=_progress)
@@ -247,8 +273,9 @@ class TinctColorize(Gimp.PlugIn):
             procedure.set_documentation(
                 "Colorize the selected layer with the Tinct daemon",
                 f'Adds a layer "{tinct_plugin.RESULT_NAME}" directly above the selected layer with the '
-                "photo's lightness and colours spread from the hint strokes (or predicted by the "
-                "learned engine); only selected pixels change. Running it again replaces that layer.",
+                "photo's lightness and colours spread from the hint strokes, taken from a reference "
+                "photo where they match, or predicted by the learned engine (steered towards a palette); "
+                "only selected pixels change. Running it again replaces that layer.",
                 name)
             engines = Gimp.Choice.new()
             engines.add("optimization", 0, "Optimization",
@@ -259,6 +286,18 @@ class TinctColorize(Gimp.PlugIn):
             procedure.add_double_argument("vibrancy", "_Vibrancy",
                                           "Learned engine: how bold its colours are, 0 muted .. 1 bold",
                                           0.0, 1.0, tinct_plugin.DEFAULT_VIBRANCY, GObject.ParamFlags.READWRITE)
+            procedure.add_drawable_argument("reference", "_Reference",
+                                            "A colour photo (a layer of any open image) whose colours the "
+                                            "photo takes where they match; none: no reference",
+                                            True, GObject.ParamFlags.READWRITE)
+            palettes = Gimp.Choice.new()
+            palettes.add("none", 0, "None", "The engine's own colours")
+            palettes.add("colours", 1, "Foreground and background colours",
+                         "Steer towards the foreground and background colours")
+            palettes.add("palette", 2, "Active palette", "Steer towards the palette chosen in the Palettes dialog")
+            procedure.add_choice_argument("palette", "_Palette",
+                                          "Learned engine: colours to steer the result towards", palettes,
+                                          "none", GObject.ParamFlags.READWRITE)
             procedure.add_string_argument("hints-layer", "_Hints layer", "Name of the layer with the colour strokes",
                                           tinct_plugin.HINTS_NAME, GObject.ParamFlags.READWRITE)
             procedure.add_boolean_argument("keep-hints-visible", "_Keep hints visible",

@@ -3,7 +3,7 @@
 # what happened — procedure statuses and messages, layer stacks, exported layers — in
 # $TINCT_WORK/report.json for tests/test_gimp.py, which makes every assertion on the host.
 # Inputs (written by the test): params.json, photo8.png, photo16.png, photo_gray.png, photo_alpha16.png,
-# hints_canvas.png, hints_photo.png.
+# hints_canvas.png, hints_photo.png, reference.png.
 import os
 import time
 
@@ -11,6 +11,7 @@ from pdb_record import (
     ADD_HINTS,
     COLORIZE,
     WORK,
+    Gegl,
     Gimp,
     P,
     dump,
@@ -29,10 +30,12 @@ report = {"menu": {name: list(procedure(name).get_menu_paths()) for name in (COL
 colorize_procedure = procedure(COLORIZE)
 defaults = colorize_procedure.create_config()
 report["arguments"] = {
-    spec.get_name(): {"default": defaults.get_property(spec.get_name()), "blurb": spec.get_blurb()}
+    spec.get_name(): {"default": defaults.get_property(spec.get_name()), "blurb": spec.get_blurb(),
+                      "type": spec.value_type.name}
     for spec in colorize_procedure.get_arguments() if spec.get_name() not in ("run-mode", "image", "drawables")}
-report["arguments"]["engine"]["choices"] = list(
-    Gimp.param_spec_choice_get_choice(colorize_procedure.find_argument("engine")).list_nicks())
+for name in ("engine", "palette"):
+    report["arguments"][name]["choices"] = list(
+        Gimp.param_spec_choice_get_choice(colorize_procedure.find_argument(name)).list_nicks())
 
 # -- grayscale-mode image: learned without any hints layer; Add Hints Layer on a fresh copy ----
 gray = load("photo_gray.png")
@@ -78,6 +81,32 @@ if report["learned"]["status"] == "success":
 
 # re-run with the result layer selected: the plug-in must find the photo it was made for
 report["rerun_from_result"] = run(COLORIZE, rgb, layer(rgb, "Colorized"), engine="optimization")
+
+# -- colour guidance: a layer of another open image as the reference, a palette ----------------
+def colour(rgb):
+    """A Gegl.Color of sRGB u8 `rgb`, set as the linear light Gegl.Color keeps."""
+    c = Gegl.Color.new("black")
+    c.set_rgba(*(((v / 255 + 0.055) / 1.055) ** 2.4 if v / 255 > 0.04045 else v / 255 / 12.92 for v in rgb), 1.0)
+    return c
+
+
+reference_image = load("reference.png")
+gray = load("photo_gray.png")
+guided = load("photo8.png")
+guided_photo = guided.get_layers()[0]
+guided_photo.set_name("photo")
+for name, engine in (("reference", "optimization"), ("reference_learned", "learned")):
+    report[name] = run(COLORIZE, guided, guided_photo, engine=engine, reference=reference_image.get_layers()[0])
+    if report[name]["status"] == "success":
+        report[name]["export"] = export(guided, layer(guided, "Colorized"), name + ".png")
+Gimp.context_set_foreground(colour(P["palette"][0]))
+Gimp.context_set_background(colour(P["palette"][1]))
+report["palette"] = run(COLORIZE, guided, guided_photo, engine="learned", palette="colours")
+if report["palette"]["status"] == "success":
+    report["palette"]["export"] = export(guided, layer(guided, "Colorized"), "palette.png")
+report["grey_reference"] = run(COLORIZE, guided, guided_photo, engine="learned", reference=gray.get_layers()[0])
+for image in (reference_image, gray, guided):
+    image.delete()
 
 # -- 16-bit ------------------------------------------------------------------------------
 deep = load("photo16.png")
