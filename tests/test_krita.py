@@ -29,17 +29,21 @@ from daemon_fixture import RunningDaemon
 from editor_scene import (
     CANVAS,
     OFFSETS,
+    PALETTE,
     SELECTION,
     STROKES,
     H,
     W,
     assert_hint_colours,
     assert_lightness_kept,
+    assert_palette_colours,
+    assert_reference_colours,
     assert_selection_respected,
     chroma,
     grey_photo,
     hints,
     lab_of,
+    reference_photo,
 )
 from tinct.color import imagefile
 
@@ -64,6 +68,7 @@ LIVE_STROKE = ((190, 60, 170), 40, 125, 40)
 BURST = [((200, 190, 60), 170, 20, 30), ((200, 190, 60), 170, 26, 30), ((200, 190, 60), 170, 32, 30)]
 BURST_GAP, DEBOUNCE = 0.08, 0.3
 ALPHA_PATCHES = [(10, 60, 20, 15, 0), (40, 60, 20, 15, 128)]   # (x, y, w, h, alpha) on the float photo
+GUIDED_VIBRANCY = 65                     # the slider where the reference and palette runs leave it, %
 
 
 class Host:
@@ -148,11 +153,30 @@ def _references(client, photo8, photo16):
                                 engine=options.pop("engine", "optimization"), options={"quality": "final", **options})
         return np.frombuffer(reply["pixels"], image.dtype).reshape(H, W, 3)
 
+    def as_krita(rgb):
+        """An 8-bit sRGB layer as Krita gives it: BGRA."""
+        return np.dstack([rgb[..., ::-1], np.full((H, W), 255, np.uint8)]).tobytes()
+
+    def guided(guidance, **options):
+        """The photo as Krita sends it (BGRA u8) with colour guidance and no strokes; the answer as RGB."""
+        reply = client.colorize(width=W, height=H, layout="BGRA", sample="u8", pixels=as_krita(photo8),
+                                guidance=guidance, engine=options.pop("engine", "optimization"),
+                                options={"quality": "final", **options})
+        return np.frombuffer(reply["pixels"], np.uint8).reshape(H, W, 4)[..., 2::-1]
+
+    referenced = {"reference": as_krita(reference_photo()), "reference_width": W, "reference_height": H,
+                  "reference_layout": "BGRA", "reference_sample": "u8"}
+    vibrancy = GUIDED_VIBRANCY / 100
+
     colour, x, y, length = LIVE_STROKE
     point = (x + (length - 1) // 2, y + 1)   # the centre of the stroke: where the user last painted
     suggested = client.suggest(width=W, height=H, layout="RGB", sample="u8", pixels=photo8.tobytes(),
                                hints=hints().tobytes(), x=point[0], y=point[1], k=8)
-    return {"photo8": colorize(photo8, "u8"), "photo16": colorize(photo16, "u16"),
+    return {"reference": guided(referenced),
+            "reference_learned": guided(referenced, engine="learned", vibrancy=vibrancy),
+            "palette": guided({"palette": [list(c) for c in PALETTE]}, engine="learned", vibrancy=vibrancy),
+            "learned_alone": guided(None, engine="learned", vibrancy=vibrancy),
+            "photo8": colorize(photo8, "u8"), "photo16": colorize(photo16, "u16"),
             "suggested": [list(c) for c in suggested],
             **{f"learned_{v}": colorize(photo8, "u8", with_hints=False, engine="learned", vibrancy=v)
                for v in (0.0, 1.0)}}
@@ -175,10 +199,12 @@ def krita(request, tmp_path_factory):
         photo16 = np.repeat(np.round(grey * 65535).astype(np.uint16)[..., None], 3, axis=2)
         imagefile.write(work / "photo8.png", photo8)
         imagefile.write(work / "photo16.png", photo16)
+        imagefile.write(work / "reference.png", reference_photo())
         (work / "params.json").write_text(json.dumps({
             "canvas": CANVAS, "offsets": OFFSETS, "selection": SELECTION, "feather": FEATHER,
             "strokes": STROKES, "live_stroke": LIVE_STROKE, "burst": BURST, "burst_gap": BURST_GAP,
-            "debounce": DEBOUNCE, "alpha_patches": ALPHA_PATCHES}))
+            "debounce": DEBOUNCE, "alpha_patches": ALPHA_PATCHES, "vibrancy": GUIDED_VIBRANCY,
+            "palette": PALETTE}))
         t0 = time.monotonic()
         _install(variant, home)
         installed = time.monotonic() - t0
@@ -428,6 +454,43 @@ def test_sixteen_bits_stay_sixteen_bits(krita):
     assert exported.dtype == np.uint16 and np.mean(exported[..., :3] % 257 != 0) > 0.5
     # Krita's 16-bit compositing of the flattened export moves some values by a few of 65535 levels
     assert np.abs(exported[..., :3].astype(int) - result[..., :3]).max() <= 16
+
+
+def test_the_reference_picker_lists_every_open_documents_paint_layers(krita):
+    record = krita.steps["reference_picker"]
+    assert record["labels"][0] == "None" and "reference.png › reference" in record["labels"]
+    assert "photo16.png › photo" in record["labels"] and "photo8.png › Colorize hints" in record["labels"]
+    assert len(record["chosen"]) == 2   # the docker's choice reached the settings: (document, layer)
+
+
+@pytest.mark.parametrize("name", ["reference", "reference_learned"])
+def test_a_layer_of_another_document_lends_its_colours(krita, name):
+    """A grey photo without strokes, the reference a strongly blue, mirrored copy of it in another open
+    document, picked in the docker: the result takes its colours with either engine (the optimization
+    one runs without strokes then), as tinctd answers the host for the same reference."""
+    record = krita.steps[name]
+    assert record["error"] is None
+    assert _names(record) == ["Colorized", "photo"]
+    result = _raw(krita, record["dump"])[..., :3]
+    assert_lightness_kept(result, krita.photo8)
+    assert np.abs(result.astype(int) - krita.references[name].astype(int)).max() <= 1
+    assert_reference_colours(result, krita.references["learned_alone"], reference_photo())
+
+
+def test_a_grey_reference_is_refused_with_a_sentence(krita):
+    _assert_failed_cleanly(krita.steps["grey_reference"], "is grey, so it has no colours to give")
+
+
+def test_palette_from_the_foreground_and_background_colours(krita):
+    """The docker's Palette box (enabled for the learned engine) with red and orange as the foreground and
+    background colours, no reference: the result leans to them, as tinctd answers the host for that palette."""
+    record = krita.steps["palette"]
+    assert record["error"] is None and record["box_enabled"] and record["reference"] is None
+    assert record["colours"] == [list(c) for c in PALETTE]
+    result = _raw(krita, record["dump"])[..., :3]
+    assert_lightness_kept(result, krita.photo8)
+    assert np.abs(result.astype(int) - krita.references["palette"].astype(int)).max() <= 1
+    assert_palette_colours(result, krita.references["learned_alone"])
 
 
 def test_daemon_stopped_is_a_clear_error_and_changes_nothing(krita):

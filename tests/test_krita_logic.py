@@ -197,6 +197,69 @@ def test_suggestions_use_the_hints_from_before_the_stroke():
     assert kwargs["hints"] == before.pixels != after.pixels and kwargs["pixels"] == photo.pixelData(4, 1, 4, 4)
 
 
+def reference_doc(space=formats.Space("RGBA", "U8", SRGB)):
+    """Another open document: "Sky", blue, in a group above "Ground"; 5x3 of it lies on the 5x5 canvas."""
+    doc = Document(5, 5, space, file="/photos/sky.kra")
+    doc.add("Ground")
+    group = doc.add("Group", "grouplayer")
+    sky = doc.createNode("Sky", "paintlayer")
+    group.addChildNode(sky, None)
+    sky.fill(0, 2, 7, 3, (40, 60, 200, 255))
+    return doc, sky
+
+
+def test_the_reference_picker_lists_every_paint_layer_of_every_document_top_first():
+    doc, photo, hints = photo_doc()
+    other, sky = reference_doc()
+    layers = document.reference_layers([doc, other])
+    root, other_root = doc.rootNode().uid, other.rootNode().uid
+    assert layers == [((root, doc.root.children[2].uid), "Untitled › Top"),
+                      ((root, hints.uid), "Untitled › Colorize hints"), ((root, photo.uid), "Untitled › photo"),
+                      ((other_root, sky.uid), "sky.kra › Sky"),
+                      ((other_root, other.root.children[0].uid), "sky.kra › Ground")]
+
+
+def test_a_reference_of_another_document_travels_with_the_request():
+    """Its pixels on its own canvas, in the format Krita keeps them; the optimization engine then runs
+    without strokes; the palette waits for the learned engine."""
+    doc, photo, hints = photo_doc()
+    hints.fill(5, 2, 2, 1, (0, 0, 0, 0))   # no strokes
+    other, sky = reference_doc()
+    settings = job.Settings(reference=(other.rootNode().uid, sky.uid), palette=True)
+    kwargs, _ = document.prepare(doc, settings, documents=[doc, other], colours=[(255, 0, 0), (0, 0, 255)])
+    assert "hints" not in kwargs
+    assert kwargs["guidance"] == {"reference": sky.pixelData(0, 2, 5, 3), "reference_width": 5, "reference_height": 3,
+                                  "reference_layout": "BGRA", "reference_sample": "u8"}
+    assert kwargs["guidance"]["reference"][:4] == bytes((200, 60, 40, 255))
+    learned = job.Settings("learned", reference=settings.reference, palette=True)
+    guidance = document.prepare(doc, learned, documents=[doc, other], colours=[(255, 0, 0), (0, 0, 255)])[0]["guidance"]
+    assert guidance["palette"] == [[255, 0, 0], [0, 0, 255]] and guidance["reference_width"] == 5
+
+
+def test_a_palette_alone_and_no_guidance_at_all():
+    doc, _, _ = photo_doc()
+    colours = [(255, 0, 0), (255, 0, 0)]
+    assert document.prepare(doc, job.Settings("learned", palette=True), colours=colours)[0]["guidance"] == \
+        {"palette": [[255, 0, 0]]}
+    assert document.prepare(doc, job.Settings("learned", palette=False), colours=colours)[0]["guidance"] is None
+    assert document.prepare(doc, SETTINGS, colours=colours)[0]["guidance"] is None
+
+
+def test_a_gone_or_grey_reference_is_refused_before_anything_is_sent():
+    doc, _, _ = photo_doc()
+    other, sky = reference_doc()
+    with pytest.raises(job.ColorizeError, match="The reference layer is gone"):
+        document.prepare(doc, job.Settings(reference=(other.rootNode().uid, sky.uid)), documents=[doc])
+    grey, grey_sky = reference_doc(formats.Space("GRAYA", "U8", "Gray-D50-elle-V2-srgbtrc.icc"))
+    with pytest.raises(job.ColorizeError, match='reference layer "Sky" is grey'):
+        document.prepare(doc, job.Settings(reference=(grey.rootNode().uid, grey_sky.uid)), documents=[grey])
+    empty = grey.createNode("Empty", "paintlayer")
+    grey.root.addChildNode(empty, None)
+    empty.setColorSpace("RGBA", "U8", SRGB)
+    with pytest.raises(job.ColorizeError, match='reference layer "Empty" is empty'):
+        document.prepare(doc, job.Settings(reference=(grey.rootNode().uid, empty.uid)), documents=[grey])
+
+
 # -- job.py and formats.py -------------------------------------------------------------------------
 def test_vibrancy_is_sent_as_boldness_to_the_learned_engine_only():
     assert job.engine_options(job.Settings(engine="learned")) == {"quality": "final", "vibrancy": 0.65}
@@ -221,6 +284,12 @@ def test_saved_settings_survive_an_old_or_hand_edited_kritarc(engine, vibrancy, 
     assert job.saved_settings(engine, vibrancy) == expected
 
 
+def test_the_palette_box_is_saved_as_true_or_false():
+    assert job.saved_settings("learned", "40", "true").palette
+    assert not job.saved_settings("learned", "40", "false").palette
+    assert not job.saved_settings("learned", "40").palette and not job.saved_settings(None, None, "yes").palette
+
+
 def test_the_default_vibrancy_follows_tinctds_hello_until_the_user_chooses_one():
     settings = job.saved_settings("learned", "")
     assert not job.advertised(settings, None) and settings.vibrancy == job.DEFAULT_VIBRANCY
@@ -240,6 +309,31 @@ def test_the_runner_keeps_the_hello_its_clients_last_had():
     _release(clients, first)
     _until(lambda: not runner.running)
     assert runner.hello == {"defaults": {"vibrancy": 0.5}}
+
+
+def test_the_runner_checks_guidance_against_the_clients_hello():
+    """A colorize with a reference or palette asks tinctd's hello first (once per client); one that
+    lacks the feature is refused before anything is sent, a request without guidance asks nothing."""
+    runner, log, clients = _runner()
+    asked = []
+
+    def hello(client):
+        asked.append(client)
+        client.info = {"features": ["partial"]}
+        return client.info
+
+    first = runner.submit("colorize", {}, document="photo")
+    _until(lambda: clients)
+    clients[0].hello = lambda: hello(clients[0])
+    _release(clients, first)
+    _until(lambda: not runner.running)
+    assert runner.poll()[0].error is None and asked == []
+    runner.submit("colorize", {"guidance": {"palette": [[1, 2, 3]]}}, document="photo")
+    _until(lambda: not runner.running and runner.finished)
+    outcome = runner.poll()[0]
+    assert asked == clients[:1] and isinstance(outcome.error, tinct_plugin.ColorizeError)
+    assert "older than colour from a reference" in str(outcome.error)
+    assert [entry[0] for entry in log] == ["colorize"]   # the second was never sent
 
 
 def test_find_stack_walks_down_from_a_tinct_layer_to_the_photo():

@@ -165,13 +165,19 @@ class Selection:
 
 
 class Document:
-    def __init__(self, width, height, space=formats.Space("RGBA", "U8", formats.SRGB_PROFILE)):
-        self._size, self.space = (width, height), space
+    def __init__(self, width, height, space=formats.Space("RGBA", "U8", formats.SRGB_PROFILE), file=""):
+        self._size, self.space, self.file = (width, height), space, file
         self.root = Node(self, "root", "grouplayer", space)
         self.active, self._selection, self.refreshed = None, None, 0
 
     def rootNode(self):
         return self.root
+
+    def fileName(self):
+        return self.file
+
+    def name(self):
+        return ""   # Krita's title of a document opened from a file (its metadata has none)
 
     def width(self):
         return self._size[0]

@@ -52,7 +52,8 @@ class Controller(QObject):
         super().__init__()
         app = Krita.instance()
         self.settings = job.saved_settings(app.readSetting("tinct", "engine", ""),
-                                           app.readSetting("tinct", "vibrancy", ""))
+                                           app.readSetting("tinct", "vibrancy", ""),
+                                           app.readSetting("tinct", "palette", ""))
         self.runner = live.Runner(_client)
         self.watch = live.ChangeWatch(job.LIVE_DEBOUNCE)
         self.viewers = set()       # dockers on screen
@@ -66,11 +67,14 @@ class Controller(QObject):
 
     # -- settings -------------------------------------------------------------------
     def set_settings(self, engine: str | None = None, vibrancy: int | None = None,
-                     live_mode: bool | None = None) -> None:
+                     live_mode: bool | None = None, palette: bool | None = None) -> None:
         app = Krita.instance()
         if engine is not None:
             self.settings.engine = engine
             app.writeSetting("tinct", "engine", engine)
+        if palette is not None:
+            self.settings.palette = bool(palette)
+            app.writeSetting("tinct", "palette", "true" if palette else "false")
         if vibrancy is not None and int(vibrancy) != self.settings.vibrancy:  # moved by the user: kept from now on
             self.settings.vibrancy, self.settings.vibrancy_chosen = int(vibrancy), True
             app.writeSetting("tinct", "vibrancy", str(int(vibrancy)))
@@ -81,13 +85,20 @@ class Controller(QObject):
         self.changed.emit()
         self._wake()
 
+    def set_reference(self, choice: tuple[str, str] | None) -> None:
+        """The reference layer, (document key, layer key), or None for none."""
+        self.settings.reference = choice
+        self.set_settings()
+
     # -- actions ----------------------------------------------------------------------
     def colorize(self, live_mode: bool = False, hints: document.Hints | None = None) -> None:
         """Colorize the active photo; the answer is applied when it arrives.  Live requests for one
         photo supersede each other; one from the Filter menu always runs to the end."""
-        doc = Krita.instance().activeDocument()
+        app = Krita.instance()
+        doc = app.activeDocument()
         try:
-            kwargs, target = document.prepare(doc, self.settings, live_mode, hints)
+            kwargs, target = document.prepare(doc, self.settings, live_mode, hints, app.documents(),
+                                              self._colours() if self.settings.palette else None)
             self.runner.submit("colorize", kwargs, document=target.source if live_mode else None,
                                tag=("colorize", _doc_key(doc), target, live_mode, time.monotonic()),
                                partial=live_mode)
@@ -105,6 +116,20 @@ class Controller(QObject):
             self.fail(exc)
             return
         QTimer.singleShot(0, lambda: doc.setActiveNode(hints))  # paint on it next
+
+    def reference_layers(self) -> list[tuple[tuple[str, str], str]]:
+        """The reference picker's choices: every paint layer of every open document."""
+        return document.reference_layers(Krita.instance().documents())
+
+    def _colours(self):
+        """The active view's foreground and background colours as sRGB u8, or None without a view."""
+        window = Krita.instance().activeWindow()
+        view = window.activeView() if window is not None else None
+        if view is None:
+            return None
+        colours = (view.foregroundColor().colorForCanvas(view.canvas()),
+                   view.backgroundColor().colorForCanvas(view.canvas()))
+        return [(c.red(), c.green(), c.blue()) for c in colours]
 
     def set_foreground(self, rgb: tuple[int, int, int]) -> None:
         window = Krita.instance().activeWindow()

@@ -8,10 +8,12 @@ conversion) happens before the document is touched, so a failure never changes a
 """
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import formats, job
+from . import formats, job, tinct_plugin
 from .formats import Space
 
 if TYPE_CHECKING:  # Krita's own classes, for the reader: this module never imports krita
@@ -127,27 +129,67 @@ def read_hints(doc: Document) -> Hints | None:
     return Hints(key(source), rect, read_pixels(node, rect, fmt), fmt)
 
 
+def reference_layers(documents: Sequence[Document]) -> list[tuple[tuple[str, str], str]]:
+    """Every paint layer of every open document as ((document key, layer key), label), for the
+    reference picker; the label names the document (its file, else its title) and the layer."""
+    found = []
+    for doc in documents:
+        title = os.path.basename(doc.fileName() or "") or doc.name() or "Untitled"
+        todo = list(reversed(doc.rootNode().childNodes()))   # top first, as the Layers docker lists them
+        while todo:
+            node = todo.pop(0)
+            if node.type() == "paintlayer":
+                found.append(((key(doc.rootNode()), key(node)), f"{title} › {node.name()}"))
+            todo[:0] = reversed(node.childNodes())
+    return found
+
+
+def read_reference(documents: Sequence[Document], choice: tuple[str, str] | None) -> dict[str, Any] | None:
+    """The request's fields for the chosen reference layer (None: no reference), its pixels on its
+    own document's canvas in the format they travel in."""
+    if choice is None:
+        return None
+    doc = next((d for d in documents if key(d.rootNode()) == choice[0]), None)
+    node = find_node(doc, choice[1]) if doc is not None else None
+    if node is None:
+        raise job.ColorizeError("The reference layer is gone (its document was closed or the layer removed); "
+                                "choose another reference in the Tinct docker, or none.")
+    fmt = formats.wire_format(space_of(node))
+    layout = "GRAY" if node.colorModel().startswith("GRAY") else fmt.layout
+    bounds, canvas = rect_of(node.bounds()), (0, 0, doc.width(), doc.height())
+    x0, y0 = max(bounds[0], 0), max(bounds[1], 0)
+    rect = (x0, y0, min(bounds[0] + bounds[2], canvas[2]) - x0, min(bounds[1] + bounds[3], canvas[3]) - y0)
+    return tinct_plugin.reference_fields(node.name(), rect[2], rect[3], layout, fmt.sample,
+                                         lambda: read_pixels(node, rect, fmt))
+
+
 def doc_source(doc: Document) -> Node:
     layers, stack = stack_of(active_layer(doc))
     return layers[stack.source]
 
 
-def prepare(doc: Document, settings: job.Settings, live: bool = False,
-            hints: Hints | None = None) -> tuple[dict[str, Any], Target]:
-    """(keyword arguments for Client.colorize, Target) for the active photo; raises with a sentence.
+def prepare(doc: Document, settings: job.Settings, live: bool = False, hints: Hints | None = None,
+            documents: Sequence[Document] = (), colours: Sequence[Sequence[int]] | None = None,
+            ) -> tuple[dict[str, Any], Target]:
+    """(keyword arguments for tinct_plugin.colorize, Target) for the active photo; raises with a sentence.
 
-    `hints`: a snapshot already read (Live mode reads it to see whether it changed)."""
+    `hints`: a snapshot already read (Live mode reads it to see whether it changed); `documents`: the
+    open ones, where the settings' reference layer is looked for; `colours`: the foreground and
+    background colours as sRGB u8, the palette when the settings ask for one."""
     source = doc_source(doc)
     rect = job.layer_rect(rect_of(source.bounds()), (0, 0, doc.width(), doc.height()))
     fmt = formats.wire_format(space_of(source))
     if hints is None:
         hints = read_hints(doc)
-    painted = job.hints_to_send(settings.engine, hints.pixels if hints else None, hints.fmt if hints else fmt)
+    reference = read_reference(documents, settings.reference)
+    painted = job.hints_to_send(settings.engine, hints.pixels if hints else None, hints.fmt if hints else fmt,
+                                reference is not None)
     selection = doc.selection()
     mask = job.selection_to_send(selection.pixelData(*rect) if selection is not None else None)
     kwargs = dict(width=rect[2], height=rect[3], layout=fmt.layout, sample=fmt.sample,
                   pixels=read_pixels(source, rect, fmt), engine=settings.engine,
-                  options=job.engine_options(settings, live), selection=mask)
+                  options=job.engine_options(settings, live), selection=mask,
+                  guidance=tinct_plugin.guidance_fields(reference, job.palette_to_send(settings, colours)))
     if painted is not None:
         kwargs.update(hints=painted, hints_layout=hints.fmt.layout, hints_sample=hints.fmt.sample)
     return kwargs, Target(key(source), rect, fmt, formats.result_space(space_of(source)))

@@ -1,8 +1,9 @@
 """What the Krita plugin asks tinctd for, decided without Krita.
 
-Which layers take part (the photo, its hints, the result to replace), what is sent (hints
-only when painted, the selection only when partial, the engine's options) and the sentences
-a failure shows.  Layers are known by name, the only mark Krita's Python API lets a layer
+Which layers take part (the photo, its hints, the result to replace, a reference layer of
+any open document), what is sent (hints only when painted, the selection only when partial,
+the engine's options, a palette from the foreground and background colours) and the
+sentences a failure shows.  Layers are known by name, the only mark Krita's Python API lets a layer
 carry across sessions: the plugin makes "Colorize hints" above the photo and "Colorized"
 directly above the photo, and looks for them in the run of such layers above it, so either
 one can be the active layer when Colorize runs again.  What GIMP's plug-in decides alike comes
@@ -28,6 +29,7 @@ DESELECT = "Select → Deselect"
 DEFAULT_VIBRANCY = round(tinct_plugin.DEFAULT_VIBRANCY * 100)
 LIVE_DEBOUNCE = 0.3   # seconds without new strokes before Live mode colorizes
 SUGGESTIONS = 8
+PALETTE_NAME = "palette of the foreground and background colours"
 
 
 @dataclass
@@ -38,6 +40,10 @@ class Settings:
     vibrancy: int = DEFAULT_VIBRANCY
     live: bool = False
     vibrancy_chosen: bool = False  # False: the default, which follows what tinctd advertises
+    # the reference layer, (document key, layer key) as document.key gives them, or None; not saved,
+    # since documents come and go
+    reference: tuple[str, str] | None = None
+    palette: bool = False          # steer the learned engine towards the foreground and background colours
 
 
 def advertised(settings: Settings, hello: dict | None) -> bool:
@@ -49,13 +55,14 @@ def advertised(settings: Settings, hello: dict | None) -> bool:
     return changed
 
 
-def saved_settings(engine: str | None, vibrancy: str | int | None) -> Settings:
+def saved_settings(engine: str | None, vibrancy: str | int | None, palette: str | None = None) -> Settings:
     """Settings from their kritarc text; anything unreadable (an old or hand-edited kritarc) is the default."""
     try:
         vibrancy, chosen = min(max(int(vibrancy), 0), 100), True
     except (TypeError, ValueError):
         vibrancy, chosen = DEFAULT_VIBRANCY, False
-    return Settings(engine=engine if engine in ENGINES else ENGINES[0], vibrancy=vibrancy, vibrancy_chosen=chosen)
+    return Settings(engine=engine if engine in ENGINES else ENGINES[0], vibrancy=vibrancy, vibrancy_chosen=chosen,
+                    palette=palette == "true")
 
 
 def engine_options(settings: Settings, live: bool = False) -> dict:
@@ -106,10 +113,17 @@ def check_hints_layer(layers: Sequence[tuple[str, str]], stack: Stack) -> None:
                             "strokes on a paint layer (Filter → Add Colorize Hints Layer).")
 
 
-def hints_to_send(engine: str, hints: bytes | None, fmt: formats.WireFormat) -> bytes | None:
+def hints_to_send(engine: str, hints: bytes | None, fmt: formats.WireFormat, referenced: bool = False) -> bytes | None:
     """The hints to send, or None (tinct_plugin.hints_to_send, with Krita's hints layer and menu path)."""
     painted = hints is not None and formats.has_paint(hints, fmt)
-    return tinct_plugin.hints_to_send(engine, hints, painted, HINTS_NAME if hints is not None else None, ADD_HINTS)
+    return tinct_plugin.hints_to_send(engine, hints, painted, HINTS_NAME if hints is not None else None, ADD_HINTS,
+                                      referenced)
+
+
+def palette_to_send(settings: Settings, colours: Sequence[Sequence[int]] | None) -> list | None:
+    """The palette to send (tinct_plugin.palette_to_send): the foreground and background colours when
+    the docker's Palette box is ticked, for the learned engine."""
+    return tinct_plugin.palette_to_send(settings.engine, colours if settings.palette else None, PALETTE_NAME)
 
 
 def selection_to_send(mask: Buffer | None) -> bytes | None:

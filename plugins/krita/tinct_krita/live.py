@@ -14,12 +14,15 @@ stand-in client and against a real tinctd.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from . import tinct_plugin
 
 CANCEL_AGAIN = 0.25   # seconds between cancels of a request that has not stopped yet
 
@@ -146,8 +149,11 @@ class Runner:
 
     def _run(self, client, request, kwargs):
         outcome = Outcome(request.request_id, request.document, request.tag)
+        # a colorize goes through tinct_plugin, which checks its colour guidance against tinctd's hello
+        call = (functools.partial(tinct_plugin.colorize, client) if request.method == "colorize"
+                else getattr(client, request.method))
         try:
-            outcome.result = getattr(client, request.method)(**kwargs)
+            outcome.result = call(**kwargs)
         except Exception as exc:  # every failure goes back to the GUI thread, which says it
             outcome.error = exc
         with self.lock:

@@ -25,8 +25,44 @@ DOCKER_ID = "tinct_docker"
 ENGINE_LABELS = {"optimization": "Optimization", "learned": "Learned"}
 
 
+class ReferenceBox(QComboBox):
+    """The reference picker: none, or any paint layer of any open document, listed afresh whenever
+    it opens (documents and layers come and go)."""
+
+    def __init__(self):
+        super().__init__(objectName="tinct_reference")
+        self.setToolTip("A colour photo whose colours the photo takes where they match: any paint layer "
+                        "of any open document")
+        self.choice = None
+
+    def chosen(self, index: int | None = None) -> tuple[str, str] | None:
+        """The (document key, layer key) of an entry (default: the current one), None for none."""
+        data = self.itemData(self.currentIndex() if index is None else index)
+        return tuple(data) if data else None  # pyright: ignore[reportReturnType]  # stored as a pair
+
+    def show_choice(self, choice: tuple[str, str] | None) -> None:
+        """List the layers and select `choice` (a gone layer stays listed as gone, as the settings hold it)."""
+        self.blockSignals(True)
+        self.clear()
+        self.addItem("None", None)
+        for layer, label in controller().reference_layers():
+            self.addItem(label, layer)
+        listed = [self.chosen(i) for i in range(self.count())]
+        if choice not in listed:
+            self.addItem("(closed or removed)", choice)
+            listed.append(choice)
+        self.setCurrentIndex(listed.index(choice))
+        self.choice = choice
+        self.blockSignals(False)
+
+    def showPopup(self) -> None:
+        self.show_choice(self.chosen())
+        super().showPopup()
+
+
 class SettingsForm(QWidget):
-    """Engine and vibrancy; vibrancy only applies to the learned engine, so it is greyed out otherwise."""
+    """Engine, vibrancy, reference layer and palette; vibrancy and the palette only apply to the
+    learned engine, so they are greyed out otherwise."""
 
     def __init__(self, settings: job.Settings, parent: QWidget | None = None):
         super().__init__(parent)
@@ -36,32 +72,45 @@ class SettingsForm(QWidget):
         self.vibrancy = QSlider(Qt.Horizontal, objectName="tinct_vibrancy")
         self.vibrancy.setRange(0, 100)
         self.vibrancy.setToolTip("Learned engine: from muted, safe colours (left) to bold ones (right)")
+        self.reference = ReferenceBox()
+        self.palette = QCheckBox("Foreground and background colours", objectName="tinct_palette",
+                                 toolTip="Learned engine: steer the colours towards the foreground and "
+                                         "background colours")
         layout = QFormLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addRow("Engine", self.engine)
         layout.addRow("Vibrancy", self.vibrancy)
+        layout.addRow("Reference", self.reference)
+        layout.addRow("Palette", self.palette)
         self.load(settings)
         self.engine.currentIndexChanged.connect(self._enable)
 
     def load(self, settings: job.Settings) -> None:
         """Show `settings` without sending them back as changes."""
-        for widget in (self.engine, self.vibrancy):
+        for widget in (self.engine, self.vibrancy, self.palette):
             widget.blockSignals(True)
         self.engine.setCurrentIndex(job.ENGINES.index(settings.engine))
         self.vibrancy.setValue(settings.vibrancy)
-        for widget in (self.engine, self.vibrancy):
+        self.palette.setChecked(settings.palette)
+        for widget in (self.engine, self.vibrancy, self.palette):
             widget.blockSignals(False)
+        if settings.reference != self.reference.choice or self.reference.count() == 0:
+            self.reference.show_choice(settings.reference)
         self._enable()
 
     def _enable(self):
-        self.vibrancy.setEnabled(self.engine.currentData() == "learned")
+        learned = self.engine.currentData() == "learned"
+        self.vibrancy.setEnabled(learned)
+        self.palette.setEnabled(learned)
 
-    def values(self) -> tuple[str, int]:
-        return self.engine.currentData(), self.vibrancy.value()
+    def values(self) -> dict:
+        """The keyword arguments of the controller's set_settings."""
+        return {"engine": self.engine.currentData(), "vibrancy": self.vibrancy.value(),
+                "palette": self.palette.isChecked()}
 
 
 class ColorizeDialog(QDialog):
-    """Filter → Colorize (Tinct)…: confirm engine and vibrancy, then run."""
+    """Filter → Colorize (Tinct)…: confirm engine, vibrancy, reference and palette, then run."""
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent, objectName="tinct_colorize_dialog")
@@ -72,13 +121,15 @@ class ColorizeDialog(QDialog):
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("Colorize the selected photo layer from the strokes on its "
-                                f'"{job.HINTS_NAME}" layer.', wordWrap=True))
+                                f'"{job.HINTS_NAME}" layer and the colours of the reference layer.',
+                                wordWrap=True))
         layout.addWidget(self.form)
         layout.addWidget(buttons)
 
 
 class TinctDocker(DockWidget):
-    """Engine, vibrancy, Live mode, suggested colours for the spot last painted, and status."""
+    """Engine, vibrancy, reference, palette, Live mode, suggested colours for the spot last painted,
+    and status."""
 
     def __init__(self):
         super().__init__()
@@ -112,6 +163,9 @@ class TinctDocker(DockWidget):
         self.setWidget(body)
         self.form.engine.currentIndexChanged.connect(self._settings)
         self.form.vibrancy.valueChanged.connect(self._settings)
+        self.form.palette.toggled.connect(self._settings)
+        self.form.reference.currentIndexChanged.connect(
+            lambda: self.control.set_reference(self.form.reference.chosen()))
         self.live.toggled.connect(lambda on: self.control.set_settings(live_mode=on))
         add.clicked.connect(self.control.add_hints_layer)
         run.clicked.connect(lambda: self.control.colorize())
@@ -125,8 +179,7 @@ class TinctDocker(DockWidget):
         pass  # everything follows Krita's active document, read when needed
 
     def _settings(self):
-        engine, vibrancy = self.form.values()
-        self.control.set_settings(engine=engine, vibrancy=vibrancy)
+        self.control.set_settings(**self.form.values())
 
     def _pick(self, swatch):
         colour = swatch.property("rgb")
@@ -155,6 +208,6 @@ def run_colorize_dialog() -> None:
         dialog = ColorizeDialog(window.qwindow() if window is not None else None)
         if dialog.exec_() != QDialog.Accepted:
             return
-        engine, vibrancy = dialog.form.values()
-        controller().set_settings(engine=engine, vibrancy=vibrancy)
+        controller().set_settings(**dialog.form.values())
+        controller().set_reference(dialog.form.reference.chosen())
     controller().colorize()

@@ -3,8 +3,8 @@
 Installed only into the test's throw-away HOME.  With $TINCT_KRITA_TEST (a work folder
 holding params.json and the photos) set, once the main window exists it runs `scenario()`:
 opens the photos, triggers the plugin's real Filter actions (answering its dialog the way a
-user would), uses the Tinct docker's Live toggle and swatches, and records what happened in
-WORK/report.json, with the Colorized layers' pixels in WORK/*.raw and PNG exports.  The
+user would), uses the Tinct docker's Live toggle, swatches, reference picker and palette box,
+and records what happened in WORK/report.json, with the Colorized layers' pixels in WORK/*.raw and PNG exports.  The
 plugin works asynchronously, so the scenario is a generator that yields conditions to wait
 for while Krita's event loop runs.  Then it closes every document (unmodified, or quitting
 would ask about saving) and quits; a watchdog ends Krita if that hangs.
@@ -17,8 +17,9 @@ import sys
 import time
 import traceback
 
-from krita import Extension, InfoObject, Krita, Selection
+from krita import Extension, InfoObject, Krita, ManagedColor, Selection
 from PyQt5.QtCore import QTimer
+from PyQt5.QtGui import QColor
 from PyQt5.QtWidgets import QApplication, QCheckBox, QComboBox, QDockWidget, QLabel, QPushButton, QSlider
 
 WORK = os.environ.get("TINCT_KRITA_TEST")
@@ -113,6 +114,12 @@ def dump(doc, name, source_rect, layer_name="Colorized"):
         f.write(bytes(copy.pixelData(x, y, w, h)))
     return {"raw": name + ".raw", "f32": name + ".f32", "depth": layer.colorDepth(),
             "model": layer.colorModel(), "profile": layer.colorProfile(), "rect": source_rect}
+
+
+def controller_settings():
+    from tinct_krita.controller import controller
+
+    return controller().settings
 
 
 class Driver(Extension):
@@ -388,11 +395,13 @@ class Driver(Extension):
         live.setChecked(False)
 
         # other depths and colour models: 16-bit, half float in linear light, float, grey
+        opened = {}
         for name, file, space in (("f16", "photo8.png", ("RGBA", "F16", "sRGB-elle-V2-g10.icc")),
                                   ("f32", "photo8.png", ("RGBA", "F32", SRGB)),
                                   ("gray", "photo8.png", ("GRAYA", "U8", "Gray-D50-elle-V2-srgbtrc.icc")),
                                   ("u16", "photo16.png", None)):
             doc, _ = yield from self.open_photo(file)
+            opened[name] = doc
             if space:
                 doc.setColorSpace(*space)
                 doc.waitForDone()
@@ -416,6 +425,40 @@ class Driver(Extension):
         for name, vibrancy in (("muted", 0), ("bold", 100)):
             steps[name] = yield from self.colorize(doc, "learned", vibrancy)
             steps[name]["dump"] = dump(doc, name, rect(node(doc, "photo")))
+
+        # colour guidance: the reference a layer of another open document, picked in the docker; then
+        # no reference and the palette of the foreground and background colours
+        picker = docker.findChild(QComboBox, "tinct_reference")
+        palette_box = docker.findChild(QCheckBox, "tinct_palette")
+        reference_doc, _ = yield from self.open_photo("reference.png")
+        node(reference_doc, "photo").setName("reference")
+        doc, view = yield from self.open_photo("photo8.png")
+        picker.showPopup()   # lists the open documents' paint layers afresh
+        labels = [picker.itemText(i) for i in range(picker.count())]
+        picker.hidePopup()
+        picker.setCurrentIndex(labels.index("reference.png › reference"))
+        steps["reference_picker"] = {"labels": labels, "chosen": list(controller_settings().reference or [])}
+        steps["reference"] = yield from self.colorize(doc, "optimization")
+        steps["reference"]["dump"] = dump(doc, "reference", rect(node(doc, "photo")))
+        steps["reference_learned"] = yield from self.colorize(doc, "learned", p["vibrancy"])
+        steps["reference_learned"]["dump"] = dump(doc, "reference_learned", rect(node(doc, "photo")))
+        gray = node(opened["gray"], "photo")
+        picker.showPopup()
+        picker.hidePopup()
+        picker.setCurrentIndex(next(i for i in range(picker.count())
+                                    if (picker.itemData(i) or [None])[-1] == gray.uniqueId().toString()))
+        steps["grey_reference"] = yield from self.colorize(doc, "learned", p["vibrancy"])
+        picker.setCurrentIndex(0)   # None
+        view.setForeGroundColor(ManagedColor.fromQColor(QColor(*p["palette"][0])))
+        view.setBackGroundColor(ManagedColor.fromQColor(QColor(*p["palette"][1])))
+        colours = [c.colorForCanvas(view.canvas()) for c in (view.foregroundColor(), view.backgroundColor())]
+        enabled = palette_box.isEnabled()   # the engine is the learned one now
+        palette_box.setChecked(True)
+        steps["palette"] = yield from self.colorize(doc, "learned", p["vibrancy"])
+        steps["palette"].update(dump=dump(doc, "palette", rect(node(doc, "photo"))), box_enabled=enabled,
+                                reference=controller_settings().reference,
+                                colours=[[c.red(), c.green(), c.blue()] for c in colours])
+        palette_box.setChecked(False)
 
         # tinctd stopped: a clear message, nothing changed
         open(os.path.join(WORK, "stop-daemon"), "w").close()
