@@ -112,3 +112,28 @@ def test_cuda_and_cpu_agree():
     cpu = tinct.colorize(img, strokes(), device="cpu").astype(int)
     gpu = tinct.colorize(img, strokes(), device="cuda").astype(int)
     assert np.abs(cpu - gpu).max() <= 2
+
+
+def test_the_same_bytes_at_any_thread_count():
+    """A photo comes back the same bytes whether torch has 1, 2 or 3 threads (a laptop, tinctd, a
+    cluster node): every sum that crosses threads runs in a fixed order.  Big enough for several
+    multigrid levels, a dense coarsest solve and the `live` proxy."""
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[0:180, 0:240] / 60.0
+    grey = np.clip(0.5 + 0.3 * np.sin(x * 2 + np.cos(y * 3)) + rng.normal(0, 0.02, x.shape), 0, 1)
+    image = np.round(np.stack([grey, grey * 0.9, grey * 0.8], -1) * 255).astype(np.uint8)
+    layer = np.zeros((180, 240, 4), np.uint8)
+    layer[20:26, 30:90] = (200, 60, 40, 255)
+    layer[120:126, 150:220] = (40, 120, 200, 255)
+    runs = [("optimization", layer, {"quality": q}) for q in ("live", "preview", "final")]
+    runs += [("learned", layer, {}), ("learned", None, {})]
+    before = torch.get_num_threads()
+    answers = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            answers.append([tinct.colorize(image, hints, engine=e, **o).tobytes() for e, hints, o in runs])
+    finally:
+        torch.set_num_threads(before)
+    for name, one, two, three in zip(runs, *answers):
+        assert one == two == three, name

@@ -483,3 +483,17 @@ def test_a_prior_on_every_pixel_is_solved_by_sweeps_alone(monkeypatch):
     rhs = np.where(fixed.reshape(-1), ab.numpy().reshape(2, -1), prior.double().numpy().reshape(2, -1))
     expect = np.linalg.solve(a, rhs.T).T.reshape(2, n, n)
     assert np.abs(swept.numpy() - expect).max() < 1.0
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="the C kernels were not built (no compiler)")
+def test_dense_coarse_solve_sums_in_index_order():
+    """kernels.dense is b @ t with each output's terms added first to last, as a plain loop would."""
+    g = torch.Generator().manual_seed(3)
+    m = torch.rand(300, 300, generator=g)
+    b = torch.randn(2, 300, generator=g)
+    out = kernels.dense(torch.empty_like(b), b, m.T.contiguous())
+    assert torch.allclose(out, b @ m.T, rtol=1e-5, atol=1e-4)
+    exact = (b.double() @ m.T.double()).float()
+    ordered = torch.stack([torch.stack([sum((m[i, j] * b[c, j] for j in range(300)), torch.tensor(0.0))
+                                        for i in range(3)]) for c in range(2)])
+    assert torch.equal(out[:, :3], ordered) and torch.allclose(out, exact, atol=1e-4)

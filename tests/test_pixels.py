@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from tinct.color import pixels
+from tinct.color import lab, pixels
+from tinct.native import kernels
 
 SHAPES = {1: lambda h, w: (h, w), 2: lambda h, w: (h, w, 2), 3: lambda h, w: (h, w, 3), 4: lambda h, w: (h, w, 4)}
 
@@ -108,3 +109,65 @@ def test_read_only_arrays_decode_without_warnings():
         warnings.simplefilter("error")
         d = pixels.decode(image)
     assert np.array_equal(pixels.encode(d.rgb, d), image)
+
+
+def _plain(monkeypatch):
+    """The PyTorch paths: the native kernels switched off."""
+    monkeypatch.setattr(kernels, "_kernels", None)
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="the C kernels were not built (no compiler)")
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_native_ends_match_the_pytorch_paths(monkeypatch, dtype, channels):
+    """Lightness in and L + ab out in one native pass each give PyTorch's answer: L to float
+    rounding, colours to one step of the 16-step gamut bisection (wildly out-of-gamut ab here)."""
+    image = _image(dtype, SHAPES[channels](23, 31), seed=channels)
+    ab = torch.randn(2, 23, 31, generator=torch.Generator().manual_seed(1)) * 80
+    d = pixels.decode(image)
+    L = pixels.lightness(d)
+    out = pixels.encode_lab(L, ab, d)
+    with monkeypatch.context() as m:
+        _plain(m)
+        L_plain = pixels.lightness(d)
+        out_plain = pixels.encode_lab(L_plain, ab, d)
+    assert L.shape == L_plain.shape == (1, 23, 31)
+    assert torch.allclose(L, L_plain, atol=2e-5, rtol=0)
+    assert out.dtype == out_plain.dtype == image.dtype and out.shape == out_plain.shape
+    unit = np.iinfo(dtype).max if np.dtype(dtype).kind == "u" else 1.0
+    tolerance = 1 / 255 if dtype == np.uint8 else 2e-4  # one 8-bit step; one bisection step of chroma
+    assert np.abs(out.astype(np.float64) - out_plain.astype(np.float64)).max() / unit <= tolerance
+    if channels in (2, 4):
+        assert out[..., 3].tobytes() == np.ascontiguousarray(image[..., -1]).tobytes()
+    # and the lightness it hands back is the photo's own: L of the output equals L, to 8-bit rounding
+    back = pixels.lightness(pixels.decode(out[..., :3].copy()))
+    assert (back - L).abs().max() < (0.5 if dtype == np.uint8 else 0.01)
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="the C kernels were not built (no compiler)")
+def test_native_ends_give_the_same_bytes_at_any_thread_count():
+    image = _image(np.uint8, (67, 45, 3), seed=5)
+    ab = torch.randn(2, 67, 45, generator=torch.Generator().manual_seed(2)) * 60
+    before = torch.get_num_threads()
+    outs = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            d = pixels.decode(image)
+            L = pixels.lightness(d)
+            outs.append((L.numpy().tobytes(), pixels.encode_lab(L, ab, d).tobytes()))
+    finally:
+        torch.set_num_threads(before)
+    assert outs[0] == outs[1] == outs[2]
+
+
+def test_float64_and_non_contiguous_pixels_take_the_pytorch_path():
+    image = _image(np.float64, (6, 8, 3), seed=6)
+    d = pixels.decode(image)
+    L = pixels.lightness(d)
+    assert torch.allclose(L, lab.lightness(d.rgb))
+    out = pixels.encode_lab(L, torch.zeros(2, 6, 8), d)
+    assert out.dtype == np.float64 and out.shape == (6, 8, 3)
+    strided = _image(np.uint8, (6, 16, 3), seed=7)[:, ::2]
+    d = pixels.decode(strided)
+    assert torch.allclose(pixels.lightness(d), lab.lightness(d.rgb), atol=2e-5)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .color import hints as hintlayer
-from .color import lab, pixels
+from .color import pixels
 from .engines import ENGINES, ModelNotInstalled, default_device, get_engine, transfer
 
 __all__ = ["colorize", "suggest_colors", "prepare", "ENGINES", "ModelNotInstalled", "default_device", "get_engine"]
@@ -25,7 +25,7 @@ def prepare(image: np.ndarray, hints: np.ndarray | None, device: torch.device | 
     """Decode the photo and its hints layer: (decoded, L (1,H,W), hint_ab (2,H,W), hint_weight (1,H,W))."""
     dev = default_device(device)
     decoded = pixels.decode(image, dev)
-    L = lab.lightness(decoded.rgb)
+    L = pixels.lightness(decoded)
     if hints is None:
         hint_ab = torch.zeros((2,) + L.shape[1:], device=dev)
         hint_weight = torch.zeros_like(L)
@@ -69,8 +69,7 @@ def colorize(image: np.ndarray, hints: np.ndarray | None = None, engine: str = "
             ab = eng.predict_ab(L, hint_ab, hint_weight, palette=steer, **options)
         else:
             ab = eng.predict_ab(L, hint_ab, hint_weight, **options)
-        rgb = lab.lab_to_srgb_keep_l(L, ab)
-    return pixels.encode(rgb, decoded)
+        return pixels.encode_lab(L, ab, decoded)
 
 
 def suggest_colors(image: np.ndarray, hints: np.ndarray | None, x: int, y: int, k: int = 8,

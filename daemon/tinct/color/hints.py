@@ -23,16 +23,22 @@ def check_size(hints: np.ndarray, image_shape: tuple[int, ...]) -> None:
 def from_layer(layer: np.ndarray, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """RGBA layer (H, W, 4), uint8/uint16/float -> ab (2, H, W) and weight (1, H, W) in 0..1.
 
-    Pixels with alpha 0 carry no hint: weight 0 and ab 0.
+    Pixels with alpha 0 carry no hint: weight 0 and ab 0.  Only the painted pixels are converted
+    (strokes cover a small part of a 12 MP layer).
     """
     shape = getattr(layer, "shape", None)
     if shape is None or len(shape) != 3 or shape[2] != 4:
         raise ValueError(f"hints layer must be an RGBA array of shape (H, W, 4), got shape {shape}")
     d = pixels.decode(layer, device=device)
     assert d.alpha is not None  # four channels: decode kept the fourth as alpha
-    weight = pixels.to_unit(d.alpha, device)[None]
-    ab = lab.srgb_to_lab(d.rgb)[1:] * (weight > 0)
-    return ab, weight
+    weight = pixels.to_unit(d.alpha, d.device)[None]
+    h, w = d.size
+    ab = torch.zeros((2, h * w), device=d.device)
+    painted = np.flatnonzero(d.alpha)
+    if painted.size:
+        rgb = pixels.to_unit(d.planes.reshape(-1, 4)[painted, :3], d.device)  # (N, 3)
+        ab[:, torch.from_numpy(painted).to(d.device)] = lab.srgb_to_lab(rgb.T[:, :, None])[1:, :, 0]
+    return ab.view(2, h, w), weight
 
 
 def downsample(ab: torch.Tensor, weight: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:

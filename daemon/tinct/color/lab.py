@@ -48,6 +48,24 @@ def _constants(device, dtype):
     return xyz_from_rgb.to(device, dtype), rgb_from_xyz.to(device, dtype)
 
 
+def linear_table(levels: int) -> torch.Tensor:
+    """The linear value of every integer code 0..levels-1 (256 or 65536), float32 on the CPU:
+    how the native kernels decode integer pixels (the same arithmetic as `_srgb_to_linear`)."""
+    return _linear_tables(levels)
+
+
+@cache
+def _linear_tables(levels):
+    return _srgb_to_linear(torch.arange(levels, dtype=torch.float32) / (levels - 1)).contiguous()
+
+
+def native_matrices() -> tuple[torch.Tensor, torch.Tensor]:
+    """(Y's row of the RGB -> XYZ/white matrix (3,), XYZ/white -> RGB (3, 3)), float32 CPU, for the
+    native kernels: the same numbers the PyTorch paths mix with."""
+    xyz_from_rgb, rgb_from_xyz = _constants(torch.device("cpu"), torch.float32)
+    return xyz_from_rgb[1].contiguous(), rgb_from_xyz.contiguous()
+
+
 def _float(x):
     """Float32 working copy, float64 kept; integer images are read as 0..max like skimage does."""
     if x.dtype == torch.float64:

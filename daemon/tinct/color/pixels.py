@@ -1,14 +1,22 @@
-"""Editor pixels (numpy, any supported depth and layout) <-> the engines' float RGB tensor.
+"""Editor pixels (numpy, any supported depth and layout) <-> the engines' tensors.
 
-Engines only ever see (3, H, W) float32 in 0..1; everything about the caller's format (depth,
-grey or colour, alpha) is remembered in `Decoded` so `encode` can hand back the same format.
-Alpha is kept as the caller's own array and re-attached unchanged: colorization must never
-touch transparency.
+Engines only ever see float32 tensors: the photo's Lab lightness (`lightness`), or its (3, H, W)
+RGB in 0..1 (`Decoded.rgb`, made only when asked for); everything about the caller's format
+(depth, grey or colour, alpha) is remembered in `Decoded` so `encode_lab`/`encode` can hand back
+the same format.  Alpha is kept as the caller's own array and re-attached unchanged:
+colorization must never touch transparency.  On the CPU the two ends run as one native pass
+each, straight from and into the caller's array (at 12 MP the PyTorch chain of a dozen
+full-size passes took seconds and hundreds of MB); elsewhere, and for float64, PyTorch does it.
 """
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
+
+from tinct.native import kernels
+
+from . import lab
 
 _INT_MAX = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -16,10 +24,22 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 @dataclass
 class Decoded:
-    rgb: torch.Tensor  # (3, H, W) float32 in 0..1
+    planes: np.ndarray  # (H, W, channels), the caller's pixels (a view: never written)
     alpha: np.ndarray | None  # (H, W), the input's dtype and values
     dtype: np.dtype
     channels: int  # 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA
+    device: torch.device
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W)."""
+        return self.planes.shape[0], self.planes.shape[1]
+
+    @cached_property
+    def rgb(self) -> torch.Tensor:
+        """(3, H, W) float32 in 0..1 on the device (grey repeated)."""
+        colour = self.planes[..., : 3 if self.channels >= 3 else 1]
+        return to_unit(colour, self.device).permute(2, 0, 1).expand(3, -1, -1).contiguous()
 
 
 def _validate(image):
@@ -55,13 +75,36 @@ def to_unit(array: np.ndarray, device: torch.device | str | None = None) -> torc
 
 
 def decode(image: np.ndarray, device: torch.device | str | None = None) -> Decoded:
-    """Validate an editor image and return its colour as a float32 (3, H, W) tensor on `device`."""
+    """Validate an editor image and remember its format; its colour reaches `device` when asked for."""
     channels = _validate(image)
     planes = image.reshape(image.shape[0], image.shape[1], channels)
-    colour = planes[..., : 3 if channels >= 3 else 1]
     alpha = planes[..., channels - 1].copy() if channels in (2, 4) else None
-    rgb = to_unit(colour, device).permute(2, 0, 1).expand(3, -1, -1).contiguous()
-    return Decoded(rgb=rgb, alpha=alpha, dtype=image.dtype, channels=channels)
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    return Decoded(planes=planes, alpha=alpha, dtype=image.dtype, channels=channels, device=dev)
+
+
+def lightness(decoded: Decoded) -> torch.Tensor:
+    """The photo's Lab lightness L (1, H, W), float32 on its device (lab.lightness of its RGB)."""
+    planes = decoded.planes
+    if decoded.device.type == "cpu" and planes.dtype in kernels.DEPTHS:
+        L = torch.empty(decoded.size)
+        y_row, _ = lab.native_matrices()
+        table = lab.linear_table(_INT_MAX[planes.dtype] + 1) if planes.dtype in _INT_MAX else None
+        if kernels.cpu_pixels(planes, L, y_row, *([] if table is None else [table])):
+            return kernels.lightness(L, planes, table, y_row)[None]
+    return lab.lightness(decoded.rgb)
+
+
+def encode_lab(L: torch.Tensor, ab: torch.Tensor, decoded: Decoded) -> np.ndarray:
+    """L (1, H, W) and ab (2, H, W) -> numpy in the decoded image's format: `encode` of
+    lab.lab_to_srgb_keep_l(L, ab) (its lightness is exactly L), in one native pass on the CPU."""
+    h, w = decoded.size
+    if decoded.dtype in kernels.DEPTHS and L.shape == (1, h, w) and ab.shape == (2, h, w):
+        _, rgb_from_xyz = lab.native_matrices()
+        out = np.empty((h, w, 3 if decoded.alpha is None else 4), decoded.dtype)
+        if kernels.cpu_pixels(out, L, ab, rgb_from_xyz):
+            return kernels.encode(out, L[0], ab, rgb_from_xyz, decoded.alpha)
+    return encode(lab.lab_to_srgb_keep_l(L, ab), decoded)
 
 
 def encode(rgb: torch.Tensor, decoded: Decoded) -> np.ndarray:
@@ -70,7 +113,7 @@ def encode(rgb: torch.Tensor, decoded: Decoded) -> np.ndarray:
     Grey inputs come back as RGB (grey+alpha as RGBA): the result has colour. Integer outputs
     round half up, value * max + 0.5 floored, so decode -> encode is lossless.
     """
-    h, w = decoded.rgb.shape[1:]
+    h, w = decoded.size
     if rgb.shape != (3, h, w):
         raise ValueError(f"colour must have shape (3, {h}, {w}) to match the decoded image, got {tuple(rgb.shape)}")
     rgb = rgb.detach().to(torch.float32).clamp(0.0, 1.0).permute(1, 2, 0)

@@ -1,9 +1,11 @@
-/* Fused CPU kernels for the nine-point stencils of tinct.stencil.
+/* Fused CPU loops: the nine-point stencils of tinct.engines.optimization, and the Lab conversions
+ * at the two ends of every job (tinct.color.pixels).
  *
- * PyTorch applies a stencil as sixteen separate passes over memory; these loops
- * do it in one, which is what makes the solver fast on a laptop CPU.  They are
- * an optional accelerator: tinct.stencil falls back to plain PyTorch (and uses
- * PyTorch on CUDA), and the tests check both give the same numbers.
+ * PyTorch applies a stencil as sixteen separate passes over memory, and a Lab conversion as a
+ * dozen; these loops do each in one, which is what makes 12 MP photos fast on a laptop CPU.  They
+ * are an optional accelerator: the callers fall back to plain PyTorch (and use Triton on CUDA), and
+ * the tests check both give the same numbers.  Every sum runs in a fixed order, so the answers
+ * are the same bits at any thread count.
  *
  * Layout (all float32, C-contiguous): x, y, b are (C, H, W); d is (H, W);
  * c is (8, H, W) with the neighbour order of tinct.stencil.OFFSETS.  The
@@ -228,6 +230,25 @@ static void combine(float *u, const float *const *vecs, const float *coef, Py_ss
     }
 }
 
+/* out (C, N) = b (C, N) times the dense matrix whose transpose is t (N, N): the coarsest grid's
+ * exact solve.  Each output sums its N terms in index order whichever thread owns it (BLAS splits
+ * the sum by thread count, and the answer moved by an ulp between a laptop and a cluster node). */
+#define DENSE_BLOCK 256
+static void dense(float *out, const float *t, const float *b, Py_ssize_t nc, Py_ssize_t n, int threads) {
+    const Py_ssize_t nb = (n + DENSE_BLOCK - 1) / DENSE_BLOCK;
+#pragma omp parallel for num_threads(threads) schedule(static) collapse(2)
+    for (Py_ssize_t ch = 0; ch < nc; ch++)
+        for (Py_ssize_t blk = 0; blk < nb; blk++) {
+            const Py_ssize_t i0 = blk * DENSE_BLOCK, i1 = i0 + DENSE_BLOCK < n ? i0 + DENSE_BLOCK : n;
+            float *o = out + ch * n;
+            for (Py_ssize_t i = i0; i < i1; i++) o[i] = 0.f;
+            for (Py_ssize_t j = 0; j < n; j++) {
+                const float bj = b[ch * n + j], *tj = t + j * n;
+                for (Py_ssize_t i = i0; i < i1; i++) o[i] += tj[i] * bj;
+            }
+        }
+}
+
 /* The Levin weights of tinct.levin.affinities, one pixel at a time: wt (8, H, W) from the
  * lightness y (H, W) and params = {0.6 / edge_sensitivity, variance floor, weight floor}. */
 static void affinities(float *wt, const float *y, const float *params, Py_ssize_t h, Py_ssize_t w, int threads) {
@@ -322,6 +343,84 @@ static void upsample(float *out, const float *small, const float *guide, const f
     }
 }
 
+/* The two ends of every job, one pass each: the photo's Lab lightness straight from the caller's
+ * pixels, and the answer's sRGB (L kept, a,b pulled towards grey until the colour fits) straight
+ * into the caller's layout.  Per-pixel arithmetic only, so the result does not depend on the
+ * thread count.  The matrices (D65 white folded in) and the sRGB decoding tables come from
+ * tinct.color.lab, where the conventions are written; the CIE constants below are the same ones. */
+enum { U8 = 0, U16 = 1, F32 = 2 };
+
+static inline float decoded(const void *src, int depth, Py_ssize_t k, const float *table) {
+    if (depth == U8) return table[((const unsigned char *)src)[k]];
+    if (depth == U16) return table[((const unsigned short *)src)[k]];
+    const float v = ((const float *)src)[k];
+    return v > 0.04045f ? powf((v + 0.055f) / 1.055f, 2.4f) : v / 12.92f;
+}
+
+/* L (H, W) of src (H, W, C) with C = 1, 2 (grey) or 3, 4 (RGB), alpha ignored; y_row: Y of linear RGB. */
+static void lightness(float *L, const void *src, const float *table, const float *y_row, Py_ssize_t nc,
+                      Py_ssize_t h, Py_ssize_t w, int depth, int threads) {
+    const Py_ssize_t g = nc >= 3 ? 1 : 0, n = h * w;
+    const float grey = y_row[0] + y_row[1] + y_row[2];
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const Py_ssize_t k = i * nc;
+        const float y = g ? y_row[0] * decoded(src, depth, k, table) + y_row[1] * decoded(src, depth, k + 1, table)
+                                + y_row[2] * decoded(src, depth, k + 2, table)
+                          : grey * decoded(src, depth, k, table);
+        const float f = y > 0.008856f ? cbrtf(y) : 7.787f * y + 16.f / 116.f;
+        L[i] = 116.f * f - 16.f;
+    }
+}
+
+static inline float cube_or_linear(float f) { return f > 0.2068966f ? f * f * f : (f - 16.f / 116.f) / 7.787f; }
+
+/* Linear RGB of (L, a, b); returns whether it lies inside 0..1 on every channel. */
+static inline int lab_linear(float *rgb, float L, float a, float b, const float *m) {
+    const float fy = (L + 16.f) / 116.f, t[3] = {cube_or_linear(a / 500.f + fy), cube_or_linear(fy),
+                                                 cube_or_linear(fy - b / 200.f)};
+    int inside = 1;
+    for (int c = 0; c < 3; c++) {
+        rgb[c] = m[3 * c] * t[0] + m[3 * c + 1] * t[1] + m[3 * c + 2] * t[2];
+        inside &= rgb[c] >= 0.f && rgb[c] <= 1.f;
+    }
+    return inside;
+}
+
+/* out (H, W, C) in depth (C = 3, or 4 with alpha (H, W) of the same depth copied in) = sRGB of
+ * L (H, W) and ab (2, H, W), L clamped to 0..100; an out-of-gamut colour keeps its hue and L with
+ * its chroma scaled by the largest of 16 bisection steps that fits (lab.lab_to_srgb_keep_l). */
+static void encode(void *out, const float *L, const float *ab, const float *m, const void *alpha, Py_ssize_t nc,
+                   Py_ssize_t h, Py_ssize_t w, int depth, int threads) {
+    const Py_ssize_t n = h * w;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const float l = L[i] < 0.f ? 0.f : (L[i] > 100.f ? 100.f : L[i]), a = ab[i], b = ab[n + i];
+        float rgb[3];
+        if (!lab_linear(rgb, l, a, b, m)) {
+            float lo = 0.f, hi = 1.f;
+            for (int s = 0; s < 16; s++) {
+                const float mid = (lo + hi) / 2;
+                if (lab_linear(rgb, l, mid * a, mid * b, m)) lo = mid; else hi = mid;
+            }
+            lab_linear(rgb, l, lo * a, lo * b, m);
+        }
+        for (int c = 0; c < 3; c++) {
+            const float v = rgb[c] < 0.f ? 0.f : (rgb[c] > 1.f ? 1.f : rgb[c]);
+            float e = v > 0.0031308f ? 1.055f * powf(v, 1.f / 2.4f) - 0.055f : v * 12.92f;
+            e = e < 0.f ? 0.f : (e > 1.f ? 1.f : e);
+            if (depth == U8) ((unsigned char *)out)[i * nc + c] = (unsigned char)floorf(e * 255.f + 0.5f);
+            else if (depth == U16) ((unsigned short *)out)[i * nc + c] = (unsigned short)floorf(e * 65535.f + 0.5f);
+            else ((float *)out)[i * nc + c] = e;
+        }
+        if (nc == 4) {
+            if (depth == U8) ((unsigned char *)out)[i * 4 + 3] = ((const unsigned char *)alpha)[i];
+            else if (depth == U16) ((unsigned short *)out)[i * 4 + 3] = ((const unsigned short *)alpha)[i];
+            else ((float *)out)[i * 4 + 3] = ((const float *)alpha)[i];
+        }
+    }
+}
+
 /* Every entry point takes five addresses, C, H, W, a flag and a thread count. */
 static int parse(PyObject *args, void **p, Py_ssize_t *dims, int *flag, int *threads) {
     Py_ssize_t a[5];
@@ -370,6 +469,15 @@ ENTRY(combine, AT_MOST_MAX_VECS, combine(p[0], p[1], p[2], (Py_ssize_t)p[3], C, 
 /* upsample(out, small, guide, guide_small, params (float32: 1 / (2 sigma^2)), C, H, W, factor, threads) */
 ENTRY(upsample, if (flag < 1) return PyErr_Format(PyExc_ValueError, "factor must be >= 1");,
       upsample(p[0], p[1], p[2], p[3], p[4], C, H, W, flag, threads))
+/* dense(out, t, b, 0, 0, C, N, 1, 0, threads): out (C, N) = b @ t */
+ENTRY(dense, , dense(p[0], p[1], p[2], C, H, threads))
+#define A_DEPTH if (flag < U8 || flag > F32) return PyErr_Format(PyExc_ValueError, "unknown depth %d", flag);
+/* lightness(L, src, table_or_0, y_row, 0, C, H, W, depth (0 uint8, 1 uint16, 2 float32), threads) */
+ENTRY(lightness, A_DEPTH if (C < 1 || C > 4) return PyErr_Format(PyExc_ValueError, "%zd channels", C);,
+      lightness(p[0], p[1], p[2], p[3], C, H, W, flag, threads))
+/* encode(out, L, ab, rgb_from_xyz (9 float32), alpha_or_0, C (3 or 4), H, W, depth, threads) */
+ENTRY(encode, A_DEPTH if (C != 3 && C != 4) return PyErr_Format(PyExc_ValueError, "%zd channels", C);,
+      encode(p[0], p[1], p[2], p[3], p[4], C, H, W, flag, threads))
 
 static PyMethodDef methods[] = {
     {"residual", py_residual, METH_VARARGS, "y = b - A x, or A x when b is 0."},
@@ -381,6 +489,9 @@ static PyMethodDef methods[] = {
     {"dots", py_dots, METH_VARARGS, "Inner products of one vector with m others, in double."},
     {"combine", py_combine, METH_VARARGS, "u -= sum_i coef_i v_i."},
     {"upsample", py_upsample, METH_VARARGS, "Joint bilateral upsampling of a proxy by its lightness."},
+    {"dense", py_dense, METH_VARARGS, "out = b @ t for a dense t, each sum in index order."},
+    {"lightness", py_lightness, METH_VARARGS, "Lab lightness of an image in the caller's layout."},
+    {"encode", py_encode, METH_VARARGS, "sRGB of L and ab, L kept, into the caller's layout."},
     {NULL, NULL, 0, NULL},
 };
 

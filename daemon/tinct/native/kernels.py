@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
+import numpy as np
 import torch
 
 try:  # fused C loops for the CPU; plain PyTorch without them
@@ -259,4 +260,58 @@ def upsample(out: torch.Tensor, small: torch.Tensor, guide: torch.Tensor, guide_
     assert _kernels is not None  # the callers checked cpu_fused()
     _kernels.upsample(out.data_ptr(), small.data_ptr(), guide.data_ptr(), guide_small.data_ptr(), params.data_ptr(),
                       nc, h, w, factor, _threads())
+    return out
+
+
+def dense(out: torch.Tensor, b: torch.Tensor, transposed: torch.Tensor) -> torch.Tensor:
+    """out (C, N) = b (C, N) @ transposed (N, N): `b @ matrix.T` with every sum in index order, so
+    the same bits at any thread count.  CPU only (`cpu_fused`); elsewhere the caller multiplies."""
+    n = transposed.shape[0]
+    _check(transposed.shape == (n, n), f"the matrix is {tuple(transposed.shape)}, not square")
+    _check(b.dim() == 2 and b.shape[1] == n and out.shape == b.shape, f"b and out must be (C, {n})")
+    assert _kernels is not None  # the callers checked cpu_fused()
+    _kernels.dense(out.data_ptr(), transposed.data_ptr(), b.data_ptr(), 0, 0, b.shape[0], n, 1, 0, _threads())
+    return out
+
+DEPTHS = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.float32): 2}  # what lightness/encode take
+
+
+def cpu_pixels(image: np.ndarray, *tensors: torch.Tensor) -> bool:
+    """Whether `lightness`/`encode` can take the caller's pixels (a C-contiguous array of a depth
+    in DEPTHS) with these tensors (`cpu_fused`)."""
+    return image.dtype in DEPTHS and image.flags.c_contiguous and cpu_fused(*tensors)
+
+
+def lightness(out: torch.Tensor, image: np.ndarray, table: torch.Tensor | None, y_row: torch.Tensor) -> torch.Tensor:
+    """out (H, W) = Lab lightness of the caller's pixels `image` (H, W, C), C = 1, 2 (grey, alpha
+    ignored) or 3, 4; integer pixels are decoded by `table` (linear value of each code), float32
+    ones by the sRGB curve; y_row (3,) float32 mixes Y from linear RGB.  CPU only (`cpu_pixels`)."""
+    h, w = out.shape
+    _check(image.shape[:2] == (h, w) and image.ndim == 3, f"image is {image.shape}, not ({h}, {w}, C)")
+    depth = DEPTHS[image.dtype]
+    _check((table is None) == (depth == DEPTHS[np.dtype(np.float32)]), "integer pixels need their table")
+    _check(table is None or table.numel() == 1 << (8 * image.itemsize), "the table has one entry per code")
+    _check(y_row.numel() == 3, "y_row has three weights")
+    assert _kernels is not None  # the callers checked cpu_pixels()
+    _kernels.lightness(out.data_ptr(), image.ctypes.data, 0 if table is None else table.data_ptr(), y_row.data_ptr(),
+                       0, image.shape[2], h, w, depth, _threads())
+    return out
+
+
+def encode(out: np.ndarray, L: torch.Tensor, ab: torch.Tensor, rgb_from_xyz: torch.Tensor,
+           alpha: np.ndarray | None) -> np.ndarray:
+    """out (H, W, 3 or 4) in the caller's depth = sRGB of L (H, W) and ab (2, H, W) with L kept
+    (chroma scaled into the gamut, as lab.lab_to_srgb_keep_l), rounded half up to integers;
+    the fourth channel copies alpha (H, W, same depth).  CPU only (`cpu_pixels`)."""
+    h, w = L.shape
+    _check(out.shape[:2] == (h, w) and out.shape[2] in (3, 4), f"out is {out.shape}, not ({h}, {w}, 3 or 4)")
+    _check(tuple(ab.shape) == (2, h, w), f"ab is {tuple(ab.shape)}, not (2, {h}, {w})")
+    _check(rgb_from_xyz.numel() == 9, "rgb_from_xyz is 3 x 3")
+    _check((alpha is not None) == (out.shape[2] == 4), "a fourth channel needs its alpha")
+    if alpha is not None:
+        _check(alpha.shape == (h, w) and alpha.dtype == out.dtype and alpha.flags.c_contiguous,
+               "alpha must be (H, W), contiguous, in out's depth")
+    assert _kernels is not None  # the callers checked cpu_pixels()
+    _kernels.encode(out.ctypes.data, L.data_ptr(), ab.data_ptr(), rgb_from_xyz.data_ptr(),
+                    0 if alpha is None else alpha.ctypes.data, out.shape[2], h, w, DEPTHS[out.dtype], _threads())
     return out

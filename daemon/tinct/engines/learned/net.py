@@ -72,7 +72,15 @@ class HintNet(nn.Module):
         d3 = self.dec3(torch.cat([self.up3(m), e3], 1))
         d2 = self.dec2(torch.cat([self.up2(d3), e2], 1))
         d1 = self.dec1(torch.cat([self.up1(d2), e1], 1))
-        return torch.tanh(self.ab(d1)), self.classes(d3)
+        # oneDNN's 1x1 convolutions sum their channels in an order that depends on the thread
+        # count (its 3x3 ones do not); PyTorch's own path does not, so a photo comes out the same
+        # bytes on a laptop, in tinctd and on a cluster node.  The two heads are small.
+        # (Set by hand: mkldnn.flags() also sets TF32 and warns about Intel GPUs on every call.)
+        was, torch.backends.mkldnn.enabled = torch.backends.mkldnn.enabled, False
+        try:
+            return torch.tanh(self.ab(d1)), self.classes(d3)
+        finally:
+            torch.backends.mkldnn.enabled = was
 
 
 def network_input(L: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor) -> torch.Tensor:

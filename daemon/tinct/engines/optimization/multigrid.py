@@ -236,6 +236,21 @@ class StripSolver:
         return (x.transpose(-1, -2) if self.tall else x).contiguous()
 
 
+class DenseSolver:
+    """The exact solve of a small grid by its dense inverse, applied in index order on the CPU
+    (kernels.dense: the same bits at any thread count), by a matrix product elsewhere."""
+
+    def __init__(self, a: Stencil):
+        self.transposed = torch.linalg.inv(a.to_dense()).T.contiguous().to(a.d.dtype).to(a.d.device)
+
+    def __call__(self, b: torch.Tensor) -> torch.Tensor:
+        """a^-1 b for b (..., H, W)."""
+        flat = b.reshape((-1, b.shape[-2] * b.shape[-1])).contiguous()
+        if kernels.cpu_fused(flat, self.transposed):
+            return kernels.dense(torch.empty_like(flat), flat, self.transposed).reshape(b.shape)
+        return (flat @ self.transposed).reshape(b.shape)
+
+
 def _before(t: torch.Tensor, n: int) -> torch.Tensor:
     """n lines, line m being t[m - 1] and line 0 zero: the odd line before each even one."""
     return torch.cat([t.new_zeros((1,) + t.shape[1:]), t])[:n]
@@ -290,8 +305,7 @@ class Multigrid:
         if strip or a.shape[0] * a.shape[1] > dense_max:
             self.coarse_solve = StripSolver(a)
         else:
-            inverse = torch.linalg.inv(a.to_dense()).to(a.d.dtype).to(a.d.device)
-            self.coarse_solve = lambda b: (b.reshape(b.shape[:-2] + (-1,)) @ inverse.T).reshape(b.shape)
+            self.coarse_solve = DenseSolver(a)
 
     @property
     def levels(self) -> int:
