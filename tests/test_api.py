@@ -127,13 +127,16 @@ def test_the_same_bytes_at_any_thread_count():
     layer[120:126, 150:220] = (40, 120, 200, 255)
     runs = [("optimization", layer, {"quality": q}) for q in ("live", "preview", "final")]
     runs += [("learned", layer, {}), ("learned", None, {})]
+    strip = np.ascontiguousarray(np.tile(image[:40], (1, 14, 1)))  # 40 x 3360: its coarsest grid is a strip
+    strip_layer = np.ascontiguousarray(np.tile(layer[:40], (1, 14, 1)))
     before = torch.get_num_threads()
     answers = []
     try:
         for threads in (1, 2, 3):
             torch.set_num_threads(threads)
-            answers.append([tinct.colorize(image, hints, engine=e, **o).tobytes() for e, hints, o in runs])
+            answers.append([tinct.colorize(image, hints, engine=e, **o).tobytes() for e, hints, o in runs]
+                           + [tinct.colorize(strip, strip_layer).tobytes()])
     finally:
         torch.set_num_threads(before)
-    for name, one, two, three in zip(runs, *answers):
+    for name, one, two, three in zip(runs + [("optimization", "strip", {})], *answers):
         assert one == two == three, name

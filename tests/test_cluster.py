@@ -60,8 +60,8 @@ def test_failures_are_recorded_listed_and_retried_on_the_cluster_with_the_learne
     assert second.returncode == 0, second.stderr
     assert "3 of 4 photos already done" in second.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(names + ["broken.png", batch.MANIFEST])
-    # the options reached the tasks: the same bytes as this engine with them here (one thread, as there)
-    assert cli.main(["colorize", str(tmp_path / "scans"), "-o", str(local), "--threads", "1", *options]) == 0
+    # the options reached the tasks: the same bytes as this engine with them here (two threads, one there)
+    assert cli.main(["colorize", str(tmp_path / "scans"), "-o", str(local), "--threads", "2", *options]) == 0
     for name in names + ["broken.png"]:
         assert (out / name).read_bytes() == (local / name).read_bytes(), name
 
@@ -69,8 +69,8 @@ def test_failures_are_recorded_listed_and_retried_on_the_cluster_with_the_learne
 def test_a_batch_survives_a_dead_worker_node_and_equals_local_mode(cluster, tmp_path):
     names = archive(tmp_path / "scans")
     local, remote = tmp_path / "local", tmp_path / "remote"
-    # one PyTorch thread per photo, as each cluster task runs by default: the float sums' order, so the bytes
-    assert cli.main(["colorize", str(tmp_path / "scans"), "-o", str(local), "--device", "cpu", "--threads", "1"]) == 0
+    # two PyTorch threads here, one in each cluster task (its default): the bytes must not care
+    assert cli.main(["colorize", str(tmp_path / "scans"), "-o", str(local), "--device", "cpu", "--threads", "2"]) == 0
 
     command = [sys.executable, "-m", "tinct.tools.cli", "colorize", tmp_path / "scans", "-o", remote,
                "--device", "cpu", "--cluster", ADDRESS]

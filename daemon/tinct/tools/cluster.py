@@ -47,7 +47,7 @@ def colorize_remote(files: dict[str, tuple[str, bytes]], target: str, engine: st
     import ray
     import torch
 
-    torch.set_num_threads(threads)  # it orders the solver's float sums, so the bytes: as locally with --threads
+    torch.set_num_threads(threads)  # the CPUs it holds (the bytes do not depend on it)
     node = ray.get_runtime_context().get_node_id()
     with tempfile.TemporaryDirectory(prefix="tinct-") as folder:
         here = {role: Path(folder, role + Path(name).suffix) for role, (name, _) in files.items()}
