@@ -20,6 +20,8 @@ SELECTION = (70, 50, 120, 80)            # canvas coordinates (x, y, w, h)
 STROKES = [((205, 120, 50), 30, 20, 50), ((60, 105, 200), 150, 100, 50), ((70, 160, 70), 120, 40, 40)]
 ONE_LEVEL = 100.0 / 255.0                # one 8-bit level of Lab lightness
 REFERENCE_TINT = (-10.0, -45.0)          # Lab a, b of the reference: a strong blue the photo never has
+SWATCH_TINT = (45.0, 30.0)               # the two-tone reference's right half: a strong red
+SWATCH = (W // 2, 0, W - W // 2, H)      # that half, selected (x, y, w, h) in the reference's image
 PALETTE = [(220, 40, 40), (240, 140, 20)]  # the foreground and background colours: red and orange
 
 
@@ -32,14 +34,33 @@ def grey_photo():
     return lab.lab_to_srgb(torch.cat([lab.srgb_to_lab(rgb)[:1], torch.zeros(2, H, W)]))[0].numpy()
 
 
-def reference_photo():
-    """The grey photo mirrored and tinted REFERENCE_TINT all over, as RGB u8: what the reference
-    gives is its colour alone, which no engine would find in the grey photo by itself."""
+def reference_photo(tint=REFERENCE_TINT):
+    """The grey photo mirrored and tinted `tint` all over, as RGB u8: what the reference gives is
+    its colour alone, which no engine would find in the grey photo by itself."""
     grey = torch.from_numpy(np.ascontiguousarray(grey_photo()[:, ::-1]))
     lightness = lab.srgb_to_lab(grey[None].expand(3, H, W))[:1]
-    ab = torch.tensor(REFERENCE_TINT).view(2, 1, 1).expand(2, H, W)
+    ab = torch.tensor(tint).view(2, 1, 1).expand(2, H, W)
     rgb = lab.lab_to_srgb(torch.cat([lightness, ab])).clamp(0, 1)
     return np.round(rgb.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+
+
+def two_tone_reference():
+    """reference_photo, its SWATCH half tinted SWATCH_TINT instead: what a swatch selects matters."""
+    both = reference_photo().copy()
+    x, y, w, h = SWATCH
+    both[y:y + h, x:x + w] = reference_photo(SWATCH_TINT)[y:y + h, x:x + w]
+    return both
+
+
+def swatch_guidance(layout="RGBA"):
+    """The guidance fields for two_tone_reference with SWATCH as its swatch, as a plugin sends them
+    (RGBA u8, or Krita's BGRA u8)."""
+    rgb = two_tone_reference()
+    channels = rgb if layout == "RGBA" else rgb[..., ::-1]
+    x, y, w, h = SWATCH
+    return {"reference": np.dstack([channels, np.full((H, W), 255, np.uint8)]).tobytes(),
+            "reference_width": W, "reference_height": H, "reference_layout": layout, "reference_sample": "u8",
+            "swatches": [[x, y, x + w, y + h, 0, 0, W, H]]}
 
 
 def mean_ab(rgb):

@@ -31,6 +31,8 @@ from editor_scene import (
     OFFSETS,
     PALETTE,
     SELECTION,
+    SWATCH,
+    SWATCH_TINT,
     H,
     W,
     assert_hint_colours,
@@ -42,6 +44,8 @@ from editor_scene import (
     grey_photo,
     hints,
     reference_photo,
+    swatch_guidance,
+    two_tone_reference,
 )
 from tinct.color import imagefile
 
@@ -84,12 +88,12 @@ def _write_inputs(work):
               "photo16": np.repeat(np.round(grey * 65535).astype(np.uint16)[..., None], 3, axis=2),
               "photo_alpha16": _with_alpha_ramp(np.round(grey * 65535).astype(np.uint16)),
               "hints_photo": hints(), "hints_canvas": hints(shape=CANVAS[::-1], origin=OFFSETS),
-              "reference": reference_photo()}
+              "reference": reference_photo(), "reference_two_tone": two_tone_reference()}
     for name, array in inputs.items():
         imagefile.write(work / f"{name}.png", array)
     (work / "params.json").write_text(json.dumps(
         {"canvas": CANVAS, "offsets": OFFSETS, "selection": SELECTION, "feather": FEATHER,
-         "learned_vibrancy": LEARNED_VIBRANCY, "palette": PALETTE}))
+         "learned_vibrancy": LEARNED_VIBRANCY, "palette": PALETTE, "swatch": SWATCH}))
     return inputs
 
 
@@ -121,6 +125,7 @@ def _references(client, inputs):
     guided = {"reference": rgba.tobytes(), "reference_width": W, "reference_height": H,
               "reference_layout": "RGBA", "reference_sample": "u8"}
     return {"reference": _reference(client, photo8, guidance=guided),
+            "swatch": _reference(client, photo8, guidance=swatch_guidance()),
             "reference_learned": _reference(client, photo8, None, "learned", guided, vibrancy=DEFAULT_VIBRANCY),
             "palette": _reference(client, photo8, None, "learned", {"palette": [list(c) for c in PALETTE]},
                                   vibrancy=DEFAULT_VIBRANCY),
@@ -391,6 +396,16 @@ def test_a_layer_of_another_image_lends_its_colours(gimp, name, engine):
     _assert_lightness_kept(result, gimp.inputs["photo8"])
     assert np.abs(result.astype(int) - gimp.references[name].astype(int)).max() <= 1
     assert_reference_colours(result, gimp.references["learned_alone"], reference_photo())
+
+
+def test_a_selection_on_the_references_image_picks_the_colours_to_take(gimp):
+    """The reference blue on its left half and red on its right, the right half selected in its image:
+    the photo takes the red alone (Welsh's swatches), exactly as tinctd answers the host for that swatch."""
+    record = gimp.report["swatch"]
+    assert record["status"] == "success", record["error"]
+    result = _read(gimp, record["export"])
+    assert np.abs(result.astype(int) - gimp.references["swatch"].astype(int)).max() <= 1
+    assert_reference_colours(result, gimp.references["reference"], reference_photo(SWATCH_TINT))
 
 
 def test_palette_from_the_foreground_and_background_colours(gimp):

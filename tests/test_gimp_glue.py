@@ -287,25 +287,51 @@ def test_add_hints_layer_failing_at_any_step_leaves_the_image_as_it_was(gimp, st
 
 
 def _guided(gimp, reference_babl="R'G'B'A u8"):
-    """A grey photo with no hints layer, and a blue layer of another image as the reference."""
+    """A grey photo with no hints layer, and as the reference a layer of another image: blue, its
+    right half red (its image's `selection` unset)."""
     photo = Layer(gimp.log, "photo", SMALL, SMALL, "R'G'B' u8",
                   np.repeat(_grey(SMALL)[..., None], 3, axis=2).tobytes())
     channels = len(reference_babl.split()[0].replace("'", ""))
-    blue = np.zeros((SMALL, SMALL, channels), np.uint8) + np.array([40, 60, 200, 255][-channels:], np.uint8)
-    return Image(gimp.log, [photo]), photo, Layer(gimp.log, "Sky", SMALL, SMALL, reference_babl, blue.tobytes())
+    colours = np.zeros((SMALL, SMALL, channels), np.uint8) + np.array([40, 60, 200, 255][-channels:], np.uint8)
+    colours[:, SMALL // 2:] = np.array([200, 60, 40, 255][-channels:], np.uint8)
+    reference = Layer(gimp.log, "Sky", SMALL, SMALL, reference_babl, colours.tobytes())
+    Image(gimp.log, [reference])
+    return Image(gimp.log, [photo]), photo, reference
+
+
+def _blue_over_red(image):
+    result = np.frombuffer(image.layers[0].pixels, np.uint8).reshape(SMALL, SMALL, 3).astype(int)
+    return (result[..., 2] - result[..., 0]).mean()
 
 
 def test_a_reference_colours_the_photo_without_strokes(gimp, tinctd, monkeypatch):
     """The optimization engine, no hints layer, a layer of another image as the reference: it runs
-    (without a reference it refuses) and the result takes the reference's blue; the palette choice
-    waits unused (tinctd refuses a palette for this engine)."""
+    (without a reference it refuses) and the result takes the reference's colours, mixed, and only
+    the selected part's when the reference's image has a selection; the palette choice waits unused
+    (tinctd refuses a palette for this engine)."""
     monkeypatch.setenv("TINCT_ENDPOINT", tinctd.endpoint)
     image, photo, reference = _guided(gimp)
     status, error = _colorize(gimp, image, photo, reference=reference, palette="colours")
     assert status == "success", error.message
     assert [layer.name for layer in image.layers] == ["Colorized", "photo"]
-    result = np.frombuffer(image.layers[0].pixels, np.uint8).reshape(SMALL, SMALL, 3).astype(int)
-    assert (result[..., 2] - result[..., 0]).mean() > 20, "the result did not take the reference's blue"
+    assert [layer.name for layer in image.layers] == ["Colorized", "photo"]
+    mixed = _blue_over_red(image)
+    # the reference's image selects the blue half (offset by 3 px): the result is blue, and from the red
+    # half only: red
+    reference.set_offsets(3, 0)
+    for selection, sign in (((0, 0, SMALL // 2 + 3, SMALL), 1), ((SMALL // 2 + 3, 5, SMALL + 3, SMALL), -1)):
+        reference.image.selection = selection
+        status, error = _colorize(gimp, image, photo, reference=reference)
+        assert status == "success", error.message
+        assert sign * _blue_over_red(image) > 40 and abs(mixed) < 40, (mixed, _blue_over_red(image))
+
+
+def test_a_selection_on_the_references_image_that_misses_it_is_refused(gimp, monkeypatch):
+    monkeypatch.setenv("TINCT_ENDPOINT", f"tcp://127.0.0.1:{free_port()}")
+    image, photo, reference = _guided(gimp)
+    reference.image.selection = (SMALL, 0, SMALL + 5, 5)
+    status, error = _colorize(gimp, image, photo, reference=reference)
+    assert status == "execution-error" and "does not touch the reference layer" in error.message, error.message
 
 
 def test_a_grey_reference_is_refused_before_anything_is_sent(gimp, monkeypatch):

@@ -32,6 +32,8 @@ from editor_scene import (
     PALETTE,
     SELECTION,
     STROKES,
+    SWATCH,
+    SWATCH_TINT,
     H,
     W,
     assert_hint_colours,
@@ -44,6 +46,8 @@ from editor_scene import (
     hints,
     lab_of,
     reference_photo,
+    swatch_guidance,
+    two_tone_reference,
 )
 from tinct.color import imagefile
 
@@ -172,7 +176,7 @@ def _references(client, photo8, photo16):
     point = (x + (length - 1) // 2, y + 1)   # the centre of the stroke: where the user last painted
     suggested = client.suggest(width=W, height=H, layout="RGB", sample="u8", pixels=photo8.tobytes(),
                                hints=hints().tobytes(), x=point[0], y=point[1], k=8)
-    return {"reference": guided(referenced),
+    return {"reference": guided(referenced), "swatch": guided(swatch_guidance("BGRA")),
             "reference_learned": guided(referenced, engine="learned", vibrancy=vibrancy),
             "palette": guided({"palette": [list(c) for c in PALETTE]}, engine="learned", vibrancy=vibrancy),
             "learned_alone": guided(None, engine="learned", vibrancy=vibrancy),
@@ -200,11 +204,12 @@ def krita(request, tmp_path_factory):
         imagefile.write(work / "photo8.png", photo8)
         imagefile.write(work / "photo16.png", photo16)
         imagefile.write(work / "reference.png", reference_photo())
+        imagefile.write(work / "reference_two_tone.png", two_tone_reference())
         (work / "params.json").write_text(json.dumps({
             "canvas": CANVAS, "offsets": OFFSETS, "selection": SELECTION, "feather": FEATHER,
             "strokes": STROKES, "live_stroke": LIVE_STROKE, "burst": BURST, "burst_gap": BURST_GAP,
             "debounce": DEBOUNCE, "alpha_patches": ALPHA_PATCHES, "vibrancy": GUIDED_VIBRANCY,
-            "palette": PALETTE}))
+            "palette": PALETTE, "swatch": SWATCH}))
         t0 = time.monotonic()
         _install(variant, home)
         installed = time.monotonic() - t0
@@ -475,6 +480,16 @@ def test_a_layer_of_another_document_lends_its_colours(krita, name):
     assert_lightness_kept(result, krita.photo8)
     assert np.abs(result.astype(int) - krita.references[name].astype(int)).max() <= 1
     assert_reference_colours(result, krita.references["learned_alone"], reference_photo())
+
+
+def test_a_selection_in_the_references_document_picks_the_colours_to_take(krita):
+    """The reference blue on its left half and red on its right, the right half selected in its document:
+    the photo takes the red alone (Welsh's swatches), exactly as tinctd answers the host for that swatch."""
+    record = krita.steps["swatch"]
+    assert record["error"] is None
+    result = _raw(krita, record["dump"])[..., :3]
+    assert np.abs(result.astype(int) - krita.references["swatch"].astype(int)).max() <= 1
+    assert_reference_colours(result, krita.references["reference"], reference_photo(SWATCH_TINT))
 
 
 def test_a_grey_reference_is_refused_with_a_sentence(krita):

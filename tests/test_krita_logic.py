@@ -236,6 +236,30 @@ def test_a_reference_of_another_document_travels_with_the_request():
     assert guidance["palette"] == [[255, 0, 0], [0, 0, 255]] and guidance["reference_width"] == 5
 
 
+def test_a_selection_in_the_references_document_is_its_swatch():
+    """Selected in the reference's document: the photo (4x4 on the canvas) takes colour from that
+    part of the reference only, in the reference layer's pixels (its rectangle starts at y 2); a
+    selection in the photo's own document only limits what changes."""
+    doc, photo, hints = photo_doc()
+    other, sky = reference_doc()
+    mask = np.zeros((5, 5), np.uint8)
+    mask[3:5, 1:3] = 255
+    other._selection = Selection(mask)
+    settings = job.Settings(reference=(other.rootNode().uid, sky.uid))
+    guidance = document.prepare(doc, settings, documents=[doc, other])[0]["guidance"]
+    assert guidance["swatches"] == [[1, 1, 3, 3, 0, 0, 4, 4]]
+    doc._selection = Selection(np.full((6, 8), 255, np.uint8))
+    photo_sky = doc.createNode("Sky", "paintlayer")
+    doc.root.addChildNode(photo_sky, None)
+    photo_sky.fill(0, 0, 8, 6, (40, 60, 200, 255))
+    guidance = document.prepare(doc, job.Settings(reference=(doc.rootNode().uid, photo_sky.uid)), documents=[doc])
+    assert "swatches" not in guidance[0]["guidance"]
+    mask[:] = 0
+    mask[0:2, :] = 255   # above the reference layer's pixels
+    with pytest.raises(job.ColorizeError, match="does not touch the reference layer"):
+        document.prepare(doc, settings, documents=[doc, other])
+
+
 def test_a_palette_alone_and_no_guidance_at_all():
     doc, _, _ = photo_doc()
     colours = [(255, 0, 0), (255, 0, 0)]

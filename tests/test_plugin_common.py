@@ -104,6 +104,17 @@ def test_guidance_fields_are_none_without_guidance():
     assert tinct_plugin.guidance_fields(None, None) is None
     reference = {"reference": b"", "reference_width": 1}
     assert tinct_plugin.guidance_fields(reference, [[1, 2, 3]]) == {**reference, "palette": [[1, 2, 3]]}
+    assert tinct_plugin.guidance_fields(reference, None, [[0, 0, 1, 1, 0, 0, 5, 5]]) == \
+        {**reference, "swatches": [[0, 0, 1, 1, 0, 0, 5, 5]]}
+    assert tinct_plugin.guidance_fields(reference, None, None) == reference
+
+
+def test_a_selection_on_the_reference_is_one_swatch_over_the_whole_photo():
+    assert tinct_plugin.swatches_to_send(None, (10, 8), (30, 20)) is None
+    assert tinct_plugin.swatches_to_send((2, 3, 4, 2), (10, 8), (30, 20)) == [[2, 3, 6, 5, 0, 0, 30, 20]]
+    assert tinct_plugin.swatches_to_send((-5, 6, 40, 9), (10, 8), (30, 20)) == [[0, 6, 10, 8, 0, 0, 30, 20]]
+    with pytest.raises(tinct_plugin.ColorizeError, match="does not touch the reference layer"):
+        tinct_plugin.swatches_to_send((10, 0, 5, 5), (10, 8), (30, 20))
 
 
 HELLO = {"features": ["reference", "partial"], "limits": {"max_pixels": 100}}

@@ -110,11 +110,32 @@ def palette_to_send(engine: str, colours: Iterable[Sequence[int]] | None, name: 
     return palette
 
 
-def guidance_fields(reference: dict[str, Any] | None, palette: list | None) -> dict[str, Any] | None:
+def swatches_to_send(selection: Sequence[int] | None, reference_size: Sequence[int],
+                     photo_size: Sequence[int]) -> list | None:
+    """A selection on the reference's own image as the request's one swatch (Welsh et al. 2002,
+    §3.2): the whole photo takes colour only from that part of the reference; None without one.
+
+    `selection` is its bounding box (x, y, width, height) in the reference layer's pixels, which
+    is clipped to the layer; one that misses the layer is refused, not silently dropped."""
+    if selection is None:
+        return None
+    x, y, width, height = selection
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + width, reference_size[0]), min(y + height, reference_size[1])
+    if x1 <= x0 or y1 <= y0:
+        raise ColorizeError("The selection on the reference's image does not touch the reference layer; select "
+                            "the part of the reference to take colours from, or remove that selection.")
+    return [[int(x0), int(y0), int(x1), int(y1), 0, 0, int(photo_size[0]), int(photo_size[1])]]
+
+
+def guidance_fields(reference: dict[str, Any] | None, palette: list | None,
+                    swatches: list | None = None) -> dict[str, Any] | None:
     """The guidance fields of a request (tinct_client's `guidance`), or None when there are none."""
     fields = dict(reference or {})
     if palette is not None:
         fields["palette"] = palette
+    if swatches:
+        fields["swatches"] = swatches
     return fields or None
 
 

@@ -122,6 +122,9 @@ class Layer:
     def get_buffer(self):
         return Buffer(self)
 
+    def get_image(self):
+        return self.image
+
 
 class Buffer:
     def __init__(self, layer):
@@ -144,11 +147,16 @@ class Buffer:
 class Image:
     """Gimp.Image: an 8-bit RGB or grayscale image whose layers are listed top first."""
 
+    ids = itertools.count(1)
+
     def __init__(self, log, layers, base="rgb"):
         self.log, self.layers, self.selected, self.base, self.made = log, list(layers), [layers[-1]], base, []
+        self.id, self.selection = next(Image.ids), None
+        for layer in layers:
+            layer.image = self
 
     def get_id(self):
-        return 1
+        return self.id
 
     def get_precision(self):
         return types.SimpleNamespace(value_nick="u8-non-linear")
@@ -241,7 +249,9 @@ def gi_module(log):
         FillType=ns(TRANSPARENT="transparent"),
         PlugIn=type("PlugIn", (), {"__gtype__": "GimpPlugIn"}), main=lambda gtype, argv: None,
         Layer=Layer, Parasite=ns(new=parasite), get_pdb=lambda: ns(get_last_error=lambda: log.last_error),
-        Selection=ns(is_empty=lambda image: True), displays_flush=lambda: None,
+        # an image's selection: None, or the bounding box (x1, y1, x2, y2) a test gives its `selection`
+        Selection=ns(is_empty=lambda image: image.selection is None,
+                     bounds=lambda image: (True, True, *image.selection)), displays_flush=lambda: None,
         # the foreground and background colours as a Gegl.Color gives them: linear light
         context_get_foreground=lambda: ns(get_rgba=lambda: (1.0, 0.0, 0.0, 1.0)),
         context_get_background=lambda: ns(get_rgba=lambda: (0.0, 0.0, 0.2158, 1.0)),

@@ -163,6 +163,22 @@ class Selection:
     def pixelData(self, x, y, w, h):
         return self.mask[y:y + h, x:x + w].tobytes()
 
+    def _box(self):
+        ys, xs = np.nonzero(self.mask)
+        return xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()
+
+    def x(self):
+        return int(self._box()[0])
+
+    def y(self):
+        return int(self._box()[1])
+
+    def width(self):
+        return int(self._box()[2])
+
+    def height(self):
+        return int(self._box()[3])
+
 
 class Document:
     def __init__(self, width, height, space=formats.Space("RGBA", "U8", formats.SRGB_PROFILE), file=""):

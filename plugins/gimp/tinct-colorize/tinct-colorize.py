@@ -170,6 +170,18 @@ def _reference(drawable):
                                          lambda: _read(drawable, "R'G'B'A u8", 0, 0, width, height))
 
 
+def _swatches(drawable, image, width, height):
+    """The swatch of a selection on the reference's image (tinct_plugin.swatches_to_send), when that
+    is another image: in the photo's own, the selection says which pixels may change."""
+    source = drawable.get_image()
+    if source.get_id() == image.get_id() or Gimp.Selection.is_empty(source):
+        return None
+    x0, y0, x1, y1 = Gimp.Selection.bounds(source)[-4:]
+    _, x, y = drawable.get_offsets()
+    return tinct_plugin.swatches_to_send((x0 - x, y0 - y, x1 - x0, y1 - y0),
+                                         (drawable.get_width(), drawable.get_height()), (width, height))
+
+
 def _palette(engine, choice):
     """The palette to send for the dialog's choice: the foreground and background colours, the
     active palette (Palettes dialog), or none."""
@@ -201,10 +213,12 @@ def colorize(image: Gimp.Image, drawables: list[Gimp.Drawable], config: Gimp.Pro
     if hints_layer is not None:
         _, hx, hy = hints_layer.get_offsets()
         hints = _read(hints_layer, "R'G'B'A u8", x - hx, y - hy, width, height)
-    reference = _reference(config.get_property("reference"))
+    chosen = config.get_property("reference")
+    reference = _reference(chosen)
     hints = logic.hints_to_send(engine, hints, hints_layer and hints_layer.get_name(), reference is not None)
     selection = logic.selection_to_send(_selection_mask(image, x, y, width, height))
-    guidance = tinct_plugin.guidance_fields(reference, _palette(engine, config.get_property("palette")))
+    guidance = tinct_plugin.guidance_fields(reference, _palette(engine, config.get_property("palette")),
+                                            reference and _swatches(chosen, image, width, height))
 
     Gimp.progress_init(f"Colorizing “{source.get_name()}” with Tinct")
     client = tinct_client.Client()
@@ -288,7 +302,9 @@ class TinctColorize(Gimp.PlugIn):
                                           0.0, 1.0, tinct_plugin.DEFAULT_VIBRANCY, GObject.ParamFlags.READWRITE)
             procedure.add_drawable_argument("reference", "_Reference",
                                             "A colour photo (a layer of any open image) whose colours the "
-                                            "photo takes where they match; none: no reference",
+                                            "photo takes where they match (only from the selected part, "
+                                            "when its image is another one with a selection); none: no "
+                                            "reference",
                                             True, GObject.ParamFlags.READWRITE)
             palettes = Gimp.Choice.new()
             palettes.add("none", 0, "None", "The engine's own colours")

@@ -144,11 +144,14 @@ def reference_layers(documents: Sequence[Document]) -> list[tuple[tuple[str, str
     return found
 
 
-def read_reference(documents: Sequence[Document], choice: tuple[str, str] | None) -> dict[str, Any] | None:
+def read_reference(documents: Sequence[Document], choice: tuple[str, str] | None, photo_doc: Document,
+                   photo_size: tuple[int, int]) -> tuple[dict[str, Any] | None, list | None]:
     """The request's fields for the chosen reference layer (None: no reference), its pixels on its
-    own document's canvas in the format they travel in."""
+    own document's canvas in the format they travel in, and its swatches: a selection in the
+    reference's document, when that is another one (in the photo's own, the selection says which
+    pixels may change), means the photo takes colour from the selected part only."""
     if choice is None:
-        return None
+        return None, None
     doc = next((d for d in documents if key(d.rootNode()) == choice[0]), None)
     node = find_node(doc, choice[1]) if doc is not None else None
     if node is None:
@@ -159,8 +162,13 @@ def read_reference(documents: Sequence[Document], choice: tuple[str, str] | None
     bounds, canvas = rect_of(node.bounds()), (0, 0, doc.width(), doc.height())
     x0, y0 = max(bounds[0], 0), max(bounds[1], 0)
     rect = (x0, y0, min(bounds[0] + bounds[2], canvas[2]) - x0, min(bounds[1] + bounds[3], canvas[3]) - y0)
-    return tinct_plugin.reference_fields(node.name(), rect[2], rect[3], layout, fmt.sample,
-                                         lambda: read_pixels(node, rect, fmt))
+    fields = tinct_plugin.reference_fields(node.name(), rect[2], rect[3], layout, fmt.sample,
+                                           lambda: read_pixels(node, rect, fmt))
+    selection = doc.selection() if key(doc.rootNode()) != key(photo_doc.rootNode()) else None
+    if selection is None:
+        return fields, None
+    box = (selection.x() - rect[0], selection.y() - rect[1], selection.width(), selection.height())
+    return fields, tinct_plugin.swatches_to_send(box, rect[2:], photo_size)
 
 
 def doc_source(doc: Document) -> Node:
@@ -181,7 +189,7 @@ def prepare(doc: Document, settings: job.Settings, live: bool = False, hints: Hi
     fmt = formats.wire_format(space_of(source))
     if hints is None:
         hints = read_hints(doc)
-    reference = read_reference(documents, settings.reference)
+    reference, swatches = read_reference(documents, settings.reference, doc, rect[2:])
     painted = job.hints_to_send(settings.engine, hints.pixels if hints else None, hints.fmt if hints else fmt,
                                 reference is not None)
     selection = doc.selection()
@@ -189,7 +197,7 @@ def prepare(doc: Document, settings: job.Settings, live: bool = False, hints: Hi
     kwargs = dict(width=rect[2], height=rect[3], layout=fmt.layout, sample=fmt.sample,
                   pixels=read_pixels(source, rect, fmt), engine=settings.engine,
                   options=job.engine_options(settings, live), selection=mask,
-                  guidance=tinct_plugin.guidance_fields(reference, job.palette_to_send(settings, colours)))
+                  guidance=tinct_plugin.guidance_fields(reference, job.palette_to_send(settings, colours), swatches))
     if painted is not None:
         kwargs.update(hints=painted, hints_layout=hints.fmt.layout, hints_sample=hints.fmt.sample)
     return kwargs, Target(key(source), rect, fmt, formats.result_space(space_of(source)))

@@ -3,7 +3,7 @@
 # what happened — procedure statuses and messages, layer stacks, exported layers — in
 # $TINCT_WORK/report.json for tests/test_gimp.py, which makes every assertion on the host.
 # Inputs (written by the test): params.json, photo8.png, photo16.png, photo_gray.png, photo_alpha16.png,
-# hints_canvas.png, hints_photo.png, reference.png.
+# hints_canvas.png, hints_photo.png, reference.png, reference_two_tone.png.
 import os
 import time
 
@@ -99,6 +99,12 @@ for name, engine in (("reference", "optimization"), ("reference_learned", "learn
     report[name] = run(COLORIZE, guided, guided_photo, engine=engine, reference=reference_image.get_layers()[0])
     if report[name]["status"] == "success":
         report[name]["export"] = export(guided, layer(guided, "Colorized"), name + ".png")
+two_tone = load("reference_two_tone.png")
+two_tone.select_rectangle(Gimp.ChannelOps.REPLACE, *P["swatch"])
+report["swatch"] = run(COLORIZE, guided, guided_photo, engine="optimization", reference=two_tone.get_layers()[0])
+if report["swatch"]["status"] == "success":
+    report["swatch"]["export"] = export(guided, layer(guided, "Colorized"), "swatch.png")
+two_tone.delete()
 Gimp.context_set_foreground(colour(P["palette"][0]))
 Gimp.context_set_background(colour(P["palette"][1]))
 report["palette"] = run(COLORIZE, guided, guided_photo, engine="learned", palette="colours")

@@ -432,6 +432,11 @@ class Driver(Extension):
         palette_box = docker.findChild(QCheckBox, "tinct_palette")
         reference_doc, _ = yield from self.open_photo("reference.png")
         node(reference_doc, "photo").setName("reference")
+        two_tone, _ = yield from self.open_photo("reference_two_tone.png")
+        node(two_tone, "photo").setName("two-tone")
+        selection = Selection()
+        selection.select(*p["swatch"], 255)
+        two_tone.setSelection(selection)
         doc, view = yield from self.open_photo("photo8.png")
         picker.showPopup()   # lists the open documents' paint layers afresh
         labels = [picker.itemText(i) for i in range(picker.count())]
@@ -442,6 +447,11 @@ class Driver(Extension):
         steps["reference"]["dump"] = dump(doc, "reference", rect(node(doc, "photo")))
         steps["reference_learned"] = yield from self.colorize(doc, "learned", p["vibrancy"])
         steps["reference_learned"]["dump"] = dump(doc, "reference_learned", rect(node(doc, "photo")))
+        picker.showPopup()
+        picker.hidePopup()
+        picker.setCurrentIndex(picker.findText("reference_two_tone.png › two-tone"))
+        steps["swatch"] = yield from self.colorize(doc, "optimization")
+        steps["swatch"]["dump"] = dump(doc, "swatch", rect(node(doc, "photo")))
         gray = node(opened["gray"], "photo")
         picker.showPopup()
         picker.hidePopup()
