@@ -8,7 +8,7 @@ reached only through their registry, tinct.engines.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -35,9 +35,20 @@ def prepare(image: np.ndarray, hints: np.ndarray | None, device: torch.device | 
     return decoded, L, hint_ab, hint_weight
 
 
+@overload
 def colorize(image: np.ndarray, hints: np.ndarray | None = None, engine: str = "optimization",
              device: torch.device | str | None = None, reference: np.ndarray | None = None, swatches: Sequence = (),
-             palette: Sequence | np.ndarray | None = None, **options: Any) -> np.ndarray:
+             palette: Sequence | np.ndarray | None = None, *, variations: None = None, seed: int = 0,
+             **options: Any) -> np.ndarray: ...
+@overload
+def colorize(image: np.ndarray, hints: np.ndarray | None = None, engine: str = "optimization",
+             device: torch.device | str | None = None, reference: np.ndarray | None = None, swatches: Sequence = (),
+             palette: Sequence | np.ndarray | None = None, *, variations: int, seed: int = 0,
+             **options: Any) -> list[np.ndarray]: ...
+def colorize(image: np.ndarray, hints: np.ndarray | None = None, engine: str = "optimization",
+             device: torch.device | str | None = None, reference: np.ndarray | None = None, swatches: Sequence = (),
+             palette: Sequence | np.ndarray | None = None, *, variations: int | None = None, seed: int = 0,
+             **options: Any) -> np.ndarray | list[np.ndarray]:
     """Colorize `image` (numpy, uint8/uint16/float 0..1; grey, grey+alpha, RGB or RGBA).
 
     `hints` is an RGBA layer of the same size whose painted pixels (alpha > 0)
@@ -51,11 +62,18 @@ def colorize(image: np.ndarray, hints: np.ndarray | None = None, engine: str = "
     reference, (x0, y0, x1, y1) in the photo) restrict where each part takes colour from;
     `palette` sRGB colours (K, 3) 0..255 steer the learned engine (default with a reference:
     the reference's histogram).  The user's hints win where they are painted.
+
+    `variations` N (1..8, learned engine): a list of N colorizations instead of one, the first the
+    ordinary answer, the others drawn from the network's colour distribution region by region
+    (tinct.engines.learned.variations); the same `seed` gives the same ones.
     """
     eng = get_engine(engine)
     decoded, L, hint_ab, hint_weight = prepare(image, hints, device)
     guidance = transfer()
     steer = None if palette is None else guidance.palette_of(palette, L.device)
+    if variations is not None:
+        return colorize_variations(eng, decoded, L, hint_ab, hint_weight, variations, seed,
+                                   reference is not None or bool(swatches), steer, options)
     with torch.no_grad():
         if reference is not None:
             ref = guidance.load_reference(reference, L.device)
@@ -70,6 +88,22 @@ def colorize(image: np.ndarray, hints: np.ndarray | None = None, engine: str = "
         else:
             ab = eng.predict_ab(L, hint_ab, hint_weight, **options)
         return pixels.encode_lab(L, ab, decoded)
+
+
+def colorize_variations(eng: Any, decoded: pixels.Decoded, L: torch.Tensor, hint_ab: torch.Tensor,
+                        hint_weight: torch.Tensor, count: int, seed: int, guided: bool,
+                        steer: tuple[torch.Tensor, torch.Tensor] | None, options: dict) -> list[np.ndarray]:
+    """colorize's `variations` (`guided`: a reference or swatches were given, which they do not take):
+    each one encoded as soon as it is solved, so only the results are kept."""
+    if not hasattr(eng, "predict_variations"):
+        raise ValueError("variations are drawn from the learned engine's colour distribution; use engine='learned'")
+    if guided:
+        raise ValueError("variations are not drawn with a colour reference (nor its swatches); colorize with the "
+                         "reference alone, or ask for variations without it")
+    extra = {} if steer is None else {"palette": steer}
+    with torch.no_grad():
+        return [pixels.encode_lab(L, ab, decoded)
+                for ab in eng.predict_variations(L, hint_ab, hint_weight, count, seed, **extra, **options)]
 
 
 def suggest_colors(image: np.ndarray, hints: np.ndarray | None, x: int, y: int, k: int = 8,

@@ -39,7 +39,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, overload
 
 import msgpack
 import zmq
@@ -227,13 +227,31 @@ class Client:
                                             "could be cancelled.")
         self._checked(reply)
 
+    @overload
     def colorize(self, *, width: int, height: int, layout: str, sample: str, pixels: Buffer,
                  hints: Buffer | None = None, hints_layout: str = "RGBA", hints_sample: str = "u8",
                  engine: str = "optimization", options: dict | None = None, selection: Buffer | None = None,
                  document: str | None = None, request_id: str | None = None,
                  progress: Callable[[float], None] | None = None, partial: Callable[[dict], None] | None = None,
-                 guidance: dict | None = None) -> dict:
+                 guidance: dict | None = None, variations: None = None, seed: int = 0) -> dict: ...
+    @overload
+    def colorize(self, *, width: int, height: int, layout: str, sample: str, pixels: Buffer,
+                 hints: Buffer | None = None, hints_layout: str = "RGBA", hints_sample: str = "u8",
+                 engine: str = "optimization", options: dict | None = None, selection: Buffer | None = None,
+                 document: str | None = None, request_id: str | None = None,
+                 progress: Callable[[float], None] | None = None, partial: Callable[[dict], None] | None = None,
+                 guidance: dict | None = None, variations: int, seed: int = 0) -> list[dict]: ...
+    def colorize(self, *, width: int, height: int, layout: str, sample: str, pixels: Buffer,
+                 hints: Buffer | None = None, hints_layout: str = "RGBA", hints_sample: str = "u8",
+                 engine: str = "optimization", options: dict | None = None, selection: Buffer | None = None,
+                 document: str | None = None, request_id: str | None = None,
+                 progress: Callable[[float], None] | None = None, partial: Callable[[dict], None] | None = None,
+                 guidance: dict | None = None, variations: int | None = None, seed: int = 0) -> dict | list[dict]:
         """Colorize one layer; see docs/protocol.md for the fields and the reply.
+
+        variations: N (1..8, learned engine, hello's features has "variations") answers a list of N
+        replies instead of one, each with its own layer as `pixels`, the first the ordinary answer;
+        `seed` chooses which ones are drawn.
 
         guidance: the optional colour guidance fields (hello's features has "reference"): reference
         (bytes, travelling like the layer) with reference_width/height/layout/sample, swatches, palette.
@@ -246,7 +264,15 @@ class Client:
         message.update(guidance or {})
         if partial is not None:
             message["progressive"] = True
-        return self._job(message, progress, partial)
+        if variations is None:
+            return self._job(message, progress, partial)
+        variations = int(variations)
+        message.update(variations=variations, seed=int(seed))
+        reply = self._job(message, progress, partial)
+        if reply.get("variations") != variations:  # a tinctd without the feature ignores the field
+            raise TinctError("unsupported", "This Tinct daemon does not make variations; update tinct.")
+        size = len(reply["pixels"]) // variations
+        return [dict(reply, pixels=reply["pixels"][k * size:(k + 1) * size]) for k in range(variations)]
 
     def suggest(self, *, width: int, height: int, layout: str, sample: str, pixels: Buffer,
                 hints: Buffer | None = None, hints_layout: str = "RGBA", hints_sample: str = "u8",
@@ -642,4 +668,5 @@ def _result_bytes(message: dict) -> int:
         return 0
     sent: str = message["layout"]
     layout = RESULT_LAYOUTS.get(sent, sent)
-    return message["width"] * message["height"] * LAYOUTS[layout] * SAMPLE_BYTES[message["sample"]]
+    return (message["width"] * message["height"] * LAYOUTS[layout] * SAMPLE_BYTES[message["sample"]]
+            * message.get("variations", 1))

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tinctd")
 
 Scratch = Callable[[str, int], memoryview]  # a reusable buffer: ("in" | "out", bytes) -> view
-Result = np.ndarray | list[tuple[int, ...]]  # colorize's layer, or suggest's colours
+Result = np.ndarray | list[np.ndarray] | list[tuple[int, ...]]  # colorize's layer or variations, suggest's colours
 PARTIAL_QUALITY = "live"  # what a `progressive` request gets first, as a `partial` reply
 
 
@@ -53,15 +53,27 @@ def wants_partial(job: P.Colorize, decoded: Decoded) -> bool:
     """Whether to answer `live` first: the request asked (progressive) and will take longer than that."""
     from tinct.engines import QUALITIES
 
-    return (job.progressive and job.type == "colorize" and PARTIAL_QUALITY in QUALITIES
+    return (job.progressive and job.type == "colorize" and job.variations is None and PARTIAL_QUALITY in QUALITIES
             and decoded.quality != PARTIAL_QUALITY and "quality" in decoded.engine.OPTIONS)
 
 
 def admit(job: P.Colorize) -> tuple[str, str] | None:
-    """tinct.serve.admission's verdict on a job: refused before the OOM killer would have to step in."""
+    """tinct.serve.admission's verdict on a job: refused before the OOM killer would have to step in.
+
+    Variations hold their N results and the reply's N layers beside one engine run: twice the reply's
+    bytes on top of the table's job (which counts one result), refused as too_large where the machine
+    could never hold that, and as busy (through `reserved`) where it cannot now."""
     image = job.image
-    return admission.admit(job.engine, job.options.get("quality"), image.width * image.height,
-                           shortest_side=min(image.width, image.height))
+    pixels, quality, side = image.width * image.height, job.options.get("quality"), min(image.width, image.height)
+    extra = 2 * P.result_bytes(job) if job.variations else 0
+    total = admission.total_bytes()
+    if extra and total is not None:
+        need = admission.job_bytes(job.engine, quality, pixels, side) + extra
+        if need > total - admission.TINCTD_BYTES:
+            return ("too_large", f"{job.variations} variations of this {pixels / 1e6:.3g}-megapixel layer need about "
+                                 f"{need / 1e9:.1f} GB of memory; this computer has {total / 1e9:.1f} GB. Ask for "
+                                 "fewer variations, or colorize a smaller layer or a selection.")
+    return admission.admit(job.engine, quality, pixels, reserved=extra, shortest_side=side)
 
 
 def decode(job: P.Colorize, scratch: Scratch, shm_dir: Path | None) -> Decoded:
@@ -96,7 +108,8 @@ def call_engine(job: P.Colorize, decoded: Decoded, device: torch.device, callbac
     options = dict(decoded.options)
     if callback is not None and "callback" in decoded.engine.OPTIONS:
         options["callback"] = callback
-    return tinct.colorize(decoded.image, decoded.hints, engine=job.engine, device=device, **options, **job.guidance())
+    return tinct.colorize(decoded.image, decoded.hints, engine=job.engine, device=device, variations=job.variations,
+                          seed=job.seed, **options, **job.guidance())
 
 
 def run(job: P.Colorize, decoded: Decoded, device: torch.device,
@@ -125,7 +138,6 @@ def encode(job: P.Colorize, decoded: Decoded, result: Result, scratch: Scratch |
     `partial` reply, which must not overwrite the buffer the final answer is read from) as a frame."""
     if job.type == "suggest":
         return {"colors": [[int(v) for v in c] for c in result]}
-    assert isinstance(result, np.ndarray)  # colorize answers a layer
     shared = None if partial else job.shared
     out = None
     if shared is not None and shared.memfd:  # straight into the client's reply buffer
@@ -133,8 +145,18 @@ def encode(job: P.Colorize, decoded: Decoded, result: Result, scratch: Scratch |
     elif shared is not None:  # written to the client's file before the next job: reusable
         assert scratch is not None  # the worker passes its buffers for shared-memory requests
         out = scratch("out", P.result_bytes(job))
-    layout, data = P.encode_result(job, result, decoded.original, out)
+    if isinstance(result, list):  # variations: each layer into its place in one buffer, back to back
+        assert job.variations == len(result)  # tinct.colorize answers as many as asked
+        data = out if out is not None else memoryview(bytearray(P.result_bytes(job)))
+        size, layout = P.layer_bytes(job.image), P.output_layout(job.image.layout)
+        for k, layer in enumerate(result):
+            assert isinstance(layer, np.ndarray)  # colorize's layers, not suggest's colours
+            P.encode_result(job, layer, decoded.original, data[k * size:(k + 1) * size])
+    else:
+        layout, data = P.encode_result(job, result, decoded.original, out)
     reply = {"width": job.image.width, "height": job.image.height, "layout": layout, "sample": job.image.sample}
+    if job.variations is not None:
+        reply["variations"] = job.variations
     if shared is not None and shared.memfd:
         reply["shm"] = shared.reply_spec(len(data))
     elif shared is not None:

@@ -27,8 +27,10 @@ REQUESTS = ("hello", "colorize", "suggest", "cancel", "status")
 BLOBS = ("pixels", "hints", "selection", "reference")  # binary fields: frames of their own, or in shared memory
 # Optional parts of version 2 a tinctd understands, listed in its hello (an older one ignores unknown fields):
 # "reference" = the colour reference photo with its swatches, and the palette; "partial" = a colorize
-# with `progressive: true` is answered twice: its `live` result as a `partial` reply, then the answer.
-FEATURES = ("reference", "partial")
+# with `progressive: true` is answered twice: its `live` result as a `partial` reply, then the answer;
+# "variations" = a learned colorize with `variations: N` is answered with N layers back to back.
+FEATURES = ("reference", "partial", "variations")
+MAX_VARIATIONS = 8  # tinct.engines.learned.variations.MAX_VARIATIONS (a test keeps them equal)
 REFERENCE_LAYOUTS = ("RGB", "RGBA", "BGRA")
 MAX_SWATCHES = 64
 MAX_PALETTE = 256
@@ -349,6 +351,8 @@ class Colorize:
     swatches: list | tuple = ()  # [[rx0, ry0, rx1, ry1, px0, py0, px1, py1], ...]
     palette: list | None = None                   # [[r, g, b], ...] 0..255
     progressive: bool = False                     # a `partial` reply (the live quality) before the answer
+    variations: int | None = None                 # N layers in the answer instead of one (learned engine)
+    seed: int = 0                                 # which variations are drawn
 
     @property
     def key(self) -> tuple[bytes, str]:
@@ -368,7 +372,8 @@ class Colorize:
                                         self.reference.sample)
         return (self.type, self.image.width, self.image.height, self.image.layout, self.image.sample, hints,
                 self.selection is not None, self.engine, sorted(self.options.items()), self.document,
-                self.x, self.y, self.k, reference, self.swatches, self.palette, self.progressive)
+                self.x, self.y, self.k, reference, self.swatches, self.palette, self.progressive, self.variations,
+                self.seed)
 
     def attach(self, view: memoryview) -> None:
         """Point every SharedBlob at its bytes in `view`, the shared file's content."""
@@ -426,6 +431,8 @@ def parse_job(message: dict, max_pixels: int, engines: Collection[str]) -> Color
     job.progressive = message.get("progressive", False)
     if not isinstance(job.progressive, bool):
         raise bad(f"the 'progressive' field must be true or false, not {describe(job.progressive)}")
+    if kind == "colorize":
+        job.variations, job.seed = variations(message, job, max_pixels)
     if kind == "suggest":
         job.x, job.y, job.k = field(message, "x", int), field(message, "y", int), field(message, "k", int, False, 8)
         if not (0 <= job.x < width and 0 <= job.y < height) or not 1 <= job.k <= 64:
@@ -466,6 +473,29 @@ def guidance(message: dict, max_pixels: int) -> tuple[Layer | None, list, list |
     return reference, swatches, palette
 
 
+def variations(message: dict, job: Colorize, max_pixels: int) -> tuple[int | None, int]:
+    """A colorize's `variations` (1..MAX_VARIATIONS layers in the answer) and `seed` (0..2**63-1; which
+    ones): all of them must fit in one message of `max_bytes`, and in a reply buffer of their own."""
+    count = field(message, "variations", int, required=False)
+    seed = field(message, "seed", int, required=False, default=0)
+    if count is None:
+        return None, seed
+    if not 1 <= count <= MAX_VARIATIONS or not 0 <= seed < 1 << 63:
+        raise bad(f"'variations' must be 1 to {MAX_VARIATIONS} and 'seed' a whole number from 0 to 2**63 - 1, "
+                  f"not {describe(count)} and {describe(seed)}")
+    size = layer_bytes(job.image)
+    if count * size > max_message_bytes(max_pixels):
+        most = max(1, max_message_bytes(max_pixels) // size)
+        raise ProtocolError("too_large", f"{count} variations of this {job.image.width}x{job.image.height} layer "
+                                         f"are {count * size / 1e6:.4g} MB, more than one answer of this tinctd may "
+                                         f"hold ({max_message_bytes(max_pixels) / 1e6:.4g} MB); ask for at most "
+                                         f"{most}, or colorize a smaller layer")
+    shared = job.shared
+    if isinstance(shared, Shared) and shared.memfd and shared.source == shared.target:
+        raise bad("the answer's variations need a reply buffer of their own: 'out' must not be 'in'")
+    return count, seed
+
+
 def output_layout(layout: str) -> str:
     """GRAY and GRAYA come back as RGB and RGBA (colour needs three channels); the rest as sent."""
     return {"GRAY": "RGB", "GRAYA": "RGBA"}.get(layout, layout)
@@ -487,12 +517,14 @@ def blend(result: np.ndarray, original: np.ndarray, selection: np.ndarray) -> np
     return out
 
 
-def result_bytes(job: Colorize) -> int:
-    """How long the reply's pixels are (nothing for `suggest`, which answers colours)."""
-    if job.type != "colorize":
-        return 0
-    image = job.image
+def layer_bytes(image: Layer) -> int:
+    """How long one result layer for `image` is (grey comes back as RGB)."""
     return image.width * image.height * LAYOUTS[output_layout(image.layout)] * SAMPLES[image.sample].itemsize
+
+
+def result_bytes(job: Colorize) -> int:
+    """How long the reply's pixels are: one layer, or `variations` of them (nothing for `suggest`)."""
+    return layer_bytes(job.image) * (job.variations or 1) if job.type == "colorize" else 0
 
 
 def encode_result(job: Colorize, result: np.ndarray, raw: np.ndarray,

@@ -12,26 +12,41 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 HINTS_TAG, REFERENCE_TAG, RESULT_TAG = ".hints", ".ref", ".colorized"
 MANIFEST = "tinct-batch.jsonl"
 PART_TAG = ".tinct-part-"  # temporary outputs: .NAME.tinct-part-PID.EXT, renamed when complete
+VARIATION_TAG = re.compile(r"\.v[1-9]$")  # --variations N: OUTPUT.v1.EXT ... OUTPUT.vN.EXT, OUTPUT's stem first
 
 
 @dataclass(frozen=True)
 class Job:
-    """One photo to colorize: where it is, its hints layer and colour reference if any, where its result goes."""
+    """One photo to colorize: where it is, its hints layer and colour reference if any, where its result goes
+    (with `variations`, the names `outputs` makes of it)."""
 
     photo: Path
     target: Path
     hints: Path | None = None
     reference: Path | None = None
+    variations: int | None = None
+
+    def outputs(self) -> list[Path]:
+        """The files this job writes: `target`, or with N variations TARGET.v1.EXT ... TARGET.vN.EXT."""
+        if self.variations is None:
+            return [self.target]
+        return [self.target.with_name(f"{self.target.stem}.v{k}{self.target.suffix}")
+                for k in range(1, self.variations + 1)]
 
     def inputs(self) -> dict[str, Path]:
         """The files this job reads, by role."""
@@ -52,12 +67,14 @@ Runner = Callable[[list[Job]], Iterable[Outcome]]
 
 
 def photos_in(paths: list[Path]) -> list[Path]:
-    """The photos named or found (not recursively) in the named folders, skipping hints, references, results."""
+    """The photos named or found (not recursively) in the named folders, skipping hints, references, results
+    (variations included)."""
     found = []
     for path in paths:
         if path.is_dir():
             found += sorted(p for p in path.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES
-                            and not p.stem.endswith((HINTS_TAG, REFERENCE_TAG, RESULT_TAG)) and PART_TAG not in p.name)
+                            and not p.stem.endswith((HINTS_TAG, REFERENCE_TAG, RESULT_TAG))
+                            and not VARIATION_TAG.sub("", p.stem).endswith(RESULT_TAG) and PART_TAG not in p.name)
         elif path.exists():
             found.append(path)
         else:
@@ -77,11 +94,12 @@ def reference_beside(photo: Path) -> Path | None:
 
 
 def plan(photos: list[Path], out: Path | None, many: bool, hints: Path | None = None,
-         reference: Path | None = None) -> list[Job]:
+         reference: Path | None = None, variations: int | None = None) -> list[Job]:
     """The jobs for `photos`: outputs in the folder `out` (`many`), the file `out`, or beside each photo.
 
     `hints` is one photo's hints layer (default: NAME.hints.png beside it); `reference` one colour
-    reference for every photo (default: NAME.ref.* beside each).
+    reference for every photo (default: NAME.ref.* beside each); `variations` N writes N files per
+    photo (Job.outputs).
 
     Refuses, before anything is written, outputs that would overwrite a photo or each other.
     """
@@ -94,14 +112,14 @@ def plan(photos: list[Path], out: Path | None, many: bool, hints: Path | None = 
             target = photo.with_name(photo.stem + RESULT_TAG + photo.suffix)
         else:
             target = out / photo.name if many else out
-        jobs.append(Job(photo, target, hints or hints_beside(photo), reference or reference_beside(photo)))
+        jobs.append(Job(photo, target, hints or hints_beside(photo), reference or reference_beside(photo), variations))
     seen: dict[Path, Path] = {}
-    for job in jobs:
-        where = job.target.resolve()
+    for job, output in ((j, output) for j in jobs for output in j.outputs()):
+        where = output.resolve()
         if where == job.photo.resolve():
-            raise ValueError(f"the output {job.target} would overwrite the photo itself; choose another -o")
+            raise ValueError(f"the output {output} would overwrite the photo itself; choose another -o")
         if where in seen:
-            raise ValueError(f"{seen[where]} and {job.photo} would both be written to {job.target}; "
+            raise ValueError(f"{seen[where]} and {job.photo} would both be written to {output}; "
                              "colorize photos with the same name into different folders")
         seen[where] = job.photo
     return jobs
@@ -126,8 +144,8 @@ def remove_parts(folder: Path) -> None:
         part.unlink(missing_ok=True)
 
 
-def colorize_job(job: Job, target: Path, engine: str, device: str | None, options: dict) -> None:
-    """Read the job's files, colorize, write the result to `target` (the caller makes that safe)."""
+def colorized(job: Job, engine: str, device: str | None, options: dict) -> np.ndarray | list[np.ndarray]:
+    """Read the job's files and colorize: the result, or with `job.variations` the list of them."""
     from tinct import api
     from tinct.color import imagefile
 
@@ -135,8 +153,28 @@ def colorize_job(job: Job, target: Path, engine: str, device: str | None, option
     hints = imagefile.read(job.hints) if job.hints else None
     if job.reference:
         options = {**options, "reference": imagefile.read(job.reference)}
-    result = api.colorize(image, hints, engine=engine, device=device, **options)
+    return api.colorize(image, hints, engine=engine, device=device, variations=job.variations, **options)
+
+
+def colorize_job(job: Job, target: Path, engine: str, device: str | None, options: dict) -> None:
+    """Read the job's files, colorize, write the result to `target` (the caller makes that safe)."""
+    from tinct.color import imagefile
+
+    result = colorized(job, engine, device, options)
+    assert not isinstance(result, list), "a job with variations writes several files: write_outputs"
     imagefile.write(target, result)
+
+
+def write_outputs(job: Job, engine: str, device: str | None, options: dict) -> None:
+    """Colorize `job` and write each of its outputs atomically (all its variations, or its one result)."""
+    from tinct.color import imagefile
+
+    if job.variations is None:
+        write_atomically(job.target, lambda part: colorize_job(job, part, engine, device, options))
+        return
+    results = colorized(job, engine, device, options)
+    for output, result in zip(job.outputs(), results, strict=True):
+        write_atomically(output, lambda part, result=result: imagefile.write(part, result))
 
 
 def reason(exc: BaseException) -> str:
@@ -154,7 +192,7 @@ def local_results(engine: str, device: str | None, options: dict, threads: int |
             torch.set_num_threads(threads)
         for job in jobs:
             try:
-                write_atomically(job.target, lambda part, job=job: colorize_job(job, part, engine, device, options))
+                write_outputs(job, engine, device, options)
             except Exception as exc:  # one bad photo must not stop an archive: it is recorded and listed
                 yield Outcome(job, reason(exc))
             else:
@@ -204,7 +242,7 @@ class Manifest:
         record = self.last.get(self._key(job))
         try:
             return (record is not None and record.get("status") == "done" and record.get("settings") == self.settings
-                    and record.get("inputs") == self._inputs(job) and job.target.exists())
+                    and record.get("inputs") == self._inputs(job) and all(p.exists() for p in job.outputs()))
         except OSError:
             return False
 
@@ -247,7 +285,7 @@ def run(jobs: list[Job], runner: Runner, manifest: Manifest | None = None, bar: 
                 failed.append(outcome)
                 progress.write(f"tinct: {outcome.job.photo}: {outcome.error}", file=sys.stderr)
             elif not bar:
-                print(outcome.job.target)
+                print(*outcome.job.outputs(), sep="\n")
             progress.set_postfix(failed=len(failed), refresh=False)
             progress.update(1)
     if failed and bar:

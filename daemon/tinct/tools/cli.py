@@ -2,6 +2,7 @@
 
     tinct colorize PHOTO|FOLDER ... [--hints HINTS.png] [--engine optimization|learned] [-o OUT]
                    [--reference REF] [--palette RRGGBB ...]   (tinct.engines.reference)
+                   [--variations N [--seed S]]   (NAME.v1.EXT ... NAME.vN.EXT; tinct.engines.learned.variations)
                    [--cluster auto|HOST:PORT|ray://HOST:PORT]   (tinct.tools.batch, tinct.tools.cluster)
     tinct train ...      (tinct.training.train)
     tinct eval ...       (tinct.training.evaluate)
@@ -27,16 +28,28 @@ def colorize_files(args: argparse.Namespace) -> int:
         return 1
     many = len(photos) > 1 or any(Path(p).is_dir() for p in args.photos)
     out = Path(args.output) if args.output else None
+    if args.variations is not None:
+        from tinct.engines.learned import variations
+
+        variations.check_count(args.variations)
+        if args.engine != "learned" or args.cluster:
+            raise ValueError("--variations come from the learned engine (--engine learned), on this machine "
+                             "(not with --cluster)")
+    if args.seed is not None and args.variations is None:
+        raise ValueError("--seed chooses which variations are drawn; give --variations too")
     jobs = batch.plan(photos, out, many, Path(args.hints) if args.hints else None,
-                      Path(args.reference) if args.reference else None)
+                      Path(args.reference) if args.reference else None, args.variations)
     options = {k: v for k, v in (("quality", args.quality), ("vibrancy", args.vibrancy),
-                                 ("palette", args.palette)) if v is not None}
+                                 ("palette", args.palette), ("seed", args.seed)) if v is not None}
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads {args.threads}: give 1 or more")
     manifest = None
     if out and many:
         out.mkdir(parents=True, exist_ok=True)
-        manifest = batch.Manifest(out / batch.MANIFEST, {"engine": args.engine, **options})  # locks OUT
+        settings = {"engine": args.engine, **options}
+        if args.variations is not None:
+            settings["variations"] = args.variations
+        manifest = batch.Manifest(out / batch.MANIFEST, settings)  # locks OUT
         batch.remove_parts(out)
     try:
         if args.cluster:
@@ -76,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a colour photo whose colours to take, for every photo (default: NAME.ref.* beside each)")
     col.add_argument("--palette", nargs="+", type=hex_colour, metavar="RRGGBB",
                      help="learned engine only: colours to steer towards, e.g. 1e90ff f4a460")
+    col.add_argument("--variations", type=int, metavar="N",
+                     help="learned engine only: N (1..8) different colorizations of each photo, written as "
+                     "OUTPUT.v1.EXT ... OUTPUT.vN.EXT; the first is the ordinary answer")
+    col.add_argument("--seed", type=int, metavar="S",
+                     help="with --variations: which ones are drawn (default 0); the same seed gives the same files")
     col.add_argument("--cluster", metavar="ADDRESS",
                      help="colorize on a Ray cluster: auto, HOST:PORT or ray://HOST:PORT "
                      "(needs pip install 'tinct[cluster]'; see docs/cluster.md)")

@@ -9,7 +9,7 @@ blurry upsampled ones, and every stroke is honoured exactly.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from tinct.color import lab
 from tinct.engines import ModelNotInstalled
 from tinct.engines.optimization import levin
 
-from . import net
+from . import net, variations
 
 # The shipped weights are package data (pyproject.toml): in a checkout and an editable install they are this
 # folder's models/ itself, where `tinct train` exports; a wheel carries the same file in the same place.
@@ -108,6 +108,11 @@ def colour_share(L: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tens
     return share.clamp(0.0, 1.0)
 
 
+def refuse(unknown: dict) -> None:
+    if unknown:
+        raise ValueError(f"unknown option(s) for the learned engine: {', '.join(sorted(unknown))}")
+
+
 class LearnedEngine:
     name = "learned"
     DEFAULT_QUALITY = "final"
@@ -145,23 +150,43 @@ class LearnedEngine:
         DEFAULT_VIBRANCY).  `palette` is (ab (K, 2), weight (K,)) colours to steer towards (steer).
         Without strokes they fade where the network is unsure (certainty); where neutral strokes own the
         picture, to grey (colour_share)."""
+        priors, weight = self.network_priors(L, hint_ab, hint_weight, vibrancy, max_side, palette)
+        return priors[0], weight
+
+    def network_priors(self, L: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor,
+                       vibrancy: float | None = None, max_side: int = 512,
+                       palette: tuple[torch.Tensor, torch.Tensor] | None = None, count: int = 1,
+                       seed: int = variations.DEFAULT_SEED) -> tuple[list[torch.Tensor], float]:
+        """network_prior's colours, then count - 1 variations of them (tinct.engines.learned.variations),
+        each decoded from the same network run with its own perturbation of the logits: the
+        distribution is always decoded for them, at `vibrancy` or DEFAULT_VIBRANCY, faded and greyed
+        exactly like the first."""
         ab, logits, size = self.network(L, hint_ab, hint_weight, max_side)
         automatic = not bool((hint_weight > 0).any())
-        if vibrancy is None and (automatic or palette is not None):
-            vibrancy = DEFAULT_VIBRANCY
-        if vibrancy is not None:
-            bins = self.bins.to(L.device)
-            if palette is not None:
-                logits = steer(logits, bins, *palette)
-            dist = net.decode(logits[None], bins, temperature(float(vibrancy)))
-            if automatic:
-                dist = dist * certainty(logits)
-            # the logits cover the padded input at 1/4 scale: upsample 4x, then drop the padding
-            ab = F.interpolate(dist, scale_factor=4, mode="bilinear", align_corners=False)[0][..., :size[0], :size[1]]
+        decode = vibrancy is not None or automatic or palette is not None
+        temp = temperature(float(DEFAULT_VIBRANCY if vibrancy is None else vibrancy))
+        bins = self.bins.to(L.device)
+        if palette is not None:
+            logits = steer(logits, bins, *palette)
+        fade = certainty(logits) if automatic else None
         share = None if automatic else colour_share(L, hint_ab, hint_weight, size)
-        if share is not None:
-            ab = ab * share
-        return ab, AUTO_PRIOR_WEIGHT if automatic else PRIOR_WEIGHT
+
+        def prior(perturbation: torch.Tensor | None) -> torch.Tensor:
+            out = ab
+            if decode or perturbation is not None:
+                dist = net.decode((logits if perturbation is None else logits + perturbation)[None], bins, temp)
+                if fade is not None:
+                    dist = dist * fade
+                # the logits cover the padded input at 1/4 scale: upsample 4x, then drop the padding
+                out = F.interpolate(dist, scale_factor=4, mode="bilinear", align_corners=False)[0]
+                out = out[..., :size[0], :size[1]]
+            return out if share is None else out * share
+
+        priors = [prior(None)]
+        if count > 1:
+            gen = variations.generator(seed, L)
+            priors += [prior(variations.noise(logits.shape, gen).to(logits.device)) for _ in range(count - 1)]
+        return priors, AUTO_PRIOR_WEIGHT if automatic else PRIOR_WEIGHT
 
     def predict_ab(self, L: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor,
                    vibrancy: float | None = None, quality: str = DEFAULT_QUALITY, max_side: int = 512,
@@ -171,13 +196,36 @@ class LearnedEngine:
         """ab (2,H,W): the network's colours (network_prior) spread to full size by the Levin solve;
         `prior_weight` is how strongly the solve keeps them against the strokes' spread (default:
         PRIOR_WEIGHT with strokes, AUTO_PRIOR_WEIGHT without)."""
-        if unknown:
-            raise ValueError(f"unknown option(s) for the learned engine: {', '.join(sorted(unknown))}")
-        ab, default_weight = self.network_prior(L, hint_ab, hint_weight, vibrancy, max_side, palette)
-        prior = F.interpolate(ab[None], size=L.shape[-2:], mode="bilinear", align_corners=False)[0]
+        refuse(unknown)
+        return next(self.predict_variations(L, hint_ab, hint_weight, 1, vibrancy=vibrancy, quality=quality,
+                                            max_side=max_side, prior_weight=prior_weight, palette=palette,
+                                            callback=callback))
+
+    def predict_variations(self, L: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor, count: int,
+                           seed: int = variations.DEFAULT_SEED, vibrancy: float | None = None,
+                           quality: str = DEFAULT_QUALITY, max_side: int = 512,
+                           prior_weight: float | torch.Tensor | None = None,
+                           palette: tuple[torch.Tensor, torch.Tensor] | None = None,
+                           callback: Callable[[int, float], None] | None = None,
+                           **unknown: object) -> Iterator[torch.Tensor]:
+        """`count` colorizations ab (2,H,W), each solved only when the caller takes it (one full-size ab
+        at a time for a caller that keeps only its encoded results): predict_ab's answer first, then
+        variations of it (network_priors), each brought to full size by its own Levin solve."""
+        refuse(unknown)
+        count = variations.check_count(count)
+        priors, default_weight = self.network_priors(L, hint_ab, hint_weight, vibrancy, max_side, palette,
+                                                     count, seed)
         weight = default_weight if prior_weight is None else float(prior_weight)
-        out, _ = levin.solve_ab(L, hint_ab, hint_weight, prior_ab=prior, prior_weight=weight,
-                                quality=quality, callback=callback)
+        return (self.spread(L, hint_ab, hint_weight, ab, weight, quality, callback) for ab in priors)
+
+    @staticmethod
+    def spread(L: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor, ab: torch.Tensor, weight: float,
+               quality: str, callback: Callable[[int, float], None] | None) -> torch.Tensor:
+        """Colours `ab` at working size brought to the photo's size edge-aware: the Levin solve with them
+        as a prior of `weight` and the strokes as constraints."""
+        prior = F.interpolate(ab[None], size=L.shape[-2:], mode="bilinear", align_corners=False)[0]
+        out, _ = levin.solve_ab(L, hint_ab, hint_weight, prior_ab=prior, prior_weight=weight, quality=quality,
+                                callback=callback)
         return out
 
     def suggest(self, L: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor, x: int, y: int,
