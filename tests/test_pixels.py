@@ -135,7 +135,7 @@ def test_native_ends_match_the_pytorch_paths(monkeypatch, dtype, channels):
     assert torch.allclose(L, L_plain, atol=2e-5, rtol=0)
     assert out.dtype == out_plain.dtype == image.dtype and out.shape == out_plain.shape
     unit = np.iinfo(dtype).max if np.dtype(dtype).kind == "u" else 1.0
-    tolerance = 1 / 255 if dtype == np.uint8 else 2e-4  # one 8-bit step; one bisection step of chroma
+    tolerance = 1 / 255 if dtype == np.uint8 else 5e-4  # one 8-bit step; one of the 16 bisection steps
     assert np.abs(out.astype(np.float64) - out_plain.astype(np.float64)).max() / unit <= tolerance
     if channels in (2, 4):
         assert out[..., 3].tobytes() == np.ascontiguousarray(image[..., -1]).tobytes()

@@ -59,11 +59,14 @@ def _linear_tables(levels):
     return _srgb_to_linear(torch.arange(levels, dtype=torch.float32) / (levels - 1)).contiguous()
 
 
-def native_matrices() -> tuple[torch.Tensor, torch.Tensor]:
-    """(Y's row of the RGB -> XYZ/white matrix (3,), XYZ/white -> RGB (3, 3)), float32 CPU, for the
-    native kernels: the same numbers the PyTorch paths mix with."""
+@cache
+def native_constants() -> tuple[torch.Tensor, torch.Tensor]:
+    """For the native kernels, float32 on the CPU: Y's row of the RGB -> XYZ/white matrix (3,), and
+    XYZ/white -> RGB (9) followed by the linear values where 8-bit sRGB codes 1..255 begin (255):
+    the same numbers the PyTorch paths mix with, and the sRGB curve's rounding points."""
     xyz_from_rgb, rgb_from_xyz = _constants(torch.device("cpu"), torch.float32)
-    return xyz_from_rgb[1].contiguous(), rgb_from_xyz.contiguous()
+    starts = _srgb_to_linear((torch.arange(255, dtype=torch.float32) + 0.5) / 255)
+    return xyz_from_rgb[1].contiguous(), torch.cat([rgb_from_xyz.reshape(9), starts])
 
 
 def _float(x):

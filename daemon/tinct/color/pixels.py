@@ -88,7 +88,7 @@ def lightness(decoded: Decoded) -> torch.Tensor:
     planes = decoded.planes
     if decoded.device.type == "cpu" and planes.dtype in kernels.DEPTHS:
         L = torch.empty(decoded.size)
-        y_row, _ = lab.native_matrices()
+        y_row, _ = lab.native_constants()
         table = lab.linear_table(_INT_MAX[planes.dtype] + 1) if planes.dtype in _INT_MAX else None
         if kernels.cpu_pixels(planes, L, y_row, *([] if table is None else [table])):
             return kernels.lightness(L, planes, table, y_row)[None]
@@ -100,10 +100,10 @@ def encode_lab(L: torch.Tensor, ab: torch.Tensor, decoded: Decoded) -> np.ndarra
     lab.lab_to_srgb_keep_l(L, ab) (its lightness is exactly L), in one native pass on the CPU."""
     h, w = decoded.size
     if decoded.dtype in kernels.DEPTHS and L.shape == (1, h, w) and ab.shape == (2, h, w):
-        _, rgb_from_xyz = lab.native_matrices()
+        _, params = lab.native_constants()
         out = np.empty((h, w, 3 if decoded.alpha is None else 4), decoded.dtype)
-        if kernels.cpu_pixels(out, L, ab, rgb_from_xyz):
-            return kernels.encode(out, L[0], ab, rgb_from_xyz, decoded.alpha)
+        if kernels.cpu_pixels(out, L, ab, params):
+            return kernels.encode(out, L[0], ab, params, decoded.alpha)
     return encode(lab.lab_to_srgb_keep_l(L, ab), decoded)
 
 

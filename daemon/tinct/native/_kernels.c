@@ -373,12 +373,15 @@ static void lightness(float *L, const void *src, const float *table, const float
     }
 }
 
-static inline float cube_or_linear(float f) { return f > 0.2068966f ? f * f * f : (f - 16.f / 116.f) / 7.787f; }
+static inline float cube_or_linear(float f) {
+    const float cube = f * f * f, line = (f - 16.f / 116.f) * (1.f / 7.787f);
+    return f > 0.2068966f ? cube : line;
+}
 
 /* Linear RGB of (L, a, b); returns whether it lies inside 0..1 on every channel. */
 static inline int lab_linear(float *rgb, float L, float a, float b, const float *m) {
-    const float fy = (L + 16.f) / 116.f, t[3] = {cube_or_linear(a / 500.f + fy), cube_or_linear(fy),
-                                                 cube_or_linear(fy - b / 200.f)};
+    const float fy = (L + 16.f) * (1.f / 116.f), t[3] = {cube_or_linear(a * (1.f / 500.f) + fy), cube_or_linear(fy),
+                                                         cube_or_linear(fy - b * (1.f / 200.f))};
     int inside = 1;
     for (int c = 0; c < 3; c++) {
         rgb[c] = m[3 * c] * t[0] + m[3 * c + 1] * t[1] + m[3 * c + 2] * t[2];
@@ -389,10 +392,12 @@ static inline int lab_linear(float *rgb, float L, float a, float b, const float 
 
 /* out (H, W, C) in depth (C = 3, or 4 with alpha (H, W) of the same depth copied in) = sRGB of
  * L (H, W) and ab (2, H, W), L clamped to 0..100; an out-of-gamut colour keeps its hue and L with
- * its chroma scaled by the largest of 16 bisection steps that fits (lab.lab_to_srgb_keep_l). */
-static void encode(void *out, const float *L, const float *ab, const float *m, const void *alpha, Py_ssize_t nc,
-                   Py_ssize_t h, Py_ssize_t w, int depth, int threads) {
+ * its chroma scaled by the largest of 16 bisection steps that fits (lab.lab_to_srgb_keep_l).
+ * params: XYZ/white -> RGB (9), then the 255 linear values where 8-bit codes round up. */
+static void encode(void *out, const float *L, const float *ab, const float *params, const void *alpha,
+                   Py_ssize_t nc, Py_ssize_t h, Py_ssize_t w, int depth, int threads) {
     const Py_ssize_t n = h * w;
+    const float *m = params, *steps8 = params + 9;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (Py_ssize_t i = 0; i < n; i++) {
         const float l = L[i] < 0.f ? 0.f : (L[i] > 100.f ? 100.f : L[i]), a = ab[i], b = ab[n + i];
@@ -407,10 +412,16 @@ static void encode(void *out, const float *L, const float *ab, const float *m, c
         }
         for (int c = 0; c < 3; c++) {
             const float v = rgb[c] < 0.f ? 0.f : (rgb[c] > 1.f ? 1.f : rgb[c]);
+            if (depth == U8) {  /* the code whose rounding interval holds v: 8 comparisons, no power */
+                int code = 0;
+                for (int step = 128; step; step >>= 1)  /* branch-free: the branches were a coin toss */
+                    code += step & -(int)(v >= steps8[code + step - 1]);
+                ((unsigned char *)out)[i * nc + c] = (unsigned char)code;
+                continue;
+            }
             float e = v > 0.0031308f ? 1.055f * powf(v, 1.f / 2.4f) - 0.055f : v * 12.92f;
             e = e < 0.f ? 0.f : (e > 1.f ? 1.f : e);
-            if (depth == U8) ((unsigned char *)out)[i * nc + c] = (unsigned char)floorf(e * 255.f + 0.5f);
-            else if (depth == U16) ((unsigned short *)out)[i * nc + c] = (unsigned short)floorf(e * 65535.f + 0.5f);
+            if (depth == U16) ((unsigned short *)out)[i * nc + c] = (unsigned short)floorf(e * 65535.f + 0.5f);
             else ((float *)out)[i * nc + c] = e;
         }
         if (nc == 4) {
@@ -475,7 +486,7 @@ ENTRY(dense, , dense(p[0], p[1], p[2], C, H, threads))
 /* lightness(L, src, table_or_0, y_row, 0, C, H, W, depth (0 uint8, 1 uint16, 2 float32), threads) */
 ENTRY(lightness, A_DEPTH if (C < 1 || C > 4) return PyErr_Format(PyExc_ValueError, "%zd channels", C);,
       lightness(p[0], p[1], p[2], p[3], C, H, W, flag, threads))
-/* encode(out, L, ab, rgb_from_xyz (9 float32), alpha_or_0, C (3 or 4), H, W, depth, threads) */
+/* encode(out, L, ab, params (9 + 255 float32), alpha_or_0, C (3 or 4), H, W, depth, threads) */
 ENTRY(encode, A_DEPTH if (C != 3 && C != 4) return PyErr_Format(PyExc_ValueError, "%zd channels", C);,
       encode(p[0], p[1], p[2], p[3], p[4], C, H, W, flag, threads))
 

@@ -298,20 +298,21 @@ def lightness(out: torch.Tensor, image: np.ndarray, table: torch.Tensor | None, 
     return out
 
 
-def encode(out: np.ndarray, L: torch.Tensor, ab: torch.Tensor, rgb_from_xyz: torch.Tensor,
+def encode(out: np.ndarray, L: torch.Tensor, ab: torch.Tensor, params: torch.Tensor,
            alpha: np.ndarray | None) -> np.ndarray:
     """out (H, W, 3 or 4) in the caller's depth = sRGB of L (H, W) and ab (2, H, W) with L kept
     (chroma scaled into the gamut, as lab.lab_to_srgb_keep_l), rounded half up to integers;
-    the fourth channel copies alpha (H, W, same depth).  CPU only (`cpu_pixels`)."""
+    the fourth channel copies alpha (H, W, same depth).  params (264,) float32: XYZ/white -> RGB
+    (3 x 3), then the linear values at which 8-bit codes 1..255 begin.  CPU only (`cpu_pixels`)."""
     h, w = L.shape
     _check(out.shape[:2] == (h, w) and out.shape[2] in (3, 4), f"out is {out.shape}, not ({h}, {w}, 3 or 4)")
     _check(tuple(ab.shape) == (2, h, w), f"ab is {tuple(ab.shape)}, not (2, {h}, {w})")
-    _check(rgb_from_xyz.numel() == 9, "rgb_from_xyz is 3 x 3")
+    _check(params.numel() == 9 + 255, "params: a 3 x 3 matrix and 255 code boundaries")
     _check((alpha is not None) == (out.shape[2] == 4), "a fourth channel needs its alpha")
     if alpha is not None:
         _check(alpha.shape == (h, w) and alpha.dtype == out.dtype and alpha.flags.c_contiguous,
                "alpha must be (H, W), contiguous, in out's depth")
     assert _kernels is not None  # the callers checked cpu_pixels()
-    _kernels.encode(out.ctypes.data, L.data_ptr(), ab.data_ptr(), rgb_from_xyz.data_ptr(),
+    _kernels.encode(out.ctypes.data, L.data_ptr(), ab.data_ptr(), params.data_ptr(),
                     0 if alpha is None else alpha.ctypes.data, out.shape[2], h, w, DEPTHS[out.dtype], _threads())
     return out
