@@ -1,9 +1,10 @@
 """Variations (issue 17 item 5): how different they are and whether one of them is closer to the photo.
 
-    python benchmarks/variations.py [--count 4] [--seed 0] [--limit N] [--photos eval|val] [--threads 1]
+    python benchmarks/variations.py [--count 4] [--seed 0] [--hints 0] [--limit N] [--photos eval|val] [--threads 1]
 
 The shared/bench protocol (tinct.training.measure): the eval photos at 256x256 (or the shards'
-held-out validation photos at 160x160, made by `tinct train`'s cache), grey input, no hints.  For each
+held-out validation photos at 160x160, made by `tinct train`'s cache), grey input, no hints (or
+--hints N of the bench's simulated strokes, seeded per photo as `tinct eval` seeds them).  For each
 photo, `tinct.colorize(..., variations=count)`: diversity is the mean ab distance (CIELAB units)
 between every pair of the variations, averaged over pixels; best-of-N is the highest PSNR among them,
 set beside the single automatic answer's PSNR (the first variation, the same image) and the grey
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
+import zlib
 
 import numpy as np
 import torch
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=4, help="variations per photo")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hints", type=int, default=0, help="simulated strokes per photo")
     parser.add_argument("--limit", type=int, default=None, help="only the first N photos")
     parser.add_argument("--photos", choices=["eval", "val"], default="eval")
     parser.add_argument("--cache", default="runs/train160.npy", help="decoded shards, for --photos val")
@@ -50,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'photo':<22}{'grey':>7}{'auto':>7}{f'best{args.count}':>7}{'others':>8}{'div':>7}{'colour':>8}")
     for name, rgb in itertools.islice(photos, args.limit):
         grey = measure.gray_of(rgb)
-        out = api.colorize(grey, engine="learned", device=args.device, variations=args.count, seed=args.seed)
+        layer = (measure.hints_of(rgb, args.hints, np.random.default_rng(zlib.crc32(name.encode())))
+                 if args.hints else None)
+        out = api.colorize(grey, layer, engine="learned", device=args.device, variations=args.count, seed=args.seed)
         scores = [measure.psnr(v, rgb) for v in out]
         colour = np.mean([measure.colorfulness(v) for v in out[1:]]) / max(measure.colorfulness(rgb), 1e-9)
         row = (measure.psnr(grey, rgb), scores[0], max(scores), float(np.mean(scores[1:])), diversity(out), colour)

@@ -8,6 +8,8 @@ import tinct
 import tinct_client
 from tinct.color import imagefile, lab
 from tinct.engines.learned import variations
+from tinct.serve import admission
+from tinct.serve import job as J
 from tinct.serve import protocol as P
 from tinct.tools import batch, cli
 
@@ -105,6 +107,45 @@ def test_other_engines_and_a_reference_are_refused(photo):
 
 def test_the_protocol_and_the_engine_agree_on_the_most():
     assert P.MAX_VARIATIONS == variations.MAX_VARIATIONS
+
+
+def request(**fields) -> dict:
+    message = {"v": P.VERSION, "type": "colorize", "id": "x", "width": 4, "height": 2, "layout": "RGBA",
+               "sample": "u8", "pixels": bytes(32), "engine": "learned"}
+    return {**message, **fields}
+
+
+def test_the_protocol_checks_the_fields():
+    job = P.parse_job(request(variations=3, seed=7), 100, ["learned"])
+    assert (job.variations, job.seed, P.result_bytes(job)) == (3, 7, 3 * 32)
+    assert P.parse_job(request(), 100, ["learned"]).variations is None
+    for fields in ({"variations": 0}, {"variations": 9}, {"variations": 2, "seed": -1}, {"variations": "2"},
+                   {"variations": True}):
+        with pytest.raises(P.ProtocolError) as err:
+            P.parse_job(request(**fields), 100, ["learned"])
+        assert err.value.code == "bad_request"
+    same = P.Shared(size=32, pid=1, source=(5, 6), target=(5, 6), key="0" * 64)
+    with pytest.raises(P.ProtocolError, match="reply buffer of their own"):
+        P.parse_job(request(variations=2, shm=same), 100, ["learned"])
+
+
+def test_admission_counts_every_variation(monkeypatch):
+    """A 20 MP RGBA f32 job fits in 12 GiB; with 8 variations (2 x 2.56 GB more) it never would; with
+    64 GiB of which 10 are free it would, but not now."""
+    layer = P.Layer(5000, 4000, "RGBA", "f32", b"")
+    job = P.Colorize(id="x", client=b"", document=None, image=layer, hints=None, selection=None, engine="learned",
+                     options={})
+    monkeypatch.setattr(admission, "total_bytes", lambda root="/": 12 << 30)
+    monkeypatch.setattr(admission, "available_bytes", lambda root="/": 12 << 30)
+    assert J.admit(job) is None
+    job.variations = 8
+    code, message = J.admit(job) or ("", "")
+    assert code == "too_large" and "8 variations" in message and "fewer variations" in message
+    monkeypatch.setattr(admission, "total_bytes", lambda root="/": 64 << 30)
+    monkeypatch.setattr(admission, "available_bytes", lambda root="/": 10 << 30)
+    assert (J.admit(job) or ("",))[0] == "busy"
+    job.variations = None
+    assert J.admit(job) is None
 
 
 # -- the tinct command ---------------------------------------------------------------------------
