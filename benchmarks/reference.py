@@ -98,7 +98,7 @@ def speed(args) -> None:
                 out = transfer.solve(L, hint_ab, hint_weight, ab, weight)
                 times["solve + guided upsampling"] = time.perf_counter() - start
                 start = time.perf_counter()
-                pixels.encode(lab.lab_to_srgb_keep_l(L, out), decoded)
+                pixels.encode_lab(L, out, decoded)
                 times["back to RGB (L kept, encode)"] = time.perf_counter() - start
             return times
 
