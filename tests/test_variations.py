@@ -11,6 +11,7 @@ from tinct.engines.learned import variations
 from tinct.serve import admission
 from tinct.serve import job as J
 from tinct.serve import protocol as P
+from tinct.serve.worker import Progress
 from tinct.tools import batch, cli
 
 H = W = 96
@@ -127,6 +128,17 @@ def test_the_protocol_checks_the_fields():
     same = P.Shared(size=32, pid=1, source=(5, 6), target=(5, 6), key="0" * 64)
     with pytest.raises(P.ProtocolError, match="reply buffer of their own"):
         P.parse_job(request(variations=2, shm=same), 100, ["learned"])
+
+
+def test_progress_spans_every_variations_solve():
+    """Four solves, each from iteration 1 to its tolerance: the bar fills a quarter per solve."""
+    progress = Progress("final", 4)
+    ends = []
+    for _ in range(4):
+        seen = [progress.update(i, r) for i, r in [(1, 1e-1), (2, 1e-2), (3, 1e-4)]]
+        assert seen == sorted(seen)
+        ends.append(seen[-1])
+    assert ends[:3] == pytest.approx([0.25, 0.5, 0.75]) and ends[3] == 0.99
 
 
 def test_admission_counts_every_variation(monkeypatch):

@@ -44,19 +44,26 @@ class Progress:
     """A running solve's fraction done, estimated from the Krylov callback (iteration, residual).
 
     Each quality is one Krylov solve from zero (CG for `preview`, GCR for `final`), so the
-    fraction is how far log(residual) has come towards log(TOL[quality]).  Never decreases (a
-    retry on the CPU starts again from a large residual), stays below 1 until the reply.
+    fraction is how far log(residual) has come towards log(TOL[quality]).  A job of `parts` solves
+    (variations: one each) counts a new one when the iteration number does not grow, and each
+    solve fills its share.  Never decreases (a retry on the CPU starts again from a large
+    residual), stays below 1 until the reply.
     """
 
-    def __init__(self, quality: str):
+    def __init__(self, quality: str, parts: int = 1):
         from tinct.engines.optimization import levin
 
         self.tol = levin.TOL.get(quality, min(levin.TOL.values()))
         self.value = 0.0
+        self.parts, self.part, self.iteration = parts, 0, 0
 
     def update(self, iteration: int, residual: float) -> float:
+        if iteration <= self.iteration:
+            self.part = min(self.part + 1, self.parts - 1)
+        self.iteration = iteration
         within = math.log(residual) / math.log(self.tol) if 0 < residual < 1 else float(residual <= 0)
-        self.value = max(self.value, min(max(within, 0.0), 0.99))
+        done = (self.part + min(max(within, 0.0), 1.0)) / self.parts
+        self.value = max(self.value, min(done, 0.99))
         return self.value
 
 
@@ -232,7 +239,7 @@ class Worker(threading.Thread):
             raise
         self.set_engine_state(job.engine, "ready")
         if "callback" in decoded.engine.OPTIONS:
-            self.progress = Progress(decoded.quality)
+            self.progress = Progress(decoded.quality, job.variations or 1)
         decoded_at = time.perf_counter()
         if J.wants_partial(job, decoded):
             self.send_partial(job, decoded, start)
