@@ -149,6 +149,19 @@ def _install(krita, home):
         kritarc.write_text(config.replace("[python]\n", "[python]\nenable_tinct_test_driver=true\n"))
 
 
+def _as_krita(rgb):
+    """An 8-bit sRGB layer as Krita gives it: BGRA."""
+    return np.dstack([rgb[..., ::-1], np.full((H, W), 255, np.uint8)]).tobytes()
+
+
+def _guided(client, photo8, guidance, engine="optimization", **options):
+    """What tinctd answers for the photo as Krita sends it (BGRA u8) with colour guidance and no strokes,
+    as RGB."""
+    reply = client.colorize(width=W, height=H, layout="BGRA", sample="u8", pixels=_as_krita(photo8),
+                            guidance=guidance, engine=engine, options={"quality": "final", **options})
+    return np.frombuffer(reply["pixels"], np.uint8).reshape(H, W, 4)[..., 2::-1]
+
+
 def _references(client, photo8, photo16):
     """What tinctd answers for the photos with aligned hints, and its suggestions at the Live stroke."""
     def colorize(image, sample, with_hints=True, **options):
@@ -157,18 +170,10 @@ def _references(client, photo8, photo16):
                                 engine=options.pop("engine", "optimization"), options={"quality": "final", **options})
         return np.frombuffer(reply["pixels"], image.dtype).reshape(H, W, 3)
 
-    def as_krita(rgb):
-        """An 8-bit sRGB layer as Krita gives it: BGRA."""
-        return np.dstack([rgb[..., ::-1], np.full((H, W), 255, np.uint8)]).tobytes()
-
     def guided(guidance, **options):
-        """The photo as Krita sends it (BGRA u8) with colour guidance and no strokes; the answer as RGB."""
-        reply = client.colorize(width=W, height=H, layout="BGRA", sample="u8", pixels=as_krita(photo8),
-                                guidance=guidance, engine=options.pop("engine", "optimization"),
-                                options={"quality": "final", **options})
-        return np.frombuffer(reply["pixels"], np.uint8).reshape(H, W, 4)[..., 2::-1]
+        return _guided(client, photo8, guidance, **options)
 
-    referenced = {"reference": as_krita(reference_photo()), "reference_width": W, "reference_height": H,
+    referenced = {"reference": _as_krita(reference_photo()), "reference_width": W, "reference_height": H,
                   "reference_layout": "BGRA", "reference_sample": "u8"}
     vibrancy = GUIDED_VIBRANCY / 100
 
@@ -227,6 +232,11 @@ def krita(request, tmp_path_factory):
             process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             while process.poll() is None:
                 if (work / "stop-daemon").exists() and daemon.alive():
+                    if (work / "palette.json").exists():   # the Krita palette the driver chose, as tinctd answers it
+                        with daemon.client(timeout=30) as client:
+                            colours = json.loads((work / "palette.json").read_text())
+                            references["krita_palette"] = _guided(client, photo8, {"palette": colours}, "learned",
+                                                                  vibrancy=GUIDED_VIBRANCY / 100)
                     daemon.stop()
                     (work / "daemon-stopped").touch()
                 if time.monotonic() - t0 > SESSION_TIMEOUT:
@@ -502,10 +512,22 @@ def test_palette_from_the_foreground_and_background_colours(krita):
     record = krita.steps["palette"]
     assert record["error"] is None and record["box_enabled"] and record["reference"] is None
     assert record["colours"] == [list(c) for c in PALETTE]
+    assert record["choices"][:2] == ["", "foreground and background"] and len(record["choices"]) > 3
     result = _raw(krita, record["dump"])[..., :3]
     assert_lightness_kept(result, krita.photo8)
     assert np.abs(result.astype(int) - krita.references["palette"].astype(int)).max() <= 1
     assert_palette_colours(result, krita.references["learned_alone"])
+
+
+def test_palette_from_one_of_kritas_palettes(krita):
+    """A palette Krita ships, chosen in the docker: the colours sent are the ones Krita's palette holds, as
+    tinctd answers the host for them, and they change the learned engine's result."""
+    record = krita.steps["krita_palette"]
+    assert record["error"] is None, record["name"]
+    result = _raw(krita, record["dump"])[..., :3]
+    assert_lightness_kept(result, krita.photo8)
+    assert np.abs(result.astype(int) - krita.references["krita_palette"].astype(int)).max() <= 1
+    assert np.abs(result.astype(int) - krita.references["learned_alone"].astype(int)).mean() > 1
 
 
 def test_daemon_stopped_is_a_clear_error_and_changes_nothing(krita):

@@ -225,13 +225,13 @@ def test_a_reference_of_another_document_travels_with_the_request():
     doc, photo, hints = photo_doc()
     hints.fill(5, 2, 2, 1, (0, 0, 0, 0))   # no strokes
     other, sky = reference_doc()
-    settings = job.Settings(reference=(other.rootNode().uid, sky.uid), palette=True)
+    settings = job.Settings(reference=(other.rootNode().uid, sky.uid), palette=job.FOREGROUND_BACKGROUND)
     kwargs, _ = document.prepare(doc, settings, documents=[doc, other], colours=[(255, 0, 0), (0, 0, 255)])
     assert "hints" not in kwargs
     assert kwargs["guidance"] == {"reference": sky.pixelData(0, 2, 5, 3), "reference_width": 5, "reference_height": 3,
                                   "reference_layout": "BGRA", "reference_sample": "u8"}
     assert kwargs["guidance"]["reference"][:4] == bytes((200, 60, 40, 255))
-    learned = job.Settings("learned", reference=settings.reference, palette=True)
+    learned = job.Settings("learned", reference=settings.reference, palette=job.FOREGROUND_BACKGROUND)
     guidance = document.prepare(doc, learned, documents=[doc, other], colours=[(255, 0, 0), (0, 0, 255)])[0]["guidance"]
     assert guidance["palette"] == [[255, 0, 0], [0, 0, 255]] and guidance["reference_width"] == 5
 
@@ -263,9 +263,11 @@ def test_a_selection_in_the_references_document_is_its_swatch():
 def test_a_palette_alone_and_no_guidance_at_all():
     doc, _, _ = photo_doc()
     colours = [(255, 0, 0), (255, 0, 0)]
-    assert document.prepare(doc, job.Settings("learned", palette=True), colours=colours)[0]["guidance"] == \
+    assert document.prepare(doc, job.Settings("learned", palette="Pastels"), colours=colours)[0]["guidance"] == \
         {"palette": [[255, 0, 0]]}
-    assert document.prepare(doc, job.Settings("learned", palette=False), colours=colours)[0]["guidance"] is None
+    assert document.prepare(doc, job.Settings("learned", palette=""), colours=colours)[0]["guidance"] is None
+    with pytest.raises(job.ColorizeError, match='The palette "Pastels" has no colours'):
+        document.prepare(doc, job.Settings("learned", palette="Pastels"), colours=[])
     assert document.prepare(doc, SETTINGS, colours=colours)[0]["guidance"] is None
 
 
@@ -308,10 +310,13 @@ def test_saved_settings_survive_an_old_or_hand_edited_kritarc(engine, vibrancy, 
     assert job.saved_settings(engine, vibrancy) == expected
 
 
-def test_the_palette_box_is_saved_as_true_or_false():
-    assert job.saved_settings("learned", "40", "true").palette
-    assert not job.saved_settings("learned", "40", "false").palette
-    assert not job.saved_settings("learned", "40").palette and not job.saved_settings(None, None, "yes").palette
+def test_the_palette_choice_is_saved_by_name():
+    assert job.saved_settings("learned", "40", job.FOREGROUND_BACKGROUND).palette == job.FOREGROUND_BACKGROUND
+    assert job.saved_settings("learned", "40", "Pastels").palette == "Pastels"
+    assert job.saved_settings("learned", "40").palette == "" == job.saved_settings(None, None, None).palette
+    assert job.palette_name(job.Settings(palette="Pastels")) == 'palette "Pastels"'
+    assert job.palette_name(job.Settings(palette=job.FOREGROUND_BACKGROUND)) == \
+        "palette of the foreground and background colours"
 
 
 def test_the_default_vibrancy_follows_tinctds_hello_until_the_user_chooses_one():
@@ -525,8 +530,13 @@ def test_a_newer_live_request_cancels_the_running_one_and_goes_out_once_it_is_ba
     runner, log, clients = _runner()
     first = runner.submit("colorize", {}, document="photo", tag="first")
     _until(lambda: ("colorize", first, "photo") in log)
+    # the first's cancel reaches tinctd only once the third is submitted: else the first may be back, and
+    # the second sent, before the third comes
+    submitted, cancel = threading.Event(), clients[0].cancel
+    clients[0].cancel = lambda request_id: (submitted.wait(10), cancel(request_id))
     second = runner.submit("colorize", {}, document="photo", tag="second")
     third = runner.submit("colorize", {}, document="photo", tag="third")   # replaces the second, still waiting
+    submitted.set()
     _until(lambda: ("cancel", first) in log)    # tinctd is told to stop the first
     _until(lambda: ("colorize", third, "photo") in log)
     assert log.index(("cancel", first)) < log.index(("colorize", third, "photo"))

@@ -15,7 +15,7 @@ import sys
 import time
 import traceback
 
-from krita import Krita, ManagedColor
+from krita import Krita, ManagedColor, Palette
 from PyQt5.QtCore import QObject, Qt, QTimer, pyqtSignal
 from PyQt5.QtGui import QColor
 from PyQt5.QtWidgets import QMessageBox
@@ -67,14 +67,14 @@ class Controller(QObject):
 
     # -- settings -------------------------------------------------------------------
     def set_settings(self, engine: str | None = None, vibrancy: int | None = None,
-                     live_mode: bool | None = None, palette: bool | None = None) -> None:
+                     live_mode: bool | None = None, palette: str | None = None) -> None:
         app = Krita.instance()
         if engine is not None:
             self.settings.engine = engine
             app.writeSetting("tinct", "engine", engine)
         if palette is not None:
-            self.settings.palette = bool(palette)
-            app.writeSetting("tinct", "palette", "true" if palette else "false")
+            self.settings.palette = palette
+            app.writeSetting("tinct", "palette", palette)
         if vibrancy is not None and int(vibrancy) != self.settings.vibrancy:  # moved by the user: kept from now on
             self.settings.vibrancy, self.settings.vibrancy_chosen = int(vibrancy), True
             app.writeSetting("tinct", "vibrancy", str(int(vibrancy)))
@@ -98,7 +98,7 @@ class Controller(QObject):
         doc = app.activeDocument()
         try:
             kwargs, target = document.prepare(doc, self.settings, live_mode, hints, app.documents(),
-                                              self._colours() if self.settings.palette else None)
+                                              self._palette_colours())
             self.runner.submit("colorize", kwargs, document=target.source if live_mode else None,
                                tag=("colorize", _doc_key(doc), target, live_mode, time.monotonic()),
                                partial=live_mode)
@@ -121,15 +121,32 @@ class Controller(QObject):
         """The reference picker's choices: every paint layer of every open document."""
         return document.reference_layers(Krita.instance().documents())
 
-    def _colours(self):
-        """The active view's foreground and background colours as sRGB u8, or None without a view."""
+    def palettes(self) -> list[str]:
+        """The names of Krita's palettes (Settings → Manage Resources), for the palette picker."""
+        return sorted(Krita.instance().resources("palette"))
+
+    def _palette_colours(self):
+        """The chosen palette's colours as sRGB u8: the active view's foreground and background
+        colours (None without a view) or a Krita palette's; None when none is chosen."""
+        choice = self.settings.palette
+        if not choice:
+            return None
         window = Krita.instance().activeWindow()
         view = window.activeView() if window is not None else None
-        if view is None:
-            return None
-        colours = (view.foregroundColor().colorForCanvas(view.canvas()),
-                   view.backgroundColor().colorForCanvas(view.canvas()))
-        return [(c.red(), c.green(), c.blue()) for c in colours]
+        if choice == job.FOREGROUND_BACKGROUND:
+            if view is None:
+                return None
+            colours = [view.foregroundColor(), view.backgroundColor()]
+        else:
+            resource = Krita.instance().resources("palette").get(choice)
+            if resource is None:
+                raise job.ColorizeError(f'The palette "{choice}" is gone; choose another in the Tinct docker.')
+            palette = Palette(resource)
+            swatches = (palette.colorSetEntryByIndex(i) for i in range(palette.colorsCountTotal()))
+            colours = [swatch.color() for swatch in swatches if swatch.isValid()]
+        # as shown on the canvas (sRGB without a view)
+        shown = (colour.colorForCanvas(view.canvas() if view is not None else None) for colour in colours)
+        return [(c.red(), c.green(), c.blue()) for c in shown]
 
     def set_foreground(self, rgb: tuple[int, int, int]) -> None:
         window = Krita.instance().activeWindow()

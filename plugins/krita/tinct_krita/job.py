@@ -2,7 +2,7 @@
 
 Which layers take part (the photo, its hints, the result to replace, a reference layer of
 any open document), what is sent (hints only when painted, the selection only when partial,
-the engine's options, a palette from the foreground and background colours) and the
+the engine's options, a palette: the foreground and background colours or one of Krita's) and the
 sentences a failure shows.  Layers are known by name, the only mark Krita's Python API lets a layer
 carry across sessions: the plugin makes "Colorize hints" above the photo and "Colorized"
 directly above the photo, and looks for them in the run of such layers above it, so either
@@ -29,7 +29,7 @@ DESELECT = "Select → Deselect"
 DEFAULT_VIBRANCY = round(tinct_plugin.DEFAULT_VIBRANCY * 100)
 LIVE_DEBOUNCE = 0.3   # seconds without new strokes before Live mode colorizes
 SUGGESTIONS = 8
-PALETTE_NAME = "palette of the foreground and background colours"
+FOREGROUND_BACKGROUND = "foreground and background"   # Settings.palette: those two colours
 
 
 @dataclass
@@ -43,7 +43,8 @@ class Settings:
     # the reference layer, (document key, layer key) as document.key gives them, or None; not saved,
     # since documents come and go
     reference: tuple[str, str] | None = None
-    palette: bool = False          # steer the learned engine towards the foreground and background colours
+    # steer the learned engine towards a palette: "" none, FOREGROUND_BACKGROUND, or a Krita palette's name
+    palette: str = ""
 
 
 def advertised(settings: Settings, hello: dict | None) -> bool:
@@ -62,7 +63,7 @@ def saved_settings(engine: str | None, vibrancy: str | int | None, palette: str 
     except (TypeError, ValueError):
         vibrancy, chosen = DEFAULT_VIBRANCY, False
     return Settings(engine=engine if engine in ENGINES else ENGINES[0], vibrancy=vibrancy, vibrancy_chosen=chosen,
-                    palette=palette == "true")
+                    palette=palette if isinstance(palette, str) else "")
 
 
 def engine_options(settings: Settings, live: bool = False) -> dict:
@@ -120,10 +121,17 @@ def hints_to_send(engine: str, hints: bytes | None, fmt: formats.WireFormat, ref
                                       referenced)
 
 
+def palette_name(settings: Settings) -> str:
+    """How the palette chosen is named in sentences."""
+    if settings.palette == FOREGROUND_BACKGROUND:
+        return "palette of the foreground and background colours"
+    return f'palette "{settings.palette}"'
+
+
 def palette_to_send(settings: Settings, colours: Sequence[Sequence[int]] | None) -> list | None:
-    """The palette to send (tinct_plugin.palette_to_send): the foreground and background colours when
-    the docker's Palette box is ticked, for the learned engine."""
-    return tinct_plugin.palette_to_send(settings.engine, colours if settings.palette else None, PALETTE_NAME)
+    """The palette to send (tinct_plugin.palette_to_send), the chosen one's `colours`, for the learned engine."""
+    return tinct_plugin.palette_to_send(settings.engine, colours if settings.palette else None,
+                                        palette_name(settings))
 
 
 def selection_to_send(mask: Buffer | None) -> bytes | None:

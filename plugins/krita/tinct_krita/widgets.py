@@ -60,6 +60,31 @@ class ReferenceBox(QComboBox):
         super().showPopup()
 
 
+class PaletteBox(QComboBox):
+    """The palette picker: none, the foreground and background colours, or one of Krita's palettes,
+    listed afresh whenever it opens."""
+
+    def __init__(self):
+        super().__init__(objectName="tinct_palette")
+        self.setToolTip("Learned engine: steer the colours towards a palette")
+
+    def show_choice(self, choice: str) -> None:
+        self.blockSignals(True)
+        self.clear()
+        self.addItem("None", "")
+        self.addItem("Foreground and background colours", job.FOREGROUND_BACKGROUND)
+        for name in controller().palettes():
+            self.addItem(name, name)
+        if self.findData(choice) < 0:
+            self.addItem(f"{choice} (gone)", choice)
+        self.setCurrentIndex(self.findData(choice))
+        self.blockSignals(False)
+
+    def showPopup(self) -> None:
+        self.show_choice(self.currentData() or "")
+        super().showPopup()
+
+
 class SettingsForm(QWidget):
     """Engine, vibrancy, reference layer and palette; vibrancy and the palette only apply to the
     learned engine, so they are greyed out otherwise."""
@@ -73,9 +98,7 @@ class SettingsForm(QWidget):
         self.vibrancy.setRange(0, 100)
         self.vibrancy.setToolTip("Learned engine: from muted, safe colours (left) to bold ones (right)")
         self.reference = ReferenceBox()
-        self.palette = QCheckBox("Foreground and background colours", objectName="tinct_palette",
-                                 toolTip="Learned engine: steer the colours towards the foreground and "
-                                         "background colours")
+        self.palette = PaletteBox()
         layout = QFormLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addRow("Engine", self.engine)
@@ -87,13 +110,14 @@ class SettingsForm(QWidget):
 
     def load(self, settings: job.Settings) -> None:
         """Show `settings` without sending them back as changes."""
-        for widget in (self.engine, self.vibrancy, self.palette):
+        for widget in (self.engine, self.vibrancy):
             widget.blockSignals(True)
         self.engine.setCurrentIndex(job.ENGINES.index(settings.engine))
         self.vibrancy.setValue(settings.vibrancy)
-        self.palette.setChecked(settings.palette)
-        for widget in (self.engine, self.vibrancy, self.palette):
+        for widget in (self.engine, self.vibrancy):
             widget.blockSignals(False)
+        if settings.palette != self.palette.currentData() or self.palette.count() == 0:
+            self.palette.show_choice(settings.palette)
         if settings.reference != self.reference.choice or self.reference.count() == 0:
             self.reference.show_choice(settings.reference)
         self._enable()
@@ -106,7 +130,7 @@ class SettingsForm(QWidget):
     def values(self) -> dict:
         """The keyword arguments of the controller's set_settings."""
         return {"engine": self.engine.currentData(), "vibrancy": self.vibrancy.value(),
-                "palette": self.palette.isChecked()}
+                "palette": self.palette.currentData() or ""}
 
 
 class ColorizeDialog(QDialog):
@@ -163,7 +187,7 @@ class TinctDocker(DockWidget):
         self.setWidget(body)
         self.form.engine.currentIndexChanged.connect(self._settings)
         self.form.vibrancy.valueChanged.connect(self._settings)
-        self.form.palette.toggled.connect(self._settings)
+        self.form.palette.currentIndexChanged.connect(self._settings)
         self.form.reference.currentIndexChanged.connect(
             lambda: self.control.set_reference(self.form.reference.chosen()))
         self.live.toggled.connect(lambda on: self.control.set_settings(live_mode=on))

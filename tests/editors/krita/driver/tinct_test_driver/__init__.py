@@ -17,7 +17,7 @@ import sys
 import time
 import traceback
 
-from krita import Extension, InfoObject, Krita, ManagedColor, Selection
+from krita import Extension, InfoObject, Krita, ManagedColor, Palette, Selection
 from PyQt5.QtCore import QTimer
 from PyQt5.QtGui import QColor
 from PyQt5.QtWidgets import QApplication, QCheckBox, QComboBox, QDockWidget, QLabel, QPushButton, QSlider
@@ -429,7 +429,7 @@ class Driver(Extension):
         # colour guidance: the reference a layer of another open document, picked in the docker; then
         # no reference and the palette of the foreground and background colours
         picker = docker.findChild(QComboBox, "tinct_reference")
-        palette_box = docker.findChild(QCheckBox, "tinct_palette")
+        palette_box = docker.findChild(QComboBox, "tinct_palette")
         reference_doc, _ = yield from self.open_photo("reference.png")
         node(reference_doc, "photo").setName("reference")
         two_tone, _ = yield from self.open_photo("reference_two_tone.png")
@@ -463,12 +463,30 @@ class Driver(Extension):
         view.setBackGroundColor(ManagedColor.fromQColor(QColor(*p["palette"][1])))
         colours = [c.colorForCanvas(view.canvas()) for c in (view.foregroundColor(), view.backgroundColor())]
         enabled = palette_box.isEnabled()   # the engine is the learned one now
-        palette_box.setChecked(True)
+        palette_box.showPopup()
+        choices = [palette_box.itemData(i) for i in range(palette_box.count())]
+        palette_box.hidePopup()
+        palette_box.setCurrentIndex(choices.index("foreground and background"))
         steps["palette"] = yield from self.colorize(doc, "learned", p["vibrancy"])
         steps["palette"].update(dump=dump(doc, "palette", rect(node(doc, "photo"))), box_enabled=enabled,
-                                reference=controller_settings().reference,
+                                reference=controller_settings().reference, choices=choices,
                                 colours=[[c.red(), c.green(), c.blue()] for c in colours])
-        palette_box.setChecked(False)
+        # one of Krita's own palettes, its colours read here too; the test asks tinctd for that palette
+        # before it stops tinctd
+        for name in choices[2:]:
+            palette = Palette(app.resources("palette")[name])
+            entries = (palette.colorSetEntryByIndex(i) for i in range(palette.colorsCountTotal()))
+            colours = [e.color().colorForCanvas(view.canvas()) for e in entries if e.isValid()]
+            colours = sorted({(c.red(), c.green(), c.blue()) for c in colours})
+            if 3 <= len(colours) <= 64:
+                break
+        palette_box.setCurrentIndex(choices.index(name))
+        steps["krita_palette"] = yield from self.colorize(doc, "learned", p["vibrancy"])
+        steps["krita_palette"].update(dump=dump(doc, "krita_palette", rect(node(doc, "photo"))), name=name,
+                                      colours=colours)
+        with open(os.path.join(WORK, "palette.json"), "w") as f:
+            json.dump(colours, f)
+        palette_box.setCurrentIndex(0)
 
         # tinctd stopped: a clear message, nothing changed
         open(os.path.join(WORK, "stop-daemon"), "w").close()
