@@ -161,7 +161,7 @@ def test_native_ends_give_the_same_bytes_at_any_thread_count():
     assert outs[0] == outs[1] == outs[2]
 
 
-def test_float64_and_non_contiguous_pixels_take_the_pytorch_path():
+def test_float64_takes_the_pytorch_path_and_strided_pixels_work():
     image = _image(np.float64, (6, 8, 3), seed=6)
     d = pixels.decode(image)
     L = pixels.lightness(d)
@@ -171,3 +171,5 @@ def test_float64_and_non_contiguous_pixels_take_the_pytorch_path():
     strided = _image(np.uint8, (6, 16, 3), seed=7)[:, ::2]
     d = pixels.decode(strided)
     assert torch.allclose(pixels.lightness(d), lab.lightness(d.rgb), atol=2e-5)
+    out = pixels.encode_lab(pixels.lightness(d), torch.zeros(2, 6, 8), d)
+    assert out.flags.c_contiguous and out.shape == (6, 8, 3)

@@ -87,6 +87,7 @@ def lightness(decoded: Decoded) -> torch.Tensor:
     """The photo's Lab lightness L (1, H, W), float32 on its device (lab.lightness of its RGB)."""
     planes = decoded.planes
     if decoded.device.type == "cpu" and planes.dtype in kernels.DEPTHS:
+        planes = np.ascontiguousarray(planes)  # a strided view (a broadcast grey) costs one copy, not the slow path
         L = torch.empty(decoded.size)
         y_row, _ = lab.native_constants()
         table = lab.linear_table(_INT_MAX[planes.dtype] + 1) if planes.dtype in _INT_MAX else None
