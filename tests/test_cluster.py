@@ -64,6 +64,18 @@ def test_failures_are_recorded_listed_and_retried_on_the_cluster_with_the_learne
     assert cli.main(["colorize", str(tmp_path / "scans"), "-o", str(local), "--threads", "2", *options]) == 0
     for name in names + ["broken.png"]:
         assert (out / name).read_bytes() == (local / name).read_bytes(), name
+    # variations travel too: every photo's N files, each the same bytes as here
+    varied = tmp_path / "varied"
+    command[command.index(out)] = varied
+    third = subprocess.run(cluster.enter + [str(c) for c in command] + ["--variations", "2", "--seed", "3"],
+                           capture_output=True, text=True, timeout=120)
+    assert third.returncode == 0, third.stderr
+    assert cli.main(["colorize", str(tmp_path / "scans"), "-o", str(local / "varied"), "--threads", "2", *options,
+                     "--variations", "2", "--seed", "3"]) == 0
+    made = sorted(p.name for p in varied.iterdir() if p.name != batch.MANIFEST)
+    assert len(made) == 2 * len(names + ["broken.png"]) and all(".v1." in m or ".v2." in m for m in made)
+    for name in made:
+        assert (varied / name).read_bytes() == (local / "varied" / name).read_bytes(), name
 
 
 def test_a_batch_survives_a_dead_worker_node_and_equals_local_mode(cluster, tmp_path):

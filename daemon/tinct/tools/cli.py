@@ -32,9 +32,8 @@ def colorize_files(args: argparse.Namespace) -> int:
         from tinct.engines.learned import variations
 
         variations.check_count(args.variations)
-        if args.engine != "learned" or args.cluster:
-            raise ValueError("--variations come from the learned engine (--engine learned), on this machine "
-                             "(not with --cluster)")
+        if args.engine != "learned":
+            raise ValueError("--variations come from the learned engine: add --engine learned")
     if args.seed is not None and args.variations is None:
         raise ValueError("--seed chooses which variations are drawn; give --variations too")
     jobs = batch.plan(photos, out, many, Path(args.hints) if args.hints else None,

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-from .batch import Job, Outcome, Runner, colorize_job, reason, write_atomically
+from .batch import Job, Outcome, Runner, reason, write_atomically, write_outputs
 
 INSTALL = ("--cluster needs Ray, which is not installed here: pip install 'tinct[cluster]' "
            "(the same Ray version as the cluster's nodes, which need Tinct installed too)")
@@ -37,9 +37,10 @@ def connect(address: str) -> ModuleType:
     return ray
 
 
-def colorize_remote(files: dict[str, tuple[str, bytes]], target: str, engine: str, device: str | None,
-                    options: dict, threads: int) -> tuple[bytes | None, str | None, str]:
-    """The Ray task: rebuild the job's files in a private folder, colorize them, return the result's bytes.
+def colorize_remote(files: dict[str, tuple[str, bytes]], target: str, variations: int | None, engine: str,
+                    device: str | None, options: dict, threads: int) -> tuple[list[bytes] | None, str | None, str]:
+    """The Ray task: rebuild the job's files in a private folder, colorize them, return the bytes of each
+    output (the result, or its `variations`).
 
     `files` maps each role ("photo", "hints", "reference") to (its path on the driver, its bytes); errors come back
     as sentences naming the driver's paths, not the folder here.
@@ -53,10 +54,11 @@ def colorize_remote(files: dict[str, tuple[str, bytes]], target: str, engine: st
         here = {role: Path(folder, role + Path(name).suffix) for role, (name, _) in files.items()}
         for role, (_, data) in files.items():
             here[role].write_bytes(data)
-        job = Job(here["photo"], Path(folder, "result" + Path(target).suffix), here.get("hints"), here.get("reference"))
+        job = Job(here["photo"], Path(folder, "result" + Path(target).suffix), here.get("hints"), here.get("reference"),
+                  variations)
         try:
-            colorize_job(job, job.target, engine, device, options)
-            return job.target.read_bytes(), None, node
+            write_outputs(job, engine, device, options)
+            return [output.read_bytes() for output in job.outputs()], None, node
         except Exception as exc:  # the photo's own failure: recorded, not retried
             text = reason(exc)
             for role, (name, _) in files.items():
@@ -97,7 +99,7 @@ def _dispatch(ray: ModuleType, jobs: list[Job], engine: str, device: str | None,
             except OSError as exc:
                 yield Outcome(job, reason(exc))
                 continue
-            pending[task.remote(files, job.target.name, engine, device, options, threads)] = job
+            pending[task.remote(files, job.target.name, job.variations, engine, device, options, threads)] = job
         if not pending:
             return
         (ref,), _ = ray.wait(list(pending), num_returns=1)
@@ -109,7 +111,8 @@ def _dispatch(ray: ModuleType, jobs: list[Job], engine: str, device: str | None,
             continue
         if data is not None:
             try:
-                write_atomically(job.target, lambda part, data=data: part.write_bytes(data))
+                for output, content in zip(job.outputs(), data, strict=True):
+                    write_atomically(output, lambda part, content=content: part.write_bytes(content))
             except OSError as exc:
                 error = reason(exc)
         yield Outcome(job, error, node)
