@@ -4,7 +4,9 @@ run against a small stand-in of Krita's Document and Node classes (tests/fakes/k
 tests/test_krita.py runs the same code inside a real Krita.
 """
 
+import importlib
 import struct
+import sys
 import threading
 import time
 
@@ -13,6 +15,7 @@ import pytest
 from tinct_krita import document, formats, job, live, tinct_plugin
 
 from daemon_fixture import free_port, tinct_client
+from fakes import krita as fake_krita
 from fakes.krita import ORIGIN, Document, Selection  # also makes tinct_krita importable, as installed
 
 SRGB = formats.SRGB_PROFILE
@@ -704,3 +707,147 @@ def test_live_requests_against_a_real_tinctd_only_the_newest_is_answered(tinctd,
     finally:
         runner.close()
         daemon.stop()
+
+
+# -- variations: the controller driven with stand-ins for Krita's application and PyQt5 ------------
+VARIATIONS_HELLO = {"features": ["reference", "partial", "variations"]}
+
+
+class VariationsClient:
+    """Stands in for tinct_client.Client: answers a colorize with `variations` N layers, the k-th
+    each sample (k + 1) / (N + 1), and records what was asked."""
+
+    def __init__(self, hello, sent):
+        self.info, self.hello_reply, self.sent = None, hello, sent
+
+    def hello(self):
+        self.info = self.hello_reply
+        return self.info
+
+    def colorize(self, **kwargs):
+        self.sent.append(kwargs)
+        count = kwargs.get("variations")
+        if count is None:
+            return reply_for(kwargs)
+        return [reply_for(kwargs, (k + 1) / (count + 1)) for k in range(count)]
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def glue(monkeypatch):
+    """(the stand-in Krita application, a Controller on it, the requests its client was sent)."""
+    app = fake_krita.Application()
+    for name, module in fake_krita.glue_modules(app).items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(fake_krita.QTimer, "later", [])
+    monkeypatch.setattr(fake_krita.QMessageBox, "shown", [])
+    module = importlib.import_module("tinct_krita.controller")
+    sent = []
+    try:
+        control = module.Controller()
+        control.runner = live.Runner(lambda client_id: VariationsClient(VARIATIONS_HELLO, sent))
+        yield app, control, sent
+    finally:
+        sys.modules.pop("tinct_krita.controller", None)
+        del sys.modules["tinct_krita"].controller
+
+
+def _settle(control, condition):
+    """Turn the controller's poll until `condition()` holds."""
+    def done():
+        control._tick()
+        return condition()
+    _until(done)
+
+
+def test_the_docker_asks_for_four_variations_and_applies_the_one_clicked(glue):
+    app, control, sent = glue
+    doc, photo, hints = photo_doc()
+    app.docs, app.active = [doc], doc
+    control.set_settings(engine="learned", vibrancy=40)
+    assert control.variations_unavailable() is None   # no hello yet: asked before the request goes out
+    control.ask_variations()
+    _settle(control, lambda: control.variations is not None)
+    (request,) = sent
+    assert (request["variations"], request["seed"], request["engine"]) == (4, 0, "learned")
+    assert request["options"] == {"quality": "final", "vibrancy": 0.4}
+    assert request["hints"] == hints.pixelData(4, 1, 4, 4)          # the photo's strokes go with them
+    assert "4 variations" in control.status and not fake_krita.QMessageBox.shown
+
+    thumbnails = control.variations.thumbnails(56)
+    assert len(thumbnails) == 4 and len({pixels for _, _, pixels in thumbnails}) == 4
+    assert thumbnails[2][:2] == (4, 4) and thumbnails[2][2][:3] == bytes([round(0.6 * 255)] * 3)
+
+    before = doc.names()
+    control.apply_variation(2)
+    assert before == ["photo", job.HINTS_NAME, "Top"]
+    assert doc.names() == ["photo", job.RESULT_NAME, job.HINTS_NAME, "Top"]   # as Colorize puts it
+    layer = doc.root.children[1]
+    assert layer.pixelData(4, 1, 4, 4) == control.variations.replies[2]["pixels"] == reply_for(request, 0.6)["pixels"]
+    control.apply_variation(0)                                       # another click replaces it
+    assert doc.names().count(job.RESULT_NAME) == 1
+    assert doc.root.children[1].pixelData(4, 1, 4, 4) == reply_for(request, 0.2)["pixels"]
+    assert "Variation 1 applied" in control.status
+
+    control.ask_variations(more=True)                                # the next ones
+    assert control.variations is None
+    _settle(control, lambda: control.variations is not None)
+    assert [r["seed"] for r in sent] == [0, 1] and sent[1]["variations"] == 4
+    control.ask_variations()                                         # back to the first ones
+    _settle(control, lambda: control.variations is not None)
+    assert sent[2]["seed"] == 0
+
+
+def test_the_variations_button_is_off_without_the_feature_or_the_learned_engine(glue):
+    app, control, sent = glue
+    doc, photo, hints = photo_doc()
+    app.docs, app.active = [doc], doc
+    control.set_settings(engine="learned")
+    control.runner.hello = {"features": ["reference", "partial"]}   # an older tinctd's hello
+    assert "older than variations" in control.variations_unavailable()
+    control.runner = live.Runner(lambda client_id: VariationsClient({"features": ["partial"]}, sent))
+    control.ask_variations()                                         # asked anyway: refused before sending
+    _settle(control, lambda: fake_krita.QMessageBox.shown)
+    assert "older than variations" in fake_krita.QMessageBox.shown[0] and not sent
+    assert control.variations is None and doc.names() == ["photo", job.HINTS_NAME, "Top"]
+    control.runner.hello = VARIATIONS_HELLO
+    assert control.variations_unavailable() is None
+    control.set_settings(engine="optimization")
+    assert "Learned engine" in control.variations_unavailable()
+    control.set_settings(engine="learned")
+    control.set_reference(("doc", "layer"))
+    assert "no reference" in control.variations_unavailable()
+
+
+def test_thumbnails_of_every_layout_and_sample():
+    """tinct_plugin.thumbnail: nearest pixels, fitted into the size, as RGBA u8 whatever tinctd answered."""
+    rgba = np.zeros((20, 40, 4), np.uint8)
+    rgba[:, 20:] = (10, 20, 30, 255)
+    rgba[:, :20] = (200, 100, 50, 128)
+    cases = {("RGBA", "u8"): rgba, ("BGRA", "u8"): rgba[..., [2, 1, 0, 3]],
+             ("RGBA", "u16"): rgba.astype(np.uint16) * 257, ("RGBA", "f32"): rgba.astype(np.float32) / 255,
+             ("RGB", "u8"): rgba[..., :3]}
+    for (layout, sample), pixels in cases.items():
+        width, height, data = tinct_plugin.thumbnail({"width": 40, "height": 20, "layout": layout, "sample": sample,
+                                                      "pixels": pixels.tobytes()}, 10)
+        got = np.frombuffer(data, np.uint8).reshape(height, width, 4)
+        assert (width, height) == (10, 5)
+        expected = rgba[2::4, 2::4].copy()
+        if layout == "RGB":
+            expected[..., 3] = 255
+        assert np.array_equal(got, expected), (layout, sample)
+    grey = tinct_plugin.thumbnail({"width": 2, "height": 1, "layout": "GRAYA", "sample": "u8",
+                                   "pixels": bytes((7, 255, 9, 0))}, 64)
+    assert grey == (2, 1, bytes((7, 7, 7, 255, 9, 9, 9, 0)))         # never enlarged
+
+
+def test_variations_are_refused_with_a_reference_before_anything_is_sent():
+    sent = []
+    client = VariationsClient(VARIATIONS_HELLO, sent)
+    with pytest.raises(tinct_plugin.ColorizeError, match="no reference"):
+        tinct_plugin.colorize(client, {"reference": b"x"}, variations=4, engine="learned", width=1)
+    with pytest.raises(tinct_plugin.ColorizeError, match="Learned engine"):
+        tinct_plugin.colorize(client, None, variations=4, engine="optimization", width=1)
+    assert not sent

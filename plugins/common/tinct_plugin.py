@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -24,6 +24,8 @@ ENGINES = ("optimization", "learned")
 DEFAULT_VIBRANCY = 0.65
 GUIDANCE_FEATURE = "reference"   # hello's `features` lists it when tinctd takes a reference and a palette
 MAX_PALETTE = 256                # colours in a palette (docs/protocol.md, Colour guidance)
+VARIATIONS_FEATURE = "variations"  # hello's `features` lists it when tinctd answers several colorizations
+VARIATIONS = 4                   # how many an editor asks for at a time: a row of thumbnails to choose from
 
 
 class ColorizeError(Exception):
@@ -153,12 +155,67 @@ def check_guidance(hello: dict, fields: dict[str, Any]) -> None:
                             "that, or start tinctd with a larger --max-megapixels.")
 
 
-def colorize(client: Any, guidance: dict[str, Any] | None = None, **request: Any) -> dict:
+def variations_unavailable(hello: dict | None, engine: str, referenced: bool = False) -> str | None:
+    """Why variations cannot be asked for (the sentence a disabled button's tooltip shows), or None.
+
+    They come from the learned engine without a reference photo (docs/protocol.md, Variations) and
+    from a tinctd whose `hello` lists the feature; without a hello yet (None) they are allowed, and
+    `colorize` asks tinctd before sending."""
+    if engine != "learned":
+        return "Variations come from the Learned engine; choose it to ask for some."
+    if referenced:
+        return "Variations take no reference photo; choose none as the reference to ask for some."
+    if hello is not None and VARIATIONS_FEATURE not in (hello.get("features") or ()):
+        return "This Tinct daemon is older than variations; update Tinct to ask for some."
+    return None
+
+
+@overload
+def colorize(client: Any, guidance: dict[str, Any] | None = None, *, variations: None = None,
+             **request: Any) -> dict: ...
+@overload
+def colorize(client: Any, guidance: dict[str, Any] | None = None, *, variations: int,
+             **request: Any) -> list[dict]: ...
+def colorize(client: Any, guidance: dict[str, Any] | None = None, *, variations: int | None = None,
+             **request: Any) -> dict | list[dict]:
     """`client.colorize(**request)` (a tinct_client.Client) with the colour `guidance`, once tinctd's
-    hello (the client's last, else a new one) says it takes it."""
+    hello (the client's last, else a new one) says it takes it, and `variations` (then a list of N
+    replies), once it says it makes them for this request."""
+    hello = (client.info or client.hello()) if guidance or variations else {}
     if guidance:
-        check_guidance(client.info or client.hello(), guidance)
-    return client.colorize(guidance=guidance, **request)
+        check_guidance(hello, guidance)
+    if variations is None:
+        return client.colorize(guidance=guidance, **request)
+    referenced = bool(guidance) and ("reference" in guidance or "swatches" in guidance)
+    reason = variations_unavailable(hello, request.get("engine", "optimization"), referenced)
+    if reason:
+        raise ColorizeError(reason)
+    return client.colorize(guidance=guidance, variations=variations, **request)
+
+
+# sample -> (memoryview format, the value of full intensity: None for floats in 0..1)
+_SAMPLES = {"u8": ("B", 255), "u16": ("H", 65535), "f32": ("f", None)}
+
+
+def thumbnail(reply: dict[str, Any], size: int) -> tuple[int, int, bytes]:
+    """A reply's layer scaled down to fit `size` x `size` (the nearest pixel, as small pictures to
+    choose from need no more) as (width, height, RGBA u8 bytes): any layout and sample tinctd answers."""
+    width, height, layout = int(reply["width"]), int(reply["height"]), reply["layout"]
+    code, full = _SAMPLES[reply["sample"]]
+    samples = memoryview(reply["pixels"]).cast("B").cast(code)
+    names = "GA" if layout == "GRAYA" else ("G" if layout == "GRAY" else layout)
+    order = [names.index(c) if c in names else names.index("G") for c in "RGB"]
+    alpha = names.index("A") if "A" in names else None
+    scale = min(1.0, size / max(width, height, 1))
+    w, h = max(1, round(width * scale)), max(1, round(height * scale))
+    out = bytearray()
+    for y in range(h):
+        row = min(height - 1, int((y + 0.5) * height / h)) * width
+        for x in range(w):
+            at = (row + min(width - 1, int((x + 0.5) * width / w))) * len(names)
+            values = [samples[at + i] for i in order] + [samples[at + alpha] if alpha is not None else full or 1.0]
+            out += bytes(min(255, max(0, round(v * 255 / (full or 1)))) for v in values)
+    return w, h, bytes(out)
 
 
 def engine_options(engine: str, vibrancy: float, quality: str | None = None) -> dict:

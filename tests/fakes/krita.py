@@ -227,3 +227,116 @@ class Document:
     def state(self):
         """Everything a failed Colorize must leave as it was."""
         return [(n.name(), n.uid, n.space, n.rgba.tobytes()) for n in self.root.childNodes()]
+
+
+# -- the Krita and PyQt5 classes controller.py uses, for driving the controller without Krita ---------------
+class Signal:
+    def __init__(self):
+        self.slots = []
+
+    def connect(self, slot):
+        self.slots.append(slot)
+
+    def emit(self, *args):
+        for slot in list(self.slots):
+            slot(*args)
+
+
+class pyqtSignal:  # noqa: N801 - PyQt5's name
+    """A class attribute that gives each object a Signal of its own."""
+
+    def __init__(self, *types):
+        self.name = None
+
+    def __set_name__(self, owner, name):
+        self.name = f"_signal_{name}"
+
+    def __get__(self, obj, owner):
+        return self if obj is None else obj.__dict__.setdefault(self.name, Signal())
+
+
+class QTimer:
+    later = []   # singleShot callbacks: the test runs them when it wants the event loop to turn
+
+    def __init__(self, parent=None):
+        self.timeout, self.active = Signal(), False
+
+    def setInterval(self, ms):
+        pass
+
+    def start(self):
+        self.active = True
+
+    def stop(self):
+        self.active = False
+
+    def isActive(self):
+        return self.active
+
+    @staticmethod
+    def singleShot(ms, slot):
+        QTimer.later.append(slot)
+
+
+class QMessageBox:
+    Warning, Ok = "warning", "ok"
+    shown = []   # the texts of the boxes opened
+
+    def __init__(self, icon, title, text, buttons, parent=None):
+        self.text = text
+
+    def setObjectName(self, name):
+        pass
+
+    def setAttribute(self, attribute):
+        pass
+
+    def open(self):
+        QMessageBox.shown.append(self.text)
+
+
+class Application:
+    """Krita.instance(): kritarc settings, the open documents and the active one, no window."""
+
+    def __init__(self, documents=()):
+        self.docs, self.active, self.kritarc = list(documents), None, {}
+        self.closing = Signal()
+
+    def readSetting(self, group, name, default):
+        return self.kritarc.get((group, name), default)
+
+    def writeSetting(self, group, name, value):
+        self.kritarc[(group, name)] = value
+
+    def notifier(self):
+        return type("Notifier", (), {"applicationClosing": self.closing})()
+
+    def activeDocument(self):
+        return self.active
+
+    def documents(self):
+        return list(self.docs)
+
+    def activeWindow(self):
+        return None
+
+    def resources(self, kind):
+        return {}
+
+
+def glue_modules(app):
+    """Stand-ins for the `krita` and PyQt5 modules controller.py imports, Krita.instance() being `app`."""
+    import types
+
+    krita = types.ModuleType("krita")
+    krita.Krita = type("Krita", (), {"instance": staticmethod(lambda: app)})
+    krita.ManagedColor = krita.Palette = object
+    core = types.ModuleType("PyQt5.QtCore")
+    core.QObject, core.QTimer, core.pyqtSignal = object, QTimer, pyqtSignal
+    core.Qt = type("Qt", (), {"WA_DeleteOnClose": 55})
+    gui = types.ModuleType("PyQt5.QtGui")
+    gui.QColor = object
+    widgets = types.ModuleType("PyQt5.QtWidgets")
+    widgets.QMessageBox = QMessageBox
+    return {"krita": krita, "PyQt5": types.ModuleType("PyQt5"), "PyQt5.QtCore": core, "PyQt5.QtGui": gui,
+            "PyQt5.QtWidgets": widgets}

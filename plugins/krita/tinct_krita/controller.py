@@ -59,6 +59,8 @@ class Controller(QObject):
         self.viewers = set()       # dockers on screen
         self.snapshot = None       # document.Hints as of the last settled change
         self.suggestions = []      # [(r, g, b)] for the spot last painted
+        self.variations = None     # job.Variations: the last ones asked for, to choose from
+        self.seed = 0              # theirs: "more" asks for the next
         self.status = ""
         self.timer = QTimer(self)
         self.timer.setInterval(POLL_MS)
@@ -94,19 +96,49 @@ class Controller(QObject):
     def colorize(self, live_mode: bool = False, hints: document.Hints | None = None) -> None:
         """Colorize the active photo; the answer is applied when it arrives.  Live requests for one
         photo supersede each other; one from the Filter menu always runs to the end."""
+        if self._request("colorize", live_mode, hints):
+            self._say(f"Colorizing with the {self.settings.engine} engine…")
+
+    def ask_variations(self, more: bool = False) -> None:
+        """Ask for tinct_plugin.VARIATIONS colorizations of the active photo to choose from (the
+        docker shows them; apply_variation applies one); `more`: the next seed's, else the first."""
+        seed = self.seed + 1 if more else 0
+        if self._request("variations", False, None, variations=tinct_plugin.VARIATIONS, seed=seed):
+            self.seed, self.variations = seed, None
+            self._say(f"Asking the {self.settings.engine} engine for {tinct_plugin.VARIATIONS} variations…")
+
+    def variations_unavailable(self) -> str | None:
+        """Why the docker's Variations button is off (its tooltip), or None when it is on."""
+        return tinct_plugin.variations_unavailable(self.runner.hello, self.settings.engine,
+                                                   self.settings.reference is not None)
+
+    def apply_variation(self, index: int) -> None:
+        """Apply the variation clicked as the Colorized layer, as a Colorize answer is applied."""
+        choice = self.variations
+        if choice is None or not 0 <= index < len(choice.replies):
+            return
+        if _find_doc(choice.doc_key) is None:
+            self.fail(job.ColorizeError("The photo's document was closed; open it and ask for variations again."))
+            return
+        if self._apply(choice.doc_key, choice.target, choice.replies[index], False):
+            self._say(f"Variation {index + 1} applied as the {job.RESULT_NAME} layer.")
+
+    def _request(self, kind: str, live_mode: bool, hints: document.Hints | None, **extra) -> bool:
+        """Send a colorize for the active photo (with `extra` fields), tagged `kind`; False if it failed."""
         app = Krita.instance()
         doc = app.activeDocument()
         try:
             kwargs, target = document.prepare(doc, self.settings, live_mode, hints, app.documents(),
                                               self._palette_colours())
-            self.runner.submit("colorize", kwargs, document=target.source if live_mode else None,
-                               tag=("colorize", _doc_key(doc), target, live_mode, time.monotonic()),
-                               partial=live_mode)
+            superseding = {"colorize": target.source if live_mode else None,
+                           "variations": f"variations {target.source}"}[kind]
+            self.runner.submit("colorize", {**kwargs, **extra}, document=superseding,
+                               tag=(kind, _doc_key(doc), target, live_mode, time.monotonic()), partial=live_mode)
         except Exception as exc:
             self.fail(exc, quiet=live_mode)
-            return
-        self._say(f"Colorizing with the {self.settings.engine} engine…")
+            return False
         self._wake()
+        return True
 
     def add_hints_layer(self) -> None:
         doc = Krita.instance().activeDocument()
@@ -213,23 +245,34 @@ class Controller(QObject):
             self.changed.emit()
             return
         target, live_mode, started = outcome.tag[2:]
-        doc = _find_doc(doc_key)
-        if doc is None:
-            return  # closed meanwhile: nothing to show it on
-        active = doc.activeNode()
-        try:
-            document.apply(doc, target, outcome.result, in_place=live_mode)
-        except Exception as exc:
-            self.fail(exc, quiet=live_mode)
+        if kind == "variations":
+            self.variations = job.Variations(doc_key, target, list(outcome.result))
+            self._say(f"{len(self.variations.replies)} variations in {time.monotonic() - started:.1f} s: "
+                      "click one to apply it.")
             return
-        if active is not None and document.find_node(doc, document.key(active)) is not None:
-            # Krita makes a new layer the active one; painting goes on where it was
-            QTimer.singleShot(0, lambda: doc.setActiveNode(active))
+        if not self._apply(doc_key, target, outcome.result, live_mode):
+            return
         engine = outcome.result.get("engine", self.settings.engine)
         if outcome.partial:
             self._say(f"Colorizing with the {engine} engine… (a quick look in {time.monotonic() - started:.1f} s)")
         else:
             self._say(f"Colorized with the {engine} engine in {time.monotonic() - started:.1f} s.")
+
+    def _apply(self, doc_key, target, reply, live_mode):
+        """Write an answer into its photo's Colorized layer (document.apply); False if it could not."""
+        doc = _find_doc(doc_key)
+        if doc is None:
+            return False  # closed meanwhile: nothing to show it on
+        active = doc.activeNode()
+        try:
+            document.apply(doc, target, reply, in_place=live_mode)
+        except Exception as exc:
+            self.fail(exc, quiet=live_mode)
+            return False
+        if active is not None and document.find_node(doc, document.key(active)) is not None:
+            # Krita makes a new layer the active one; painting goes on where it was
+            QTimer.singleShot(0, lambda: doc.setActiveNode(active))
+        return True
 
     def _look(self):
         """Notice changes to the active photo's hints layer; once they settle, suggest and colorize."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import formats, tinct_plugin
 from .tinct_plugin import ENGINES, HINTS_NAME, RESULT_NAME, ColorizeError
@@ -45,6 +45,20 @@ class Settings:
     reference: tuple[str, str] | None = None
     # steer the learned engine towards a palette: "" none, FOREGROUND_BACKGROUND, or a Krita palette's name
     palette: str = ""
+
+
+@dataclass(frozen=True)
+class Variations:
+    """Variations that came back, waiting for a click: the photo's document (its key), the
+    document.Target the layers are for and tinctd's replies, one layer each."""
+
+    doc_key: str
+    target: Any
+    replies: list[dict]
+
+    def thumbnails(self, size: int) -> list[tuple[int, int, bytes]]:
+        """Each layer scaled to fit `size` x `size`, RGBA u8 (tinct_plugin.thumbnail), for the docker's row."""
+        return [tinct_plugin.thumbnail(reply, size) for reply in self.replies]
 
 
 def advertised(settings: Settings, hello: dict | None) -> bool:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from krita import DockWidget, Krita
-from PyQt5.QtCore import Qt
+from PyQt5.QtCore import QSize, Qt
+from PyQt5.QtGui import QIcon, QImage, QPixmap
 from PyQt5.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -14,14 +15,16 @@ from PyQt5.QtWidgets import (
     QLabel,
     QPushButton,
     QSlider,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
-from . import job
+from . import job, tinct_plugin
 from .controller import controller
 
 DOCKER_ID = "tinct_docker"
+THUMBNAIL = 56   # px, a variation's thumbnail: four side by side fit the docker's width
 ENGINE_LABELS = {"optimization": "Optimization", "learned": "Learned"}
 
 
@@ -151,9 +154,62 @@ class ColorizeDialog(QDialog):
         layout.addWidget(buttons)
 
 
+class VariationsRow(QWidget):
+    """Variations: a button that asks the learned engine for several colorizations of the photo, a
+    row of their thumbnails (a click applies that one as the Colorized layer) and More, which asks
+    for the next ones."""
+
+    def __init__(self):
+        super().__init__()
+        self.control = controller()
+        self.ask = QPushButton("Variations", objectName="tinct_variations")
+        self.more = QPushButton("More", objectName="tinct_variations_more", enabled=False,
+                                toolTip="Ask for other variations")
+        self.thumbnails = [QToolButton(objectName=f"tinct_variation_{i}", enabled=False)
+                           for i in range(tinct_plugin.VARIATIONS)]
+        self.shown = None   # the job.Variations the thumbnails show
+        buttons, row = QHBoxLayout(), QHBoxLayout()
+        buttons.addWidget(self.ask)
+        buttons.addWidget(self.more)
+        row.setSpacing(2)
+        for i, button in enumerate(self.thumbnails):
+            button.setIconSize(QSize(THUMBNAIL, THUMBNAIL))
+            button.setFixedSize(THUMBNAIL + 6, THUMBNAIL + 6)
+            button.clicked.connect(lambda _=False, i=i: self.control.apply_variation(i))
+            row.addWidget(button)
+        row.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(buttons)
+        layout.addLayout(row)
+        self.ask.clicked.connect(lambda: self.control.ask_variations())
+        self.more.clicked.connect(lambda: self.control.ask_variations(more=True))
+
+    def show_state(self) -> None:
+        why_not = self.control.variations_unavailable()
+        self.ask.setEnabled(why_not is None)
+        self.ask.setToolTip(why_not or f"Ask the Learned engine for {tinct_plugin.VARIATIONS} colorizations of the "
+                                       "photo with your strokes; click one to apply it")
+        self.more.setEnabled(why_not is None and self.control.variations is not None)
+        if self.control.variations is self.shown:
+            return
+        self.shown = self.control.variations
+        pictures = self.shown.thumbnails(THUMBNAIL) if self.shown is not None else []
+        for i, button in enumerate(self.thumbnails):
+            if i < len(pictures):
+                width, height, rgba = pictures[i]
+                image = QImage(rgba, width, height, 4 * width, QImage.Format_RGBA8888).copy()
+                button.setIcon(QIcon(QPixmap.fromImage(image)))
+                button.setToolTip(f"Variation {i + 1}: apply it as the {job.RESULT_NAME} layer")
+            else:
+                button.setIcon(QIcon())
+                button.setToolTip("")
+            button.setEnabled(i < len(pictures))
+
+
 class TinctDocker(DockWidget):
-    """Engine, vibrancy, reference, palette, Live mode, suggested colours for the spot last painted,
-    and status."""
+    """Engine, vibrancy, reference, palette, Live mode, variations to choose from, suggested colours
+    for the spot last painted, and status."""
 
     def __init__(self):
         super().__init__()
@@ -165,6 +221,7 @@ class TinctDocker(DockWidget):
                               toolTip="Colorize again a moment after every stroke on the hints layer")
         add = QPushButton("Add Hints Layer", objectName="tinct_add_hints")
         run = QPushButton("Colorize", objectName="tinct_run")
+        self.variations = VariationsRow()
         self.swatches = [QPushButton(objectName=f"tinct_swatch_{i}", enabled=False) for i in range(job.SUGGESTIONS)]
         self.status = QLabel(wordWrap=True, objectName="tinct_status")
         buttons, row = QHBoxLayout(), QHBoxLayout()
@@ -180,6 +237,7 @@ class TinctDocker(DockWidget):
         layout.addWidget(self.form)
         layout.addWidget(self.live)
         layout.addLayout(buttons)
+        layout.addWidget(self.variations)
         layout.addWidget(QLabel("Suggested colours for the spot last painted:", wordWrap=True))
         layout.addLayout(row)
         layout.addWidget(self.status)
@@ -217,6 +275,7 @@ class TinctDocker(DockWidget):
         self.live.setChecked(self.control.settings.live)
         self.live.blockSignals(False)
         self.status.setText(self.control.status)
+        self.variations.show_state()
         for i, swatch in enumerate(self.swatches):
             colour = self.control.suggestions[i] if i < len(self.control.suggestions) else None
             swatch.setEnabled(colour is not None)
