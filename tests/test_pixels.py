@@ -173,3 +173,11 @@ def test_float64_takes_the_pytorch_path_and_strided_pixels_work():
     assert torch.allclose(pixels.lightness(d), lab.lightness(d.rgb), atol=2e-5)
     out = pixels.encode_lab(pixels.lightness(d), torch.zeros(2, 6, 8), d)
     assert out.flags.c_contiguous and out.shape == (6, 8, 3)
+
+
+def test_nan_colour_never_reads_outside_the_tables():
+    """A NaN from an engine must give some colour, not a crash: the 8-bit path indexes tables by value."""
+    d = pixels.decode(np.full((3, 4), 120, np.uint8))
+    ab = torch.full((2, 3, 4), float("nan"))
+    out = pixels.encode_lab(pixels.lightness(d), ab, d)
+    assert out.shape == (3, 4, 3) and out.dtype == np.uint8

@@ -6,6 +6,7 @@ what "lightness" and "colour" mean. The constants are scikit-image's (sRGB matri
 (what the GPU is fast at); float64 input stays float64 so measurements can match the reference
 protocol bit for bit.
 """
+import math
 from functools import cache
 
 import torch
@@ -62,11 +63,14 @@ def _linear_tables(levels):
 @cache
 def native_constants() -> tuple[torch.Tensor, torch.Tensor]:
     """For the native kernels, float32 on the CPU: Y's row of the RGB -> XYZ/white matrix (3,), and
-    XYZ/white -> RGB (9) followed by the linear values where 8-bit sRGB codes 1..255 begin (255):
-    the same numbers the PyTorch paths mix with, and the sRGB curve's rounding points."""
+    XYZ/white -> RGB (9) followed by where the sRGB curve rounds to each 8-bit code: the linear
+    values where codes 1..255 begin, then +inf (256), and the code at each linear value k / 4096
+    (4097; a bucket that narrow holds at most one start, even on the curve's steep dark end)."""
     xyz_from_rgb, rgb_from_xyz = _constants(torch.device("cpu"), torch.float32)
     starts = _srgb_to_linear((torch.arange(255, dtype=torch.float32) + 0.5) / 255)
-    return xyz_from_rgb[1].contiguous(), torch.cat([rgb_from_xyz.reshape(9), starts])
+    codes = torch.searchsorted(starts, torch.arange(4097, dtype=torch.float32) / 4096, right=True)
+    ends = torch.tensor([math.inf])
+    return xyz_from_rgb[1].contiguous(), torch.cat([rgb_from_xyz.reshape(9), starts, ends, codes.float()])
 
 
 def _float(x):

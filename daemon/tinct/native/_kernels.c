@@ -393,11 +393,12 @@ static inline int lab_linear(float *rgb, float L, float a, float b, const float 
 /* out (H, W, C) in depth (C = 3, or 4 with alpha (H, W) of the same depth copied in) = sRGB of
  * L (H, W) and ab (2, H, W), L clamped to 0..100; an out-of-gamut colour keeps its hue and L with
  * its chroma scaled by the largest of 16 bisection steps that fits (lab.lab_to_srgb_keep_l).
- * params: XYZ/white -> RGB (9), then the 255 linear values where 8-bit codes round up. */
+ * params: XYZ/white -> RGB (9); the linear values where 8-bit codes 1..255 begin, then +inf (256);
+ * the code at each of 4097 linear values k / 4096 (4097). */
 static void encode(void *out, const float *L, const float *ab, const float *params, const void *alpha,
                    Py_ssize_t nc, Py_ssize_t h, Py_ssize_t w, int depth, int threads) {
     const Py_ssize_t n = h * w;
-    const float *m = params, *steps8 = params + 9;
+    const float *m = params, *starts = params + 9, *below = params + 9 + 256;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (Py_ssize_t i = 0; i < n; i++) {
         const float l = L[i] < 0.f ? 0.f : (L[i] > 100.f ? 100.f : L[i]), a = ab[i], b = ab[n + i];
@@ -411,11 +412,10 @@ static void encode(void *out, const float *L, const float *ab, const float *para
             lab_linear(rgb, l, lo * a, lo * b, m);
         }
         for (int c = 0; c < 3; c++) {
-            const float v = rgb[c] < 0.f ? 0.f : (rgb[c] > 1.f ? 1.f : rgb[c]);
-            if (depth == U8) {  /* the code whose rounding interval holds v: 8 comparisons, no power */
-                int code = 0;
-                for (int step = 128; step; step >>= 1)  /* branch-free: the branches were a coin toss */
-                    code += step & -(int)(v >= steps8[code + step - 1]);
+            const float v = rgb[c] >= 0.f ? (rgb[c] <= 1.f ? rgb[c] : 1.f) : 0.f;  /* NaN -> 0: a safe index */
+            if (depth == U8) {  /* the code whose rounding interval holds v: a table look-up, no power */
+                int code = (int)below[(int)(v * 4096.f)];
+                code += v >= starts[code];  /* a 1/4096 bucket holds at most one code's start */
                 ((unsigned char *)out)[i * nc + c] = (unsigned char)code;
                 continue;
             }
@@ -486,7 +486,7 @@ ENTRY(dense, , dense(p[0], p[1], p[2], C, H, threads))
 /* lightness(L, src, table_or_0, y_row, 0, C, H, W, depth (0 uint8, 1 uint16, 2 float32), threads) */
 ENTRY(lightness, A_DEPTH if (C < 1 || C > 4) return PyErr_Format(PyExc_ValueError, "%zd channels", C);,
       lightness(p[0], p[1], p[2], p[3], C, H, W, flag, threads))
-/* encode(out, L, ab, params (9 + 255 float32), alpha_or_0, C (3 or 4), H, W, depth, threads) */
+/* encode(out, L, ab, params (9 + 256 + 4097 float32), alpha_or_0, C (3 or 4), H, W, depth, threads) */
 ENTRY(encode, A_DEPTH if (C != 3 && C != 4) return PyErr_Format(PyExc_ValueError, "%zd channels", C);,
       encode(p[0], p[1], p[2], p[3], p[4], C, H, W, flag, threads))
 

@@ -302,12 +302,13 @@ def encode(out: np.ndarray, L: torch.Tensor, ab: torch.Tensor, params: torch.Ten
            alpha: np.ndarray | None) -> np.ndarray:
     """out (H, W, 3 or 4) in the caller's depth = sRGB of L (H, W) and ab (2, H, W) with L kept
     (chroma scaled into the gamut, as lab.lab_to_srgb_keep_l), rounded half up to integers;
-    the fourth channel copies alpha (H, W, same depth).  params (264,) float32: XYZ/white -> RGB
-    (3 x 3), then the linear values at which 8-bit codes 1..255 begin.  CPU only (`cpu_pixels`)."""
+    the fourth channel copies alpha (H, W, same depth).  params float32: XYZ/white -> RGB (3 x 3),
+    the linear values at which 8-bit codes 1..255 begin, +inf, and the code at each linear value
+    k / 4096 (k = 0..4096; lab.native_constants).  CPU only (`cpu_pixels`)."""
     h, w = L.shape
     _check(out.shape[:2] == (h, w) and out.shape[2] in (3, 4), f"out is {out.shape}, not ({h}, {w}, 3 or 4)")
     _check(tuple(ab.shape) == (2, h, w), f"ab is {tuple(ab.shape)}, not (2, {h}, {w})")
-    _check(params.numel() == 9 + 255, "params: a 3 x 3 matrix and 255 code boundaries")
+    _check(params.numel() == 9 + 256 + 4097, "params: a 3 x 3 matrix, 256 code starts, 4097 codes")
     _check((alpha is not None) == (out.shape[2] == 4), "a fourth channel needs its alpha")
     if alpha is not None:
         _check(alpha.shape == (h, w) and alpha.dtype == out.dtype and alpha.flags.c_contiguous,
