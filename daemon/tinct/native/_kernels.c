@@ -311,10 +311,23 @@ static inline float between(Py_ssize_t at, int f, Py_ssize_t size, Py_ssize_t *k
     return p - *k0 > 1.f ? 1.f : p - *k0;
 }
 
+/* exp(-u) from a table of EXP_STEPS points per unit, linearly interpolated (relative error below
+ * 1e-5: four expf a pixel were most of a 12 MP upsample); 0 from EXP_MAX on and for NaN, 1 below 0. */
+#define EXP_STEPS 128
+#define EXP_MAX 60
+static inline float decay(const float *table, float u) {
+    if (!(u < (float)EXP_MAX)) return 0.f;
+    const float p = u > 0.f ? u * EXP_STEPS : 0.f;
+    const int k = (int)p;
+    return table[k] + (p - k) * (table[k + 1] - table[k]);
+}
+
 static void upsample(float *out, const float *small, const float *guide, const float *guide_small,
                      const float *params, Py_ssize_t nc, Py_ssize_t H, Py_ssize_t W, int f, int threads) {
     const Py_ssize_t h = (H + f - 1) / f, w = (W + f - 1) / f, n = H * W, m = h * w;
     const float range = params[0];
+    float table[EXP_MAX * EXP_STEPS + 2];
+    for (int k = 0; k < EXP_MAX * EXP_STEPS + 2; k++) table[k] = expf(-(float)k / EXP_STEPS);
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (Py_ssize_t y = 0; y < H; y++) {
         Py_ssize_t i0, i1;
@@ -328,7 +341,7 @@ static void upsample(float *out, const float *small, const float *guide, const f
             float wt[4], total = 0.f;
             for (int k = 0; k < 4; k++) {
                 const float d = g - guide_small[q[k]];
-                wt[k] = lin[k] * expf(-d * d * range);
+                wt[k] = lin[k] * decay(table, d * d * range);
                 total += wt[k];
             }
             if (!(total > 1e-20f)) {
