@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tinct_krita import tinct_plugin  # plugins/common, laid out as installed by tests/conftest.py
 
 from daemon_fixture import RunningDaemon
 from editor_scene import (
@@ -73,6 +74,7 @@ BURST = [((200, 190, 60), 170, 20, 30), ((200, 190, 60), 170, 26, 30), ((200, 19
 BURST_GAP, DEBOUNCE = 0.08, 0.3
 ALPHA_PATCHES = [(10, 60, 20, 15, 0), (40, 60, 20, 15, 128)]   # (x, y, w, h, alpha) on the float photo
 GUIDED_VIBRANCY = 65                     # the slider where the reference and palette runs leave it, %
+THUMBNAIL = 56                           # px, the docker's variation thumbnails (tinct_krita.widgets)
 
 
 class Host:
@@ -181,7 +183,16 @@ def _references(client, photo8, photo16):
     point = (x + (length - 1) // 2, y + 1)   # the centre of the stroke: where the user last painted
     suggested = client.suggest(width=W, height=H, layout="RGB", sample="u8", pixels=photo8.tobytes(),
                                hints=hints().tobytes(), x=point[0], y=point[1], k=8)
-    return {"reference": guided(referenced), "swatch": guided(swatch_guidance("BGRA")),
+    def variations(seed):
+        """The learned engine's variations of the photo without strokes at 100 % (where the driver asks)."""
+        return client.colorize(width=W, height=H, layout="BGRA", sample="u8", pixels=_as_krita(photo8),
+                               engine="learned", options={"quality": "final", "vibrancy": 1.0}, variations=4,
+                               seed=seed)
+
+    first, more = variations(0), variations(1)
+    return {"variations": [np.frombuffer(r["pixels"], np.uint8).reshape(H, W, 4)[..., 2::-1] for r in first],
+            "variation_thumbnails": [tinct_plugin.thumbnail(r, THUMBNAIL) for r in first + more],
+            "reference": guided(referenced), "swatch": guided(swatch_guidance("BGRA")),
             "reference_learned": guided(referenced, engine="learned", vibrancy=vibrancy),
             "palette": guided({"palette": [list(c) for c in PALETTE]}, engine="learned", vibrancy=vibrancy),
             "learned_alone": guided(None, engine="learned", vibrancy=vibrancy),
@@ -528,6 +539,39 @@ def test_palette_from_one_of_kritas_palettes(krita):
     assert_lightness_kept(result, krita.photo8)
     assert np.abs(result.astype(int) - krita.references["krita_palette"].astype(int)).max() <= 1
     assert np.abs(result.astype(int) - krita.references["learned_alone"].astype(int)).mean() > 1
+
+
+def _thumbnail(krita, shown):
+    width, height = shown["size"]
+    return np.fromfile(krita.work / shown["file"], np.uint8).reshape(height, width, 4).astype(int)
+
+
+def test_variations_show_four_thumbnails_and_a_click_applies_that_one(krita):
+    """The docker's Variations button (off, with its reason, for the optimization engine) asks tinctd for
+    four colorizations of the photo: four distinct thumbnails, each tinctd's own layer scaled down; a
+    click on the third makes it the Colorized layer, as tinctd answers the host for that variation; More
+    shows the next seed's (the first of each being the ordinary answer)."""
+    record = krita.steps["variations"]
+    assert record["error"] is None
+    assert record["optimization"] == [False, record["optimization"][1]] and "Learned" in record["optimization"][1]
+    assert record["learned"] == [True, False, [False] * 4]   # nothing to choose from yet
+    expected = [np.frombuffer(pixels, np.uint8).reshape(height, width, 4).astype(int)
+                for width, height, pixels in krita.references["variation_thumbnails"]]
+    first, more = record["first"], record["more"]
+    assert len({shown["md5"] for shown in first}) == 4 and record["more_enabled"]
+    for shown, want in zip(first + more, expected):
+        assert shown["size"] == [want.shape[1], want.shape[0]]
+        assert np.abs(_thumbnail(krita, shown) - want).max() <= 1
+    assert not {shown["md5"] for shown in more[1:]} & {shown["md5"] for shown in first}
+    assert record["while_asking"] == [False] * 4
+
+    assert _names(record) == _names(record, "before") == ["Colorized", "photo"]
+    assert _layer(record, "Colorized")["id"] != _layer(record, "Colorized", "before")["id"]
+    assert "Variation 3 applied" in record["status"]
+    result = _raw(krita, record["dump"])[..., :3]
+    assert_lightness_kept(result, krita.photo8)
+    applied = [np.abs(result.astype(int) - variation).max() for variation in krita.references["variations"]]
+    assert applied[2] <= 1 and min(applied[:2] + applied[3:]) > 2   # the third, and no other
 
 
 def test_daemon_stopped_is_a_clear_error_and_changes_nothing(krita):

@@ -19,8 +19,17 @@ import traceback
 
 from krita import Extension, InfoObject, Krita, ManagedColor, Palette, Selection
 from PyQt5.QtCore import QTimer
-from PyQt5.QtGui import QColor
-from PyQt5.QtWidgets import QApplication, QCheckBox, QComboBox, QDockWidget, QLabel, QPushButton, QSlider
+from PyQt5.QtGui import QColor, QImage
+from PyQt5.QtWidgets import (
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QDockWidget,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QToolButton,
+)
 
 WORK = os.environ.get("TINCT_KRITA_TEST")
 SRGB = "sRGB-elle-V2-srgbtrc.icc"
@@ -257,6 +266,52 @@ class Driver(Extension):
         record["active"] = doc.activeNode().name()
         return record
 
+    def thumbnails(self, buttons, name):
+        """The thumbnails the docker's variation buttons show, written as RGBA u8 to WORK/NAME-I.rgba."""
+        shown = []
+        for i, button in enumerate(buttons):
+            image = button.icon().pixmap(button.iconSize()).toImage().convertToFormat(QImage.Format_RGBA8888)
+            data = bytes(image.constBits().asstring(image.sizeInBytes()))
+            with open(os.path.join(WORK, f"{name}-{i}.rgba"), "wb") as f:
+                f.write(data)
+            shown.append({"file": f"{name}-{i}.rgba", "size": [image.width(), image.height()],
+                          "md5": hashlib.md5(data).hexdigest()})
+        return shown
+
+    def variations(self, docker, doc):
+        """The docker's Variations button: off for the optimization engine, then four thumbnails for
+        the learned one; a click on the third applies it; More shows the next four."""
+        ask = docker.findChild(QPushButton, "tinct_variations")
+        more = docker.findChild(QPushButton, "tinct_variations_more")
+        buttons = [docker.findChild(QToolButton, f"tinct_variation_{i}") for i in range(4)]
+        engine = docker.findChild(QComboBox, "tinct_engine")
+        engine.setCurrentIndex(engine.findData("optimization"))
+        record = {"optimization": [ask.isEnabled(), ask.toolTip()]}
+        engine.setCurrentIndex(engine.findData("learned"))
+        record["learned"] = [ask.isEnabled(), more.isEnabled(), [b.isEnabled() for b in buttons]]
+        started = time.monotonic()
+        ask.click()
+        yield (lambda: all(b.isEnabled() for b in buttons) or error_boxes(), 120, "four variations")
+        record["seconds"], record["error"] = round(time.monotonic() - started, 2), None
+        for box in error_boxes():   # told in the record; the steps after this one still run
+            record["error"] = box.text()
+            box.close()
+            return record
+        record["first"] = self.thumbnails(buttons, "variations")
+        record["more_enabled"] = more.isEnabled()
+        record["before"], previous = layers(doc), result_id(doc)
+        buttons[2].click()
+        yield (lambda: result_id(doc) != previous or error_boxes(), 10, "the third variation applied")
+        yield from self.pause(0.3)
+        record.update(after=layers(doc), active=doc.activeNode().name(),
+                      status=docker.findChild(QLabel, "tinct_status").text(),
+                      dump=dump(doc, "variation", rect(node(doc, "photo"))))
+        more.click()
+        record["while_asking"] = [b.isEnabled() for b in buttons]
+        yield (lambda: all(b.isEnabled() for b in buttons) or error_boxes(), 120, "four more variations")
+        record["more"] = self.thumbnails(buttons, "variations-more")
+        return record
+
     def open_photo(self, name):
         app = Krita.instance()
         app.setBatchmode(True)  # else a 16-bit PNG opens a modal dialog; the plugin's own dialogs need it off
@@ -425,6 +480,7 @@ class Driver(Extension):
         for name, vibrancy in (("muted", 0), ("bold", 100)):
             steps[name] = yield from self.colorize(doc, "learned", vibrancy)
             steps[name]["dump"] = dump(doc, name, rect(node(doc, "photo")))
+        steps["variations"] = yield from self.variations(docker, doc)
 
         # colour guidance: the reference a layer of another open document, picked in the docker; then
         # no reference and the palette of the foreground and background colours
