@@ -9,7 +9,8 @@
 Triton compiles it to PTX (sm_80: Ampere, A100; sm_90: Hopper, H100/H200) and Triton's own ptxas (the
 one for PTX ISA 9.x, ptxas-blackwell) assembles that and reports registers and spills.  One row per
 kernel and target: registers per thread, spill bytes (stores + loads), shared memory, warps, and the
-kernel's DRAM bytes per fine pixel for the a and b channels (C = 2).  Exit status 1 when any kernel
+kernel's DRAM bytes per fine pixel for the a and b channels (C = 2); for the pixel kernels at the two
+ends of a job (lightness, encode: one build per depth), per pixel of an RGB photo.  Exit status 1 when any kernel
 fails to compile or spills.  No GPU or driver is touched.
 
 --bandwidth MP: each kernel once warmed up, then timed with CUDA events (median of 20) on an MP
@@ -72,7 +73,8 @@ def build(name: str, arch: str) -> dict:
     try:
         signature = {**spec.signature, **{key: "constexpr" for key in spec.constexprs}}
         source = ASTSource(fn=spec.fn, signature=signature, constexprs=spec.constexprs)
-        compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32), options={"num_warps": spec.warps})
+        options = {"num_warps": spec.warps, "enable_fp_fusion": spec.fp_fusion}
+        compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32), options=options)
         with tempfile.TemporaryDirectory() as tmp:
             ptx = Path(tmp) / "k.ptx"
             ptx.write_text(compiled.asm["ptx"])
@@ -134,8 +136,10 @@ def _median_ms(fn, repeats: int = 20) -> float:
 
 def bandwidth(mp: float) -> int:
     """Each kernel's time and implied GB/s on an mp-megapixel grid (odd sides, C = 2)."""
+    import numpy as np
     import torch
 
+    from tinct.color import lab
     from tinct.native import kernels
     from tinct.native.triton_kernels import KERNELS
 
@@ -165,6 +169,14 @@ def bandwidth(mp: float) -> int:
         "combine (8 vectors)": lambda: kernels.combine(out, vs, coef),
         "affinities": lambda: kernels.affinities(torch.empty(8, side, side, device=dev), y, params),
     }
+    y_row, code_points = (t.to(dev) for t in lab.native_constants())
+    L = torch.rand(side, side, device=dev, generator=g) * 100
+    ab = torch.randn(2, side, side, device=dev, generator=g) * 40  # some colours out of the gamut
+    for name, dtype in (("uint8", np.uint8), ("uint16", np.uint16), ("float32", np.float32)):
+        rgb = kernels.to_device(photo_pixels(side, dtype), dev)
+        table = None if dtype == np.float32 else lab.linear_table(np.iinfo(dtype).max + 1).to(dev)
+        runs[f"lightness ({name} RGB)"] = lambda rgb=rgb, table=table: kernels.lightness(y, rgb, table, y_row)
+        runs[f"encode ({name} RGB)"] = lambda rgb=rgb: kernels.encode(torch.empty_like(rgb), L, ab, code_points, None)
     pixels = side * side
     copy_ms = _median_ms(lambda: out.copy_(x))
     print(f"{torch.cuda.get_device_name()}, {side}x{side} ({pixels / 1e6:.1f} MP), C = {CHANNELS}; "
@@ -176,6 +188,16 @@ def bandwidth(mp: float) -> int:
         moved = (spec.fixed + CHANNELS * spec.per_channel) * pixels
         print(f"{name:<{width}}  {ms:7.3f}  {spec.fixed + CHANNELS * spec.per_channel:5g}  {moved / ms / 1e6:6.0f}")
     return 0
+
+
+def photo_pixels(side: int, dtype):
+    """A side x side RGB photo's pixels in dtype (uint8, uint16, float32), noise over the full range."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    if dtype == np.float32:
+        return rng.random((side, side, 3), dtype=np.float32)
+    return rng.integers(0, np.iinfo(dtype).max, (side, side, 3), endpoint=True, dtype=dtype)
 
 
 def photo(mp: float):

@@ -14,9 +14,10 @@ Bytes per pixel (`BYTES`, in each docstring): DRAM traffic per fine pixel of one
 whole image for C channels, counting every 32-byte sector a kernel touches once (neighbour reads
 and a second channel's couplings come from L1/L2).  Coarse-grid arrays count at a quarter.
 """
-# pyright: reportArgumentType=false, reportCallIssue=false, reportGeneralTypeIssues=false
+# pyright: reportArgumentType=false, reportCallIssue=false, reportGeneralTypeIssues=false, reportOperatorIssue=false
 # (Triton code is Python in syntax only: a launch passes plain values for tl.constexpr parameters and
-# launch options such as num_warps, and tl.range / tl.static_range loops exist only when compiled)
+# launch options such as num_warps, tl.range / tl.static_range loops exist only when compiled, and a
+# block's reduction compares as a scalar)
 from __future__ import annotations
 
 import os
@@ -293,6 +294,123 @@ def affinities_kernel(wt, y, h, w, scale, min_var, floor_, inv_log100, BH: tl.co
     tl.store(wt + 7 * n + r, e7 / total, mask=inside)
 
 
+
+# The two ends of every job (`_kernels.c`'s lightness and encode), one pass each over contiguous pixels.
+# Compiled without fused multiply-adds (PIXEL_OPTIONS), so apart from cbrtf and powf every operation rounds
+# as the C loop's does: 8-bit codes come out the same bits as on the CPU.  cbrtf and powf are exp2(y log2 x)
+# here (Triton's interpreter has no libdevice): a few ulps from the C library's, hence the tolerances on L,
+# on 16-bit codes (one code) and on float32 output.
+PIXEL_BLOCK = 512
+PIXEL_OPTIONS = {"num_warps": 4, "enable_fp_fusion": False}
+U8, U16, F32 = 0, 1, 2  # depths, as `_kernels.c`; 16-bit pixels travel as int16 with the same bits
+
+
+@triton.jit
+def _pow(x, y):
+    """x ** y for x > 0."""
+    return tl.exp2(y * tl.log2(x))
+
+
+@triton.jit
+def _decoded(src, k, table, mask, DEPTH: tl.constexpr):
+    """The linear value of sample k: a table entry for integer codes, the sRGB curve for float32."""
+    v = tl.load(src + k, mask=mask, other=0)
+    if DEPTH == 0:
+        return tl.load(table + v.to(tl.int32), mask=mask, other=0.0)
+    elif DEPTH == 1:
+        return tl.load(table + (v.to(tl.int32) & 0xFFFF), mask=mask, other=0.0)
+    else:
+        curve = _pow(tl.math.div_rn(tl.maximum(v, 0.04045) + 0.055, 1.055), 2.4)
+        return tl.where(v > 0.04045, curve, tl.math.div_rn(v, 12.92))
+
+
+@triton.jit
+def lightness_kernel(out, src, table, y_row, nc, n, DEPTH: tl.constexpr, BLOCK: tl.constexpr):
+    """out (H, W) = Lab L of src (H, W, C), C = 1, 2 (grey; alpha ignored) or 3, 4 (RGB).
+    BYTES = 4 + C x the sample's bytes (the decoding table stays in cache)."""
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    inside = i < n
+    colour = i < (nc >= 3).to(tl.int32) * n  # a block, not inside & a scalar (the interpreter's loads refuse those)
+    k = i * nc
+    w0, w1, w2 = tl.load(y_row), tl.load(y_row + 1), tl.load(y_row + 2)
+    first = _decoded(src, k, table, inside, DEPTH)
+    second, third = _decoded(src, k + 1, table, colour, DEPTH), _decoded(src, k + 2, table, colour, DEPTH)
+    mixed = w0 * first + w1 * second + w2 * third
+    y = tl.where(colour, mixed, (w0 + w1 + w2) * first)
+    f = tl.where(y > 0.008856, _pow(tl.maximum(y, 0.008856), 1.0 / 3.0), 7.787 * y + 16.0 / 116.0)
+    tl.store(out + i, 116.0 * f - 16.0, mask=inside)
+
+
+@triton.jit
+def _cube_or_linear(f):
+    # C compares with the double 0.2068966, just below this float32: f > that double is f >= this float
+    return tl.where(f >= 0.2068966, f * f * f, (f - 16.0 / 116.0) * (1.0 / 7.787))
+
+
+@triton.jit
+def _lab_linear(light, a, b, m):
+    """Linear RGB of (light, a, b) with m = XYZ/white -> RGB, and whether it lies inside 0..1."""
+    fy = (light + 16.0) * (1.0 / 116.0)
+    t0 = _cube_or_linear(a * (1.0 / 500.0) + fy)
+    t1 = _cube_or_linear(fy)
+    t2 = _cube_or_linear(fy - b * (1.0 / 200.0))
+    r = tl.load(m) * t0 + tl.load(m + 1) * t1 + tl.load(m + 2) * t2
+    g = tl.load(m + 3) * t0 + tl.load(m + 4) * t1 + tl.load(m + 5) * t2
+    bl = tl.load(m + 6) * t0 + tl.load(m + 7) * t1 + tl.load(m + 8) * t2
+    return r, g, bl, (r >= 0.0) & (r <= 1.0) & (g >= 0.0) & (g <= 1.0) & (bl >= 0.0) & (bl <= 1.0)
+
+
+@triton.jit
+def _store_code(dst, v, steps, mask, DEPTH: tl.constexpr):
+    """One channel of linear value v, clamped, in the output's depth: 8-bit codes by the search of the
+    curve's 255 rounding points (steps), 16-bit rounded half up, float32 as is."""
+    v = tl.where(v < 0.0, 0.0, tl.where(v > 1.0, 1.0, v))
+    if DEPTH == 0:
+        code = tl.zeros(v.shape, tl.int32)
+        for bit in tl.static_range(8):
+            step = 128 >> bit
+            code += tl.where(v >= tl.load(steps + code + (step - 1), mask=mask, other=2.0), step, 0)
+        tl.store(dst, code.to(tl.uint8), mask=mask)
+    else:
+        e = tl.where(v > 0.0031308, 1.055 * _pow(tl.maximum(v, 0.0031308), 1.0 / 2.4) - 0.055, v * 12.92)
+        e = tl.where(e < 0.0, 0.0, tl.where(e > 1.0, 1.0, e))
+        if DEPTH == 1:
+            tl.store(dst, tl.floor(e * 65535.0 + 0.5).to(tl.int32).to(tl.int16), mask=mask)
+        else:
+            tl.store(dst, e, mask=mask)
+
+
+@triton.jit
+def encode_kernel(out, L, ab, params, alpha, nc, n, DEPTH: tl.constexpr, BLOCK: tl.constexpr):
+    """out (H, W, C) = sRGB of L (H, W) and ab (2, H, W) with L kept, C = 3, or 4 with alpha (H, W)
+    copied; params: XYZ/white -> RGB (9), then the 255 linear values where 8-bit codes begin.  A block
+    with an out-of-gamut pixel bisects its chroma (16 steps, all its pixels, the in-gamut ones' results
+    discarded).  BYTES = 12 + 3 x the sample's bytes (+ 2 x with alpha)."""
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    inside = i < n
+    light = tl.load(L + i, mask=inside, other=0.0)
+    light = tl.where(light < 0.0, 0.0, tl.where(light > 100.0, 100.0, light))
+    a = tl.load(ab + i, mask=inside, other=0.0)
+    b = tl.load(ab + n + i, mask=inside, other=0.0)
+    r, g, bl, fits = _lab_linear(light, a, b, params)
+    outside = inside & ~fits
+    if tl.max(outside.to(tl.int32), axis=0) > 0:
+        lo = tl.zeros((BLOCK,), tl.float32)
+        hi = lo + 1.0
+        for _ in range(16):
+            mid = (lo + hi) * 0.5
+            _r, _g, _b, ok = _lab_linear(light, mid * a, mid * b, params)
+            lo = tl.where(ok, mid, lo)
+            hi = tl.where(ok, hi, mid)
+        sr, sg, sb, _ok = _lab_linear(light, lo * a, lo * b, params)
+        r, g, bl = tl.where(outside, sr, r), tl.where(outside, sg, g), tl.where(outside, sb, bl)
+    k = i * nc
+    _store_code(out + k, r, params + 9, inside, DEPTH)
+    _store_code(out + k + 1, g, params + 9, inside, DEPTH)
+    _store_code(out + k + 2, bl, params + 9, inside, DEPTH)
+    with_alpha = i < (nc == 4).to(tl.int32) * n
+    tl.store(out + k + 3, tl.load(alpha + i, mask=with_alpha), mask=with_alpha)
+
 def _tiles(h: int, w: int, col_step: int = 1, row_step: int = 1) -> tuple[int, int]:
     return triton.cdiv(triton.cdiv(w, col_step), BW), triton.cdiv(triton.cdiv(h, row_step), BH)
 
@@ -358,6 +476,20 @@ def affinities(out: torch.Tensor, lightness: torch.Tensor, scale: float, min_var
                                     num_warps=WARPS)
 
 
+
+def lightness(out: torch.Tensor, src: torch.Tensor, table: torch.Tensor | None, y_row: torch.Tensor, nc: int,
+              depth: int) -> None:
+    n = out.numel()
+    lightness_kernel[(triton.cdiv(n, PIXEL_BLOCK),)](out, src, y_row if table is None else table, y_row, nc, n,
+                                                     DEPTH=depth, BLOCK=PIXEL_BLOCK, **PIXEL_OPTIONS)
+
+
+def encode(out: torch.Tensor, L: torch.Tensor, ab: torch.Tensor, params: torch.Tensor, alpha: torch.Tensor | None,
+           depth: int) -> None:
+    n = L.numel()
+    encode_kernel[(triton.cdiv(n, PIXEL_BLOCK),)](out, L, ab, params, out if alpha is None else alpha,
+                                                  out.shape[-1], n, DEPTH=depth, BLOCK=PIXEL_BLOCK, **PIXEL_OPTIONS)
+
 class Spec(NamedTuple):
     """A kernel as benchmarks/kernels.py compiles it ahead of time, with its DRAM bytes per fine pixel
     (`fixed` + `per_channel` x C, as in its docstring)."""
@@ -367,6 +499,7 @@ class Spec(NamedTuple):
     fixed: float
     per_channel: float
     warps: int = 4
+    fp_fusion: bool = True
 
 
 _P, _I, _F = "*fp32", "i32", "fp32"
@@ -392,3 +525,21 @@ KERNELS: dict[str, Spec] = {
     "affinities": Spec(affinities_kernel, dict(wt=_P, y=_P, h=_I, w=_I, scale=_F, min_var=_F, floor_=_F,
                                                inv_log100=_F), _TILE, 36, 0, WARPS),
 }
+
+def _pixel_kernels() -> dict[str, Spec]:
+    """The pixel kernels, one build per depth; their bytes are an RGB photo's (C = 3 samples a pixel,
+    not the solver's C)."""
+    specs = {}
+    for name, (depth, kind, size) in {"uint8": (U8, "*u8", 1), "uint16": (U16, "*i16", 2),
+                                      "float32": (F32, _P, 4)}.items():
+        constexprs = {"DEPTH": depth, "BLOCK": PIXEL_BLOCK}
+        specs[f"lightness ({name} RGB)"] = Spec(
+            lightness_kernel, dict(out=_P, src=kind, table=_P, y_row=_P, nc=_I, n=_I), constexprs, 4 + 3 * size,
+            0, fp_fusion=False)
+        specs[f"encode ({name} RGB)"] = Spec(
+            encode_kernel, dict(out=kind, L=_P, ab=_P, params=_P, alpha=kind, nc=_I, n=_I), constexprs, 12 + 3 * size,
+            0, fp_fusion=False)
+    return specs
+
+
+KERNELS.update(_pixel_kernels())
