@@ -12,6 +12,7 @@ division round differently, hence the tolerances.
 import os
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -22,6 +23,8 @@ if not CUDA:
     os.environ["TRITON_INTERPRET"] = "1"
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9 warns when the default is left implicit
 
+import tinct  # noqa: E402
+from tinct.color import lab, pixels  # noqa: E402
 from tinct.engines.optimization import graphs, krylov, levin, multigrid  # noqa: E402
 from tinct.engines.optimization.multigrid import Prolongation  # noqa: E402
 from tinct.engines.optimization.stencil import Stencil  # noqa: E402
@@ -178,6 +181,95 @@ def test_whole_solves_through_triton_match_the_c_kernels(triton, monkeypatch, qu
         torch.testing.assert_close(out.cpu(), ref, atol=levin.ERROR_TOL["final"], rtol=0)
 
 
+PIXEL_SIZE = (29, 47)  # 1363 pixels: three blocks of 512, the last one partial
+DEPTHS = [np.uint8, np.uint16, np.float32]
+
+
+def caller_pixels(dtype, channels: int, seed: int) -> np.ndarray:
+    """An editor's pixels: every code of the depth likely, the extremes included."""
+    rng = np.random.default_rng(seed)
+    shape = (*PIXEL_SIZE, channels)
+    if np.dtype(dtype).kind == "u":
+        image = rng.integers(0, np.iinfo(dtype).max, shape, endpoint=True).astype(dtype)
+        image[0, :2] = [[0], [np.iinfo(dtype).max]]
+    else:
+        image = rng.random(shape).astype(dtype)
+        image[0, :2] = [[0.0], [1.0]]
+    return image
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+@pytest.mark.parametrize("dtype", DEPTHS)
+def test_lightness_of_the_callers_pixels(triton, monkeypatch, dtype, channels):
+    """Lab L straight from the caller's pixels (moved in their own width) against the C loop.  Within 1e-4 of
+    L's 0..100: cbrtf (and powf for float32) are exp2(y log2 x) in the Triton kernel, a few ulps away."""
+    image = caller_pixels(dtype, channels, seed=channels)
+    y_row, _ = lab.native_constants()
+    table = lab.linear_table(np.iinfo(dtype).max + 1) if np.dtype(dtype).kind == "u" else None
+    ref = c_path(monkeypatch, lambda: kernels.lightness(torch.empty(PIXEL_SIZE), image, table, y_row))
+    src = kernels.to_device(image, DEVICE)
+    assert src.dtype == kernels.TRAVELS_AS[image.dtype] and src.element_size() == image.itemsize
+    table_there = None if table is None else table.to(DEVICE)
+    fast = kernels.lightness(torch.empty(PIXEL_SIZE, device=DEVICE), src, table_there, y_row.to(DEVICE))
+    torch.testing.assert_close(fast.cpu(), ref, rtol=0, atol=1e-4)
+
+
+def lab_answer(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """L a little past 0..100 (clamped), and a, b from grey to far outside the gamut (bisected)."""
+    gen = torch.Generator().manual_seed(seed)
+    L = torch.rand(PIXEL_SIZE, generator=gen) * 110 - 5
+    ab = torch.randn(2, *PIXEL_SIZE, generator=gen) * 60
+    ab[:, :3] = 0  # grey rows
+    return L, ab
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("dtype", DEPTHS)
+def test_encode_into_the_callers_depth(triton, monkeypatch, dtype, channels):
+    """sRGB with L kept, written in the caller's depth, against the C loop.  8-bit: the same codes (no fused
+    multiply-adds, the same rounding points).  16-bit: within one code, float32: within 1e-6, since
+    powf is exp2(y log2 x) here.  Alpha: copied bit for bit."""
+    L, ab = lab_answer(seed=channels)
+    _, params = lab.native_constants()
+    alpha = caller_pixels(dtype, 1, seed=9)[..., 0] if channels == 4 else None
+    ref = c_path(monkeypatch, lambda: kernels.encode(np.empty((*PIXEL_SIZE, channels), dtype), L, ab, params, alpha))
+    out = torch.empty((*PIXEL_SIZE, channels), dtype=kernels.TRAVELS_AS[np.dtype(dtype)], device=DEVICE)
+    moved = None if alpha is None else kernels.to_device(alpha, DEVICE)
+    fast = kernels.from_device(kernels.encode(out, *on(L, ab, params), moved), np.dtype(dtype))
+    assert fast.dtype == dtype and fast.shape == ref.shape
+    if alpha is not None:
+        assert np.array_equal(fast[..., 3], alpha)
+    colour, expected = fast[..., :3].astype(np.float64), ref[..., :3].astype(np.float64)
+    if dtype == np.uint8:
+        assert np.array_equal(colour, expected), f"{(colour != expected).sum()} codes differ"
+    else:
+        np.testing.assert_allclose(colour, expected, rtol=0, atol=1 if dtype == np.uint16 else 1e-6)
+    assert lab.lab_to_srgb(torch.cat([L[None], ab]), clip=False).min() < 0  # some colours were bisected
+
+
+@pytest.mark.parametrize("dtype, channels", [(np.uint8, 3), (np.uint16, 2)])
+def test_whole_colorize_through_triton_matches_the_cpu(triton, monkeypatch, dtype, channels):
+    """tinct.colorize with every native step on the Triton kernels (the photo's L, the solve, the encoding)
+    against the same job through the C loops.  The Triton L is a few ulps from the C one and the solve
+    carries that on: 8-bit, the same codes at all but the odd pixel, none off by more than one; 16-bit,
+    most codes the same, none off by more than 8 of 65535."""
+    monkeypatch.setattr(multigrid, "DENSE_MAX", 64)
+    image = caller_pixels(dtype, channels, seed=5)
+    image[..., 0] = np.linspace(0, np.iinfo(dtype).max, PIXEL_SIZE[1]).astype(dtype)  # a ramp under the noise
+    image[10:20, 10:30, 0] = np.iinfo(dtype).max // 3  # a flat patch
+    hints = np.zeros((*PIXEL_SIZE, 4), np.uint8)
+    hints[2:4, 3:5] = (200, 40, 40, 255)
+    hints[-4:-2, -6:-4] = (30, 60, 220, 255)
+    hints[14, 20] = (20, 200, 60, 255)
+    ref = c_path(monkeypatch, lambda: tinct.colorize(image, hints))
+    fast = tinct.colorize(image, hints, device=DEVICE)
+    assert fast.dtype == ref.dtype == dtype and fast.shape == ref.shape == (*PIXEL_SIZE, 4 if channels == 2 else 3)
+    diff = np.abs(fast.astype(np.int64) - ref.astype(np.int64))
+    assert diff.max() <= (1 if dtype == np.uint8 else 8), f"largest difference {diff.max()}"
+    assert (diff == 0).mean() > (0.99 if dtype == np.uint8 else 0.75)
+    assert np.ptp(ref[..., 0].astype(np.int64) - ref[..., 2].astype(np.int64)) > np.iinfo(dtype).max // 4  # colour
+
+
 def test_cpu_path_does_not_import_triton():
     """A fresh process solving on the CPU never imports Triton (it is the CUDA path's alone)."""
     import subprocess
@@ -200,6 +292,34 @@ def test_doctor_says_which_gpu_and_whether_the_kernels_compiled_for_it():
 
 
 cuda = pytest.mark.skipif(not CUDA, reason="needs an NVIDIA GPU")
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("dtype", DEPTHS)
+def test_cuda_pixels_at_a_megapixel_match_the_cpu(dtype):
+    """The two ends of a job on the GPU (pixels.lightness and encode_lab: the caller's RGBA crossing in its own
+    width, the compiled kernels, the planes back) against the C loops, at 1000 x 1000.  Tolerances as in the
+    interpreted tests above: the GPU's exp2 and log2 are a few ulps, and 8-bit codes exact."""
+    rng = np.random.default_rng(3)
+    if dtype == np.float32:
+        image = rng.random((1000, 1000, 4)).astype(dtype)
+    else:
+        image = rng.integers(0, np.iinfo(dtype).max, (1000, 1000, 4), endpoint=True).astype(dtype)
+    here, there = pixels.decode(image), pixels.decode(image, "cuda")
+    L = pixels.lightness(here)
+    L_gpu = pixels.lightness(there)
+    assert L_gpu.device.type == "cuda"
+    torch.testing.assert_close(L_gpu.cpu(), L, rtol=0, atol=1e-4)
+    ab = torch.from_numpy(rng.normal(0, 50, (2, 1000, 1000)).astype(np.float32))
+    ref = pixels.encode_lab(L, ab, here)
+    out = pixels.encode_lab(L.cuda(), ab.cuda(), there)
+    assert out.dtype == ref.dtype and out.shape == ref.shape and np.array_equal(out[..., 3], image[..., 3])
+    colour, expected = out[..., :3].astype(np.float64), ref[..., :3].astype(np.float64)
+    if dtype == np.uint8:
+        assert np.array_equal(colour, expected), f"{(colour != expected).sum()} codes differ"
+    else:
+        np.testing.assert_allclose(colour, expected, rtol=0, atol=1 if dtype == np.uint16 else 1e-6)
 
 
 @pytest.mark.cuda

@@ -6,10 +6,11 @@ RGB in 0..1 (`Decoded.rgb`, made only when asked for); everything about the call
 the same format.  Alpha is kept as the caller's own array and re-attached unchanged:
 colorization must never touch transparency.  On the CPU the two ends run as one native pass
 each, straight from and into the caller's array (at 12 MP the PyTorch chain of a dozen
-full-size passes took seconds and hundreds of MB); elsewhere, and for float64, PyTorch does it.
+full-size passes took seconds and hundreds of MB); on CUDA as one Triton kernel each, the pixels
+crossing to and from the GPU in their own width; elsewhere, and for float64, PyTorch does it.
 """
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 
 import numpy as np
 import torch
@@ -86,6 +87,10 @@ def decode(image: np.ndarray, device: torch.device | str | None = None) -> Decod
 def lightness(decoded: Decoded) -> torch.Tensor:
     """The photo's Lab lightness L (1, H, W), float32 on its device (lab.lightness of its RGB)."""
     planes = decoded.planes
+    if planes.dtype in kernels.DEPTHS and kernels.triton_pixels(decoded.device):  # the pixels travel as they are
+        y_row, table, _ = _constants_on(decoded.device, planes.dtype)
+        L = torch.empty(decoded.size, device=decoded.device)
+        return kernels.lightness(L, kernels.to_device(planes, decoded.device), table, y_row)[None]
     if decoded.device.type == "cpu" and planes.dtype in kernels.DEPTHS:
         planes = np.ascontiguousarray(planes)  # a strided view (a broadcast grey) costs one copy, not the slow path
         L = torch.empty(decoded.size)
@@ -98,14 +103,29 @@ def lightness(decoded: Decoded) -> torch.Tensor:
 
 def encode_lab(L: torch.Tensor, ab: torch.Tensor, decoded: Decoded) -> np.ndarray:
     """L (1, H, W) and ab (2, H, W) -> numpy in the decoded image's format: `encode` of
-    lab.lab_to_srgb_keep_l(L, ab) (its lightness is exactly L), in one native pass on the CPU."""
+    lab.lab_to_srgb_keep_l(L, ab) (its lightness is exactly L), in one native pass on the CPU or CUDA."""
     h, w = decoded.size
     if decoded.dtype in kernels.DEPTHS and L.shape == (1, h, w) and ab.shape == (2, h, w):
+        if kernels.triton_pixels(L.device) and kernels.fused(L, ab):  # on the device, back in the caller's width
+            _, _, params = _constants_on(L.device, decoded.dtype)
+            planes = torch.empty((h, w, 3 if decoded.alpha is None else 4), dtype=kernels.TRAVELS_AS[decoded.dtype],
+                                 device=L.device)
+            alpha = None if decoded.alpha is None else kernels.to_device(decoded.alpha, L.device)
+            return kernels.from_device(kernels.encode(planes, L[0], ab, params, alpha), decoded.dtype)
         _, params = lab.native_constants()
         out = np.empty((h, w, 3 if decoded.alpha is None else 4), decoded.dtype)
         if kernels.cpu_pixels(out, L, ab, params):
             return kernels.encode(out, L[0], ab, params, decoded.alpha)
     return encode(lab.lab_to_srgb_keep_l(L, ab), decoded)
+
+
+@cache
+def _constants_on(device: torch.device, dtype: np.dtype) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """lab.native_constants() and the decoding table of integer `dtype` (y_row, table, params), copied
+    to `device` once for the Triton kernels."""
+    y_row, params = lab.native_constants()
+    table = lab.linear_table(_INT_MAX[dtype] + 1).to(device) if dtype in _INT_MAX else None
+    return y_row.to(device), table, params.to(device)
 
 
 def encode(rgb: torch.Tensor, decoded: Decoded) -> np.ndarray:

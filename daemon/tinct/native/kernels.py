@@ -18,7 +18,9 @@ them (and whole solves through them) on machines without a GPU.
 """
 from __future__ import annotations
 
+import warnings
 from types import ModuleType
+from typing import overload
 
 import numpy as np
 import torch
@@ -274,6 +276,11 @@ def dense(out: torch.Tensor, b: torch.Tensor, transposed: torch.Tensor) -> torch
     return out
 
 DEPTHS = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.float32): 2}  # what lightness/encode take
+# The same depths as tensors for the Triton kernels: 16-bit pixels travel as int16 with the same bits (torch
+# has no uint16 before 2.3, and only a storage-only one since).
+TRAVELS_AS = {np.dtype(np.uint8): torch.uint8, np.dtype(np.uint16): torch.int16, np.dtype(np.float32): torch.float32}
+TENSOR_DEPTHS = {TRAVELS_AS[dtype]: depth for dtype, depth in DEPTHS.items()}
+_BITS_OF = {np.dtype(np.uint16): np.dtype(np.int16)}
 
 
 def cpu_pixels(image: np.ndarray, *tensors: torch.Tensor) -> bool:
@@ -282,37 +289,84 @@ def cpu_pixels(image: np.ndarray, *tensors: torch.Tensor) -> bool:
     return image.dtype in DEPTHS and image.flags.c_contiguous and cpu_fused(*tensors)
 
 
-def lightness(out: torch.Tensor, image: np.ndarray, table: torch.Tensor | None, y_row: torch.Tensor) -> torch.Tensor:
+def triton_pixels(device: torch.device) -> bool:
+    """Whether `lightness`/`encode` run as Triton kernels on `device` (CUDA, or the interpreter with
+    CPU_BACKEND = "triton"), taking pixels moved there by `to_device`."""
+    return (device.type == "cuda" or CPU_BACKEND == "triton") and triton_kernels() is not None
+
+
+def to_device(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The caller's pixels (a depth in DEPTHS) on `device` in their own width, one copy of 1, 2 or 4
+    bytes a sample: a tensor of dtype TRAVELS_AS[image.dtype]."""
+    image = np.ascontiguousarray(image)
+    with warnings.catch_warnings():  # a read-only array (Pillow's) is only read, here as by the copy
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        return torch.from_numpy(image.view(_BITS_OF.get(image.dtype, image.dtype))).to(device)
+
+
+def from_device(t: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+    """A tensor `to_device` made (or `encode` wrote) back as the caller's `dtype`."""
+    return t.cpu().numpy().view(dtype)
+
+
+def lightness(out: torch.Tensor, image: np.ndarray | torch.Tensor, table: torch.Tensor | None,
+              y_row: torch.Tensor) -> torch.Tensor:
     """out (H, W) = Lab lightness of the caller's pixels `image` (H, W, C), C = 1, 2 (grey, alpha
     ignored) or 3, 4; integer pixels are decoded by `table` (linear value of each code), float32
-    ones by the sRGB curve; y_row (3,) float32 mixes Y from linear RGB.  CPU only (`cpu_pixels`)."""
+    ones by the sRGB curve; y_row (3,) float32 mixes Y from linear RGB.  On the CPU (`cpu_pixels`)
+    image is the caller's array; for Triton (`triton_pixels`) it is `to_device`'s tensor, and out,
+    table and y_row are on its device too."""
     h, w = out.shape
-    _check(image.shape[:2] == (h, w) and image.ndim == 3, f"image is {image.shape}, not ({h}, {w}, C)")
-    depth = DEPTHS[image.dtype]
+    _check(image.shape[:2] == (h, w) and image.ndim == 3, f"image is {tuple(image.shape)}, not ({h}, {w}, C)")
+    _check(1 <= image.shape[2] <= 4, f"image has {image.shape[2]} channels")
+    depth = TENSOR_DEPTHS[image.dtype] if isinstance(image, torch.Tensor) else DEPTHS[image.dtype]
     _check((table is None) == (depth == DEPTHS[np.dtype(np.float32)]), "integer pixels need their table")
     _check(table is None or table.numel() == 1 << (8 * image.itemsize), "the table has one entry per code")
     _check(y_row.numel() == 3, "y_row has three weights")
+    if isinstance(image, torch.Tensor):
+        _check(_on_triton(out) and fused(out, y_row, *([] if table is None else [table]))
+               and image.is_contiguous() and image.device == out.device,
+               "tensor pixels go to the Triton kernels: contiguous, on one device with out, table and y_row")
+        _tk().lightness(out, image, table, y_row, image.shape[2], depth)
+        return out
     assert _kernels is not None  # the callers checked cpu_pixels()
     _kernels.lightness(out.data_ptr(), image.ctypes.data, 0 if table is None else table.data_ptr(), y_row.data_ptr(),
                        0, image.shape[2], h, w, depth, _threads())
     return out
 
 
+@overload
 def encode(out: np.ndarray, L: torch.Tensor, ab: torch.Tensor, params: torch.Tensor,
-           alpha: np.ndarray | None) -> np.ndarray:
+           alpha: np.ndarray | None) -> np.ndarray: ...
+@overload
+def encode(out: torch.Tensor, L: torch.Tensor, ab: torch.Tensor, params: torch.Tensor,
+           alpha: torch.Tensor | None) -> torch.Tensor: ...
+def encode(out: np.ndarray | torch.Tensor, L: torch.Tensor, ab: torch.Tensor, params: torch.Tensor,
+           alpha: np.ndarray | torch.Tensor | None) -> np.ndarray | torch.Tensor:
     """out (H, W, 3 or 4) in the caller's depth = sRGB of L (H, W) and ab (2, H, W) with L kept
     (chroma scaled into the gamut, as lab.lab_to_srgb_keep_l), rounded half up to integers;
     the fourth channel copies alpha (H, W, same depth).  params float32: XYZ/white -> RGB (3 x 3),
     the linear values at which 8-bit codes 1..255 begin, +inf, and the code at each linear value
-    k / 4096 (k = 0..4096; lab.native_constants).  CPU only (`cpu_pixels`)."""
+    k / 4096 (k = 0..4096; lab.native_constants).  On the CPU (`cpu_pixels`)
+    out and alpha are the caller's arrays; for Triton (`triton_pixels`) tensors of a dtype in
+    TENSOR_DEPTHS on L's device (`to_device`; `from_device` brings out back)."""
     h, w = L.shape
-    _check(out.shape[:2] == (h, w) and out.shape[2] in (3, 4), f"out is {out.shape}, not ({h}, {w}, 3 or 4)")
+    _check(out.shape[:2] == (h, w) and out.shape[2] in (3, 4), f"out is {tuple(out.shape)}, not ({h}, {w}, 3 or 4)")
     _check(tuple(ab.shape) == (2, h, w), f"ab is {tuple(ab.shape)}, not (2, {h}, {w})")
     _check(params.numel() == 9 + 256 + 4097, "params: a 3 x 3 matrix, 256 code starts, 4097 codes")
     _check((alpha is not None) == (out.shape[2] == 4), "a fourth channel needs its alpha")
     if alpha is not None:
-        _check(alpha.shape == (h, w) and alpha.dtype == out.dtype and alpha.flags.c_contiguous,
+        contiguous = alpha.is_contiguous() if isinstance(alpha, torch.Tensor) else alpha.flags.c_contiguous
+        _check(alpha.shape == (h, w) and alpha.dtype == out.dtype and contiguous,
                "alpha must be (H, W), contiguous, in out's depth")
+    if isinstance(out, torch.Tensor):
+        _check(_on_triton(L) and fused(L, ab, params) and out.is_contiguous() and out.device == L.device
+               and (alpha is None or isinstance(alpha, torch.Tensor) and alpha.device == L.device),
+               "tensor pixels go to the Triton kernels: contiguous, on one device with L, ab, params and alpha")
+        _tk().encode(out, L, ab, params, alpha, TENSOR_DEPTHS[out.dtype])
+        return out
+    if isinstance(alpha, torch.Tensor):
+        raise ValueError("tinct kernels: the caller's array takes alpha as an array too")
     assert _kernels is not None  # the callers checked cpu_pixels()
     _kernels.encode(out.ctypes.data, L.data_ptr(), ab.data_ptr(), params.data_ptr(),
                     0 if alpha is None else alpha.ctypes.data, out.shape[2], h, w, DEPTHS[out.dtype], _threads())
