@@ -265,8 +265,11 @@ def test_whole_colorize_through_triton_matches_the_cpu(triton, monkeypatch, dtyp
     fast = tinct.colorize(image, hints, device=DEVICE)
     assert fast.dtype == ref.dtype == dtype and fast.shape == ref.shape == (*PIXEL_SIZE, 4 if channels == 2 else 3)
     diff = np.abs(fast.astype(np.int64) - ref.astype(np.int64))
-    assert diff.max() <= (1 if dtype == np.uint8 else 8), f"largest difference {diff.max()}"
-    assert (diff == 0).mean() > (0.99 if dtype == np.uint8 else 0.75)
+    if EXACT:
+        assert diff.max() <= (1 if dtype == np.uint8 else 8), f"largest difference {diff.max()}"
+        assert (diff == 0).mean() > (0.99 if dtype == np.uint8 else 0.75)
+    else:  # on CUDA the solve itself differs, by up to its error tolerance of 1 in a, b (the test above)
+        assert diff.max() <= 4 * (1 if dtype == np.uint8 else 257), f"largest difference {diff.max()}"
     assert np.ptp(ref[..., 0].astype(np.int64) - ref[..., 2].astype(np.int64)) > np.iinfo(dtype).max // 4  # colour
 
 
