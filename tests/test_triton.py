@@ -214,6 +214,17 @@ def test_lightness_of_the_callers_pixels(triton, monkeypatch, dtype, channels):
     torch.testing.assert_close(fast.cpu(), ref, rtol=0, atol=1e-4)
 
 
+def test_tensor_pixels_only_go_to_triton(monkeypatch):
+    """The C loops take the caller's arrays; tensors handed to them are refused, not read as addresses."""
+    monkeypatch.setattr(kernels, "CPU_BACKEND", "c")
+    y_row, params = lab.native_constants()
+    image = torch.zeros((*PIXEL_SIZE, 3), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="Triton"):
+        kernels.lightness(torch.empty(PIXEL_SIZE), image, lab.linear_table(256), y_row)
+    with pytest.raises(ValueError, match="Triton"):
+        kernels.encode(image, torch.zeros(PIXEL_SIZE), torch.zeros(2, *PIXEL_SIZE), params, None)
+
+
 def lab_answer(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """L a little past 0..100 (clamped), and a, b from grey to far outside the gamut (bisected)."""
     gen = torch.Generator().manual_seed(seed)
