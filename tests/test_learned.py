@@ -122,14 +122,16 @@ def test_colorize_and_suggest_through_the_api(weights_file, monkeypatch):
     from tinct import engines
     monkeypatch.setenv("TINCT_MODEL", str(weights_file))
     monkeypatch.delitem(engines._loaded, "learned", raising=False)
-    img = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (48, 1))
-    out = tinct.colorize(img, engine="learned", vibrancy=0.5)
-    assert out.shape == (48, 64, 3) and out.dtype == np.uint8
-    colours = tinct.suggest_colors(img, None, 10, 20, k=5)
-    assert len(colours) == 5 and all(len(c) == 3 and all(0 <= v <= 255 for v in c) for c in colours)
-    with pytest.raises(ValueError, match="outside"):
-        tinct.suggest_colors(img, None, 64, 0)
-    monkeypatch.delitem(engines._loaded, "learned", raising=False)
+    try:
+        img = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (48, 1))
+        out = tinct.colorize(img, engine="learned", vibrancy=0.5)
+        assert out.shape == (48, 64, 3) and out.dtype == np.uint8
+        colours = tinct.suggest_colors(img, None, 10, 20, k=5)
+        assert len(colours) == 5 and all(len(c) == 3 and all(0 <= v <= 255 for v in c) for c in colours)
+        with pytest.raises(ValueError, match="outside"):
+            tinct.suggest_colors(img, None, 64, 0)
+    finally:  # the test weights' engine must not outlive the test (monkeypatch would put it back)
+        engines._loaded.pop("learned", None)
 
 
 def test_missing_or_corrupt_weights_say_so(tmp_path):
@@ -278,3 +280,17 @@ def test_the_shipped_models_automatic_colours_are_calibrated(monkeypatch):
     gain = np.mean([measure.psnr(out, rgb) - measure.psnr(measure.gray_of(rgb), rgb) for out, rgb in zip(outs, photos)])
     colour = np.mean([measure.colorfulness(out) for out in outs]) / np.mean([measure.colorfulness(p) for p in photos])
     assert gain >= -1.0 and colour >= 0.45, (gain, colour)
+
+
+def test_automatic_colours_on_a_large_photo_are_solved_on_the_proxy():
+    """Without strokes the prior is the network's 512 px colours, so above the proxy's size every
+    quality takes `live`'s proxy solve (same answer as `live`); with strokes `final` does not."""
+    rng = np.random.default_rng(4)
+    y, x = np.mgrid[0:750, 0:1000] / 90.0
+    grey = (np.clip(0.5 + 0.3 * np.sin(x + np.cos(y * 2)) + rng.normal(0, 0.02, x.shape), 0, 1) * 255).astype(np.uint8)
+    auto = {q: tinct.colorize(grey, engine="learned", quality=q) for q in ("live", "final")}
+    assert np.array_equal(auto["live"], auto["final"])
+    layer = np.zeros((750, 1000, 4), np.uint8)
+    layer[100:110, 100:300] = (200, 60, 40, 255)
+    stroked = {q: tinct.colorize(grey, layer, engine="learned", quality=q) for q in ("live", "final")}
+    assert not np.array_equal(stroked["live"], stroked["final"])

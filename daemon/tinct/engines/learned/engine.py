@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tinct.color import hints as hintlayer
 from tinct.color import lab
 from tinct.engines import ModelNotInstalled
-from tinct.engines.optimization import levin
+from tinct.engines.optimization import levin, proxy
 
 from . import net, variations
 
@@ -222,7 +222,15 @@ class LearnedEngine:
     def spread(L: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor, ab: torch.Tensor, weight: float,
                quality: str, callback: Callable[[int, float], None] | None) -> torch.Tensor:
         """Colours `ab` at working size brought to the photo's size edge-aware: the Levin solve with them
-        as a prior of `weight` and the strokes as constraints."""
+        as a prior of `weight` and the strokes as constraints.
+
+        Without strokes, on a photo larger than `live`'s proxy, every quality is solved as `live` is
+        (on the proxy, then joint bilateral upsampling by the photo's own lightness): the prior is
+        the network's colours at 512 px, so a full-size solve has no colour to add that the proxy
+        lacks.  Measured: the same PSNR to 0.01 dB on kodim01, kodim15 and mcm05 at 4 MP and kodim01
+        at 12 MP, where it took 8.5 s against 20.5 s on two loaded cores."""
+        if quality != "live" and proxy.factor(L.shape[-2:]) > 1 and not bool((hint_weight > 0).any()):
+            quality = "live"
         prior = F.interpolate(ab[None], size=L.shape[-2:], mode="bilinear", align_corners=False)[0]
         out, _ = levin.solve_ab(L, hint_ab, hint_weight, prior_ab=prior, prior_weight=weight, quality=quality,
                                 callback=callback)
