@@ -328,13 +328,23 @@ static void upsample(float *out, const float *small, const float *guide, const f
     const float range = params[0];
     float table[EXP_MAX * EXP_STEPS + 2];
     for (int k = 0; k < EXP_MAX * EXP_STEPS + 2; k++) table[k] = expf(-(float)k / EXP_STEPS);
+    /* Every row has the same columns: their proxy samples and fractions, worked out once. */
+    Py_ssize_t *cols = malloc(2 * W * sizeof(Py_ssize_t));
+    float *fracs = malloc(W * sizeof(float));
+    const int cached = cols && fracs;
+    for (Py_ssize_t x = 0; cached && x < W; x++) fracs[x] = between(x, f, w, &cols[2 * x], &cols[2 * x + 1]);
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (Py_ssize_t y = 0; y < H; y++) {
         Py_ssize_t i0, i1;
         const float ty = between(y, f, h, &i0, &i1);
         for (Py_ssize_t x = 0; x < W; x++) {
             Py_ssize_t j0, j1;
-            const float tx = between(x, f, w, &j0, &j1);
+            float tx;
+            if (cached) {
+                j0 = cols[2 * x], j1 = cols[2 * x + 1], tx = fracs[x];
+            } else {
+                tx = between(x, f, w, &j0, &j1);
+            }
             const Py_ssize_t q[4] = {i0 * w + j0, i0 * w + j1, i1 * w + j0, i1 * w + j1};
             const float lin[4] = {(1 - ty) * (1 - tx), (1 - ty) * tx, ty * (1 - tx), ty * tx};
             const float g = guide[y * W + x];
@@ -354,6 +364,8 @@ static void upsample(float *out, const float *small, const float *guide, const f
             }
         }
     }
+    free(cols);
+    free(fracs);
 }
 
 /* The two ends of every job, one pass each: the photo's Lab lightness straight from the caller's
