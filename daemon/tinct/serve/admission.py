@@ -53,15 +53,22 @@ UNLIMITED = 1 << 62  # cgroup v1 writes "no limit" as LONG_MAX rounded to a page
 #     python benchmarks/memory.py --sizes 4 --engines learned --qualities final live --photos kodim14 --tol 0
 # optimization `final` 281 MB/MP and `live` 150 at 12 MP, learned `final` 342 (automatic) / 334 (strokes)
 # and `live` 162 / 158 at 4 MP, `final` with the window full.  About 140 of those MB/MP are tinct.colorize's own Lab
-# conversions in and out (a `live` job is little else).  `preview` was not re-measured: its old
-# figure stands, though the same changes shrink it, and `final` may not be costed below it.
+# conversions in and out (a `live` job is little else).
+# Re-measured after the native Lab conversions (one pass in, one out, no float copies of the photo)
+# and GCR's window of 4, same rule, by
+#     python benchmarks/memory.py --sizes 12 --engines optimization --qualities live final --photos kodim14 --tol 0
+#     python benchmarks/memory.py --sizes 4 --engines learned --qualities final live --photos kodim14 --tol 0
+#     python benchmarks/memory.py --sizes 4 --engines optimization learned --qualities preview --photos kodim14
+# optimization `final` 197, `live` 37 MB/MP at 12 MP; learned `final` 260 (strokes) / 65 (automatic,
+# now solved on the proxy), `live` 75 / 70 at 4 MP; `preview` 239 (optimization), 281 / 76 (learned)
+# at 4 MP: its PCG on the symmetric system with a plain V-cycle keeps more than `final` now does.
 BYTES_PER_PIXEL: dict[tuple[str, str], int] = {
-    ("optimization", "final"): 384,
-    ("optimization", "preview"): 384,
-    ("optimization", "live"): 192,
-    ("learned", "final"): 432,
-    ("learned", "preview"): 432,
-    ("learned", "live"): 208,
+    ("optimization", "final"): 248,
+    ("optimization", "preview"): 304,
+    ("optimization", "live"): 48,
+    ("learned", "final"): 328,
+    ("learned", "preview"): 352,
+    ("learned", "live"): 96,
 }
 FIXED_BYTES: dict[tuple[str, str], int] = {
     ("optimization", "final"): 64 << 20,
@@ -79,9 +86,10 @@ DEFAULT_QUALITY = "final"  # both engines' default when a request names none
 # A layer with a side this short or shorter is a strip, which the solver runs in float64
 # (tinct.engines.optimization.levin.STRIP, not imported here: levin imports torch).  Measured 2026-12-04 on 62500x16
 # strips (1 MP; the solve then runs all 40 iterations): 1.70-1.89 kB a pixel for `final`, 1.0 kB for
-# `preview`, both engines: 2.3 and 2.6 times the table.  Strips get 7 times its (smaller, issue 15) bytes per pixel.
+# `preview`, both engines: 2.3 and 2.6 times the table then.  Strips get 10 times the (smaller, issue 15)
+# table's bytes per pixel: 2.5 kB for optimization `final`, the 1.9 kB measured with the 1.25 margin.
 STRIP_SIDE = 16
-STRIP_FACTOR_HALVES = 14  # 7 (kept integral): the strips' 1.9 kB a pixel measured before issue 15 over the new table
+STRIP_FACTOR_HALVES = 20  # 10 (kept integral)
 
 
 def _per_pixel(engine: str, quality: str | None, shortest_side: int | None) -> int:
