@@ -142,19 +142,19 @@ def test_progress_spans_every_variations_solve():
 
 
 def test_admission_counts_every_variation(monkeypatch):
-    """A 20 MP RGBA f32 job fits in 12 GiB; with 8 variations (2 x 2.56 GB more) it never would; with
-    64 GiB of which 10 are free it would, but not now."""
+    """A 20 MP RGBA f32 job fits in 10 GiB; with 8 variations (2 x 2.56 GB more) it never would; with
+    64 GiB of which 8 are free it would, but not now."""
     layer = P.Layer(5000, 4000, "RGBA", "f32", b"")
     job = P.Colorize(id="x", client=b"", document=None, image=layer, hints=None, selection=None, engine="learned",
                      options={})
-    monkeypatch.setattr(admission, "total_bytes", lambda root="/": 12 << 30)
-    monkeypatch.setattr(admission, "available_bytes", lambda root="/": 12 << 30)
+    monkeypatch.setattr(admission, "total_bytes", lambda root="/": 10 << 30)
+    monkeypatch.setattr(admission, "available_bytes", lambda root="/": 10 << 30)
     assert J.admit(job) is None
     job.variations = 8
     code, message = J.admit(job) or ("", "")
     assert code == "too_large" and "8 variations" in message and "fewer variations" in message
     monkeypatch.setattr(admission, "total_bytes", lambda root="/": 64 << 30)
-    monkeypatch.setattr(admission, "available_bytes", lambda root="/": 10 << 30)
+    monkeypatch.setattr(admission, "available_bytes", lambda root="/": 8 << 30)
     assert (J.admit(job) or ("",))[0] == "busy"
     job.variations = None
     assert J.admit(job) is None
