@@ -481,18 +481,19 @@ def test_shared_memory_fields_count_against_the_queue_budget(tinctd, tmp_path):
 
 
 def test_a_layer_that_would_meet_the_oom_killer_is_refused_first(daemon):
-    """90 MP (under the 100 MP message limit) needs more memory than this machine has: refused by
-    measured bytes per megapixel before a byte of it is solved."""
+    """90 MP (under the 100 MP message limit) with the learned engine's preview needs more memory than
+    this machine has: refused by measured bytes per megapixel before a byte of it is solved."""
     from tinct.serve import admission
 
     w, h = 10000, 9000
     total = admission.total_bytes()
-    if total is None or admission.job_bytes("optimization", None, w * h) < total:
-        pytest.skip("this machine has the memory for a 90 MP solve")
+    if total is None or admission.job_bytes("learned", "preview", w * h) < total:
+        pytest.skip("this machine has the memory for a 90 MP learned preview")
     ctx, sock = dealer(daemon.endpoint)
     try:
         sock.send_multipart([b"", P.pack({"v": P.VERSION, "type": "colorize", "id": "huge", "width": w, "height": h,
-                                          "layout": "GRAY", "sample": "u8", "blobs": ["pixels"]}), bytes(w * h)])
+                                          "layout": "GRAY", "sample": "u8", "blobs": ["pixels"], "engine": "learned",
+                                          "options": {"quality": "preview"}}), bytes(w * h)])
         reply = reply_of(sock)
     finally:
         sock.close()
