@@ -94,8 +94,7 @@ def lightness(decoded: Decoded) -> torch.Tensor:
     if decoded.device.type == "cpu" and planes.dtype in kernels.DEPTHS:
         planes = np.ascontiguousarray(planes)  # a strided view (a broadcast grey) costs one copy, not the slow path
         L = torch.empty(decoded.size)
-        y_row, _ = lab.native_constants()
-        table = lab.linear_table(_INT_MAX[planes.dtype] + 1) if planes.dtype in _INT_MAX else None
+        y_row, table, _ = _constants_on(decoded.device, planes.dtype)
         if kernels.cpu_pixels(planes, L, y_row, *([] if table is None else [table])):
             return kernels.lightness(L, planes, table, y_row)[None]
     return lab.lightness(decoded.rgb)
@@ -112,7 +111,7 @@ def encode_lab(L: torch.Tensor, ab: torch.Tensor, decoded: Decoded) -> np.ndarra
                                  device=L.device)
             alpha = None if decoded.alpha is None else kernels.to_device(decoded.alpha, L.device)
             return kernels.from_device(kernels.encode(planes, L[0], ab, params, alpha), decoded.dtype)
-        _, params = lab.native_constants()
+        _, _, params = _constants_on(L.device, decoded.dtype)
         out = np.empty((h, w, 3 if decoded.alpha is None else 4), decoded.dtype)
         if kernels.cpu_pixels(out, L, ab, params):
             return kernels.encode(out, L[0], ab, params, decoded.alpha)
@@ -121,8 +120,8 @@ def encode_lab(L: torch.Tensor, ab: torch.Tensor, decoded: Decoded) -> np.ndarra
 
 @cache
 def _constants_on(device: torch.device, dtype: np.dtype) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """lab.native_constants() and the decoding table of integer `dtype` (y_row, table, params), copied
-    to `device` once for the Triton kernels."""
+    """lab.native_constants() and the decoding table of integer `dtype` (y_row, table, params), on
+    `device` (copied there once for the Triton kernels; the same tensors on the CPU)."""
     y_row, params = lab.native_constants()
     table = lab.linear_table(_INT_MAX[dtype] + 1).to(device) if dtype in _INT_MAX else None
     return y_row.to(device), table, params.to(device)
