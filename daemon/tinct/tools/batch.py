@@ -156,25 +156,13 @@ def colorized(job: Job, engine: str, device: str | None, options: dict) -> np.nd
     return api.colorize(image, hints, engine=engine, device=device, variations=job.variations, **options)
 
 
-def colorize_job(job: Job, target: Path, engine: str, device: str | None, options: dict) -> None:
-    """Read the job's files, colorize, write the result to `target` (the caller makes that safe)."""
-    from tinct.color import imagefile
-
-    result = colorized(job, engine, device, options)
-    assert not isinstance(result, list), "a job with variations writes several files: write_outputs"
-    imagefile.write(target, result)
-
-
 def write_outputs(job: Job, engine: str, device: str | None, options: dict) -> None:
     """Colorize `job` and write each of its outputs atomically (all its variations, or its one result)."""
     from tinct.color import imagefile
 
-    if job.variations is None:
-        write_atomically(job.target, lambda part: colorize_job(job, part, engine, device, options))
-        return
-    results = colorized(job, engine, device, options)
-    for output, result in zip(job.outputs(), results, strict=True):
-        write_atomically(output, lambda part, result=result: imagefile.write(part, result))
+    result = colorized(job, engine, device, options)
+    for output, layer in zip(job.outputs(), result if isinstance(result, list) else [result], strict=True):
+        write_atomically(output, lambda part, layer=layer: imagefile.write(part, layer))
 
 
 def reason(exc: BaseException) -> str:
