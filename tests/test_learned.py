@@ -219,13 +219,27 @@ def test_training_runs_two_steps_and_resumes(tmp_path):
             "--run", str(tmp_path / "run"), "--export", str(tmp_path / "m.pt")]
     assert train.main(args) == 0
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
-    assert ckpt["step"] == 2 and len(ckpt["history"]) == 1
-    assert train.main(args[:1] + ["3"] + args[2:]) == 0
-    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 3
+    assert ckpt["step"] == 2 and len(ckpt["history"]) == 1 and ckpt["history"][0]["precision"] == "bf16"
+    assert train.main(args[:1] + ["3"] + args[2:] + ["--precision", "fp32"]) == 0
+    resumed = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert resumed["step"] == 3 and resumed["history"][-1]["precision"] == "fp32"
     assert learned.LearnedEngine(tmp_path / "m.pt").meta["step"] == 3
     fresh = ["--run", str(tmp_path / "run2"), "--init", str(tmp_path / "m.pt"), "--export", str(tmp_path / "m2.pt")]
     assert train.main(["--steps", "4"] + args[2:10] + fresh) == 0  # another machine, committed weights only
     assert learned.LearnedEngine(tmp_path / "m2.pt").meta["step"] == 4
+
+
+def test_training_a_separable_network_the_engine_then_runs(tmp_path):
+    tiny_shards(tmp_path)
+    assert train.main(["--steps", "1", "--batch", "2", "--crop", "32", "--width", "8", "--shape", "separable",
+                       "--data", str(tmp_path), "--run", str(tmp_path / "run"),
+                       "--export", str(tmp_path / "m.pt")]) == 0
+    engine = learned.LearnedEngine(tmp_path / "m.pt")
+    depthwise = [m for m in engine.model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    assert engine.meta["shape"] == "separable" and len(depthwise) == 17  # every 3x3 past the input's
+    L = torch.linspace(20, 80, 24 * 40).reshape(1, 24, 40)
+    ab = engine.predict_ab(L, torch.zeros(2, 24, 40), torch.zeros(1, 24, 40), quality="preview")
+    assert ab.shape == (2, 24, 40) and torch.isfinite(ab).all()
 
 
 def test_vibrancy_is_boldness_from_zero_to_one():

@@ -43,6 +43,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="step where the learning rate starts its cosine decay to lr/20 at --steps "
                         "(default: half of --steps)")
     parser.add_argument("--width", type=int, default=32, help="channels of the first level")
+    parser.add_argument("--shape", choices=net.SHAPES, default="u-net",
+                        help="network shape of a new run (a resumed one keeps its own)")
     parser.add_argument("--run", dest="run_dir", default="runs/hint-v1",
                         help="checkpoint folder (resumed if present)")
     parser.add_argument("--export", default=None, help="fp16 weights for the engine (default: the package's own, "
@@ -50,6 +52,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, help="folder with train-*.tar (default: shared/data)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+                        help="bf16 autocast (weights stay fp32): 1.7x the steps per minute of fp32 on an "
+                        "AVX-512 BF16 CPU (benchmarks/training.py), and the usual choice on CUDA")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N photos (tests)")
     parser.add_argument("--init", default=None, help="start from exported weights (e.g. the committed "
                         "models/tinct-hint-v1.pt) when the run folder has no checkpoint")
@@ -141,13 +146,15 @@ def run(args: argparse.Namespace) -> int:
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=True, map_location="cpu")
         bins, weights, width = ckpt["bins"], ckpt["class_weights"], ckpt["width"]
+        shape = ckpt.get("shape", "u-net")
     elif args.init:  # a new machine: continue from the committed weights (the optimizer starts afresh)
         init = torch.load(args.init, weights_only=True, map_location="cpu")
         ckpt, bins, weights, width = None, init["bins"], init["class_weights"], init["width"]
+        shape = init.get("shape", "u-net")
     else:
-        ckpt, bins, width = None, net.ab_bins(), args.width
+        ckpt, bins, width, shape = None, net.ab_bins(), args.width, args.shape
         weights = class_weights(photos[:train_count], bins)
-    model = net.HintNet(len(bins), width).to(  # pyright: ignore[reportCallIssue]  # stubs lack memory_format
+    model = net.HintNet(len(bins), width, shape).to(  # pyright: ignore[reportCallIssue]  # stubs lack memory_format
         device, memory_format=torch.channels_last)  # ~10 % faster on CPU
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(0)
@@ -167,9 +174,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"started from {args.init} at step {step}")
     bins_d, weights_d = bins.to(device), weights.to(device)
     params = sum(p.numel() for p in model.parameters())
-    print(f"{params / 1e6:.2f} M parameters, {len(bins)} ab bins, {train_count} training photos, device {device}")
+    print(f"{shape}, {params / 1e6:.2f} M parameters, {len(bins)} ab bins, {train_count} training photos, "
+          f"device {device}")
     last_save, started, saved_step = time.monotonic(), time.monotonic() - seconds, step
-    use_bf16 = device.type == "cuda"
+    use_bf16 = args.precision == "bf16"
     while step < args.steps:
         index = torch.randint(0, train_count, (args.batch,), generator=gen).numpy()
         labs = data.batch(photos, index, args.crop, gen)
@@ -193,14 +201,15 @@ def run(args: argparse.Namespace) -> int:
             val = validate(model, photos, bins)
             history.append({"step": step, "images": images, "minutes": (time.monotonic() - started) / 60,
                             "val_psnr_0": val[0], "val_psnr_10": val[10], "device": str(device),
-                            "lr": learning_rate(step, args), "batch": args.batch, "crop": args.crop})
+                            "lr": learning_rate(step, args), "batch": args.batch, "crop": args.crop,
+                            "precision": args.precision})
             print(f"validation at step {step}: PSNR {val[0]:.2f} dB (0 hints), {val[10]:.2f} dB (10 hints)", flush=True)
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
                         "step": step, "images": images, "seconds": time.monotonic() - started, "history": history,
                         "bins": bins,
-                        "class_weights": weights, "width": width}, ckpt_path.with_suffix(".tmp"))
+                        "class_weights": weights, "width": width, "shape": shape}, ckpt_path.with_suffix(".tmp"))
             ckpt_path.with_suffix(".tmp").replace(ckpt_path)
-            export(model, bins, weights, {"width": width, "step": step, "history": history,
+            export(model, bins, weights, {"width": width, "shape": shape, "step": step, "history": history,
                                           "crop": args.crop, "batch": args.batch}, Path(args.export or MODEL_PATH))
             last_save, saved_step = time.monotonic(), step
     return 0

@@ -67,7 +67,7 @@ def load(path: Path) -> tuple[torch.nn.Module, torch.Tensor, dict]:
         blob = torch.load(path, weights_only=True, map_location="cpu")
         if not isinstance(blob, dict) or blob.get("format") != "tinct-hint":
             raise ValueError("not a Tinct hint-network file")
-        model = net.HintNet(len(blob["bins"]), blob["width"])
+        model = net.HintNet(len(blob["bins"]), blob["width"], blob.get("shape", "u-net"))
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state"].items()})
     except ModelNotInstalled:
         raise
