@@ -14,7 +14,7 @@ import tinct
 from tinct.engines import ModelNotInstalled
 from tinct.engines.learned import engine as learned
 from tinct.engines.learned import net
-from tinct.training import train
+from tinct.training import data, train
 
 
 @pytest.fixture(scope="module")
@@ -227,6 +227,24 @@ def test_training_runs_two_steps_and_resumes(tmp_path):
     fresh = ["--run", str(tmp_path / "run2"), "--init", str(tmp_path / "m.pt"), "--export", str(tmp_path / "m2.pt")]
     assert train.main(["--steps", "4"] + args[2:10] + fresh) == 0  # another machine, committed weights only
     assert learned.LearnedEngine(tmp_path / "m2.pt").meta["step"] == 4
+
+
+def test_the_held_out_object_set_is_fixed_and_never_trained_on(tmp_path, monkeypatch):
+    """Objects, pets, clothing and people from the manifest, every k-th, out of the training indices."""
+    tiny_shards(tmp_path, count=600, side=8)
+    sources = ["sun", "caltech101", "clothing", "catsdogs", "places"]
+    with open(tmp_path / "train_manifest.csv", "w") as f:
+        f.write("file,shard,source\n" + "".join(f"test_{i:03d}.jpg,train-000.tar,{sources[i % 5]}\n"
+                                                for i in range(600)))
+    held = data.object_photos(tmp_path)
+    names = data.shard_names(tmp_path)
+    assert len(held) == data.OBJECT_PHOTOS and len(set(held.tolist())) == data.OBJECT_PHOTOS
+    assert all(sources[int(names[i][5:8]) % 5] in data.OBJECT_SOURCES for i in held)
+    assert (held < 600 - data.VAL_PHOTOS).all() and torch.equal(torch.from_numpy(held), torch.from_numpy(
+        data.object_photos(tmp_path)))  # the same list every time
+    trainable = data.training_indices(600, tmp_path)
+    assert len(trainable) == 600 - data.VAL_PHOTOS - data.OBJECT_PHOTOS and not set(trainable) & set(held.tolist())
+    assert len(data.training_indices(600, tmp_path / "nowhere")) == 600 - data.VAL_PHOTOS  # no manifest: none held
 
 
 def test_training_a_separable_network_the_engine_then_runs(tmp_path):

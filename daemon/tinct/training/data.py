@@ -6,9 +6,15 @@ ideepcolor trains (a geometric number of small square patches carrying the patch
 ab, centres from a centred Gaussian) and, because our users paint, as short strokes
 carrying the true colour along a random polyline; a quarter of the samples get no hints
 so the automatic case is learned too.
+
+Held out from training: the shards' last VAL_PHOTOS photos (validation, for choosing engine
+settings; all scenes, as the shards sort) and a fixed set of OBJECT_PHOTOS object, pet,
+clothing and people photos (every k-th of those sources in shard order), which no setting is
+chosen on: issue 17's held-out object set.
 """
 from __future__ import annotations
 
+import csv
 import io
 import math
 import tarfile
@@ -21,6 +27,9 @@ from PIL import Image
 
 from tinct.color import lab
 
+VAL_PHOTOS = 128     # the shards' last photos, never trained on
+OBJECT_PHOTOS = 64   # the held-out object set
+OBJECT_SOURCES = ("caltech101", "clothing", "catsdogs", "bsds500", "coco")
 NO_HINTS = 0.25      # share of samples without any hint
 STROKES = 0.3        # share of hinted samples that get strokes instead of patches
 POINT_P = 1 / 8      # geometric parameter for the number of patches (ideepcolor)
@@ -28,6 +37,39 @@ POINT_P = 1 / 8      # geometric parameter for the number of patches (ideepcolor
 
 def default_data_dir() -> Path:
     return Path(__file__).resolve().parents[3].parent / "shared" / "data"
+
+
+def shard_names(data_dir: Path) -> list[str]:
+    """The photos' file names in the order `load_shards` stacks them."""
+    names = []
+    for shard in sorted(Path(data_dir).glob("train-*.tar")):
+        with tarfile.open(shard) as tar:
+            names += [m.name for m in sorted(tar.getmembers(), key=lambda m: m.name)
+                      if m.isfile() and m.name.endswith(".jpg")]
+    return names
+
+
+def object_photos(data_dir: Path) -> np.ndarray:
+    """Indices of the held-out object set: every k-th photo of OBJECT_SOURCES (train_manifest.csv)
+    outside the validation slice, OBJECT_PHOTOS of them; none when the shards have no manifest."""
+    manifest = Path(data_dir) / "train_manifest.csv"
+    if not manifest.exists():
+        return np.zeros(0, dtype=np.int64)
+    with open(manifest, newline="") as f:
+        source = {row["file"]: row["source"] for row in csv.DictReader(f)}
+    names = shard_names(data_dir)
+    pool = [i for i, name in enumerate(names[:len(names) - VAL_PHOTOS]) if source.get(name) in OBJECT_SOURCES]
+    step = max(1, len(pool) // OBJECT_PHOTOS)
+    return np.array(pool[step // 2::step][:OBJECT_PHOTOS], dtype=np.int64)
+
+
+def training_indices(count: int, data_dir: Path) -> np.ndarray:
+    """The photos training may use: all but the validation slice and the held-out object set."""
+    keep = np.ones(count, dtype=bool)
+    keep[count - min(VAL_PHOTOS, count // 4):] = False
+    held = object_photos(data_dir)
+    keep[held[held < count]] = False
+    return np.flatnonzero(keep)
 
 
 def load_shards(data_dir: Path, cache: Path) -> np.ndarray:

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 from tinct import api
 
-from . import data, measure, train
+from . import data, measure
 
 if TYPE_CHECKING:
     import torch
@@ -42,8 +42,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N photos")
     parser.add_argument("--out", default="eval-out", help="folder for eval.csv and eval.png")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--photos", choices=["eval", "val"], default="eval",
-                        help="eval: the evaluation photos; val: the shards' held-out photos (160x160), for tuning")
+    parser.add_argument("--photos", choices=["eval", "val", "objects"], default="eval",
+                        help="eval: the evaluation photos; val: the shards' held-out photos (160x160), for tuning; "
+                        "objects: the held-out object set (160x160), never tuned on")
     parser.add_argument("--cache", default="runs/train160.npy", help="decoded shards (made by tinct train)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="options",
                         help="a learned-engine option, e.g. prior_weight=1e-4 or vibrancy=0.5 (repeatable)")
@@ -66,8 +67,17 @@ def engine_options(pairs: list[str]) -> dict:
 def validation_photos(cache: str | Path) -> Iterator[tuple[str, np.ndarray]]:
     """(name, rgb) for the shards' last photos, which training never sees."""
     photos = data.load_shards(data.default_data_dir(), Path(cache))
-    for i, rgb in enumerate(photos[len(photos) - train.VAL_PHOTOS:]):
+    for i, rgb in enumerate(photos[len(photos) - data.VAL_PHOTOS:]):
         yield f"val/{i:03d}", np.array(rgb)
+
+
+def held_out_objects(cache: str | Path) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, rgb) for the held-out object set (tinct.training.data.object_photos): objects, pets,
+    clothing and people that training never sees and no setting is chosen on."""
+    photos = data.load_shards(data.default_data_dir(), Path(cache))
+    names = data.shard_names(data.default_data_dir())
+    for i in data.object_photos(data.default_data_dir()):
+        yield f"objects/{Path(names[i]).stem}", np.array(photos[i])
 
 
 def sweep(engines: Sequence[str], counts: Sequence[int], photos: Iterable[tuple[str, np.ndarray]],
@@ -155,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
     options = engine_options(args.options)
     if args.photos == "val":
         photos = list(validation_photos(args.cache))[:args.limit]
+    elif args.photos == "objects":
+        photos = list(held_out_objects(args.cache))[:args.limit]
     else:
         photos = list(measure.eval_images(args.eval_dir, size=args.size))[:args.limit]
     rows = sweep(args.engines, args.hints, photos, args.device, options)

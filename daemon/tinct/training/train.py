@@ -30,7 +30,6 @@ from . import data, measure
 
 LAMBDA = 0.5           # rebalancing mix (Zhang 2016)
 CLASS_WEIGHT = 1.0     # weight of the cross-entropy against the regression term
-VAL_PHOTOS = 128       # the shards' last photos, never trained on
 EXPORT_EVERY = 300.0   # seconds between checkpoints/exports
 
 
@@ -66,9 +65,10 @@ def nearest_bin(ab: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     return torch.cdist(flat, bins).argmin(1).view(ab.shape[0], *ab.shape[2:])
 
 
-def class_weights(photos: np.ndarray, bins: torch.Tensor, sample: int = 2000) -> torch.Tensor:
-    """Rebalancing weights from the ab distribution of our photos, Gaussian-smoothed (sigma 5)."""
-    idx = np.linspace(0, len(photos) - 1, min(sample, len(photos))).astype(int)
+def class_weights(photos: np.ndarray, among: np.ndarray, bins: torch.Tensor, sample: int = 2000) -> torch.Tensor:
+    """Rebalancing weights from the ab distribution of our photos (those indexed by `among`),
+    Gaussian-smoothed (sigma 5)."""
+    idx = among[np.linspace(0, len(among) - 1, min(sample, len(among))).astype(int)]
     rgb = torch.from_numpy(np.stack([photos[i][::4, ::4] for i in idx])).permute(0, 3, 1, 2).float() / 255
     ab = lab.srgb_to_lab(rgb)[:, 1:]
     counts = torch.bincount(nearest_bin(ab, bins).view(-1), minlength=len(bins)).double()
@@ -102,19 +102,20 @@ def losses(model: net.HintNet, lab_batch: torch.Tensor, hint_ab: torch.Tensor, h
 def validate(model: net.HintNet, photos: np.ndarray, bins: torch.Tensor) -> dict[int, float]:
     """Mean PSNR (uint8 RGB) on the held-out photos with no hints and with 10 simulated hints."""
     model.eval()
-    rgb = torch.from_numpy(np.array(photos[-VAL_PHOTOS:])).permute(0, 3, 1, 2).float() / 255
+    held = photos[-data.VAL_PHOTOS:]
+    rgb = torch.from_numpy(np.array(held)).permute(0, 3, 1, 2).float() / 255
     labs = lab.srgb_to_lab(rgb)
     out = {}
     for n in (0, 10):
         rng = np.random.default_rng(0)
-        layers = [measure.hints_of(np.array(p), n, rng) for p in photos[-VAL_PHOTOS:]]
+        layers = [measure.hints_of(np.array(p), n, rng) for p in held]
         pairs = [from_layer(layer) for layer in layers]
         hint_ab = torch.stack([p[0] for p in pairs])
         hint_w = torch.stack([p[1] for p in pairs])
         device = next(model.parameters()).device
         pred, _ = model(net.network_input(labs[:, :1], hint_ab, hint_w).to(device))
         res = lab.lab_to_srgb_keep_l(labs[:, :1], lab.denormalize_ab(pred.float().cpu()))
-        ref_u8 = np.array(photos[-VAL_PHOTOS:])
+        ref_u8 = np.array(held)
         got = (res.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
         out[n] = float(np.mean([measure.psnr(g, r) for g, r in zip(got, ref_u8)]))
     model.train()
@@ -140,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
                               run_dir.parent / "train160.npy")
     if args.limit:
         photos = photos[:args.limit]
-    train_count = len(photos) - min(VAL_PHOTOS, len(photos) // 4)
+    trainable = data.training_indices(len(photos), Path(args.data) if args.data else data.default_data_dir())
     ckpt_path = run_dir / "checkpoint.pt"
     init = None
     if ckpt_path.exists():
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         shape = init.get("shape", "u-net")
     else:
         ckpt, bins, width, shape = None, net.ab_bins(), args.width, args.shape
-        weights = class_weights(photos[:train_count], bins)
+        weights = class_weights(photos, trainable, bins)
     model = net.HintNet(len(bins), width, shape).to(  # pyright: ignore[reportCallIssue]  # stubs lack memory_format
         device, memory_format=torch.channels_last)  # ~10 % faster on CPU
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -174,12 +175,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"started from {args.init} at step {step}")
     bins_d, weights_d = bins.to(device), weights.to(device)
     params = sum(p.numel() for p in model.parameters())
-    print(f"{shape}, {params / 1e6:.2f} M parameters, {len(bins)} ab bins, {train_count} training photos, "
+    print(f"{shape}, {params / 1e6:.2f} M parameters, {len(bins)} ab bins, {len(trainable)} training photos, "
           f"device {device}")
     last_save, started, saved_step = time.monotonic(), time.monotonic() - seconds, step
     use_bf16 = args.precision == "bf16"
     while step < args.steps:
-        index = torch.randint(0, train_count, (args.batch,), generator=gen).numpy()
+        index = trainable[torch.randint(0, len(trainable), (args.batch,), generator=gen).numpy()]
         labs = data.batch(photos, index, args.crop, gen)
         hint_ab, hint_w = data.simulate_hints(labs[:, 1:], gen)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
