@@ -14,8 +14,8 @@ then (up to --converged-up-to MP) `converged`, a tight solve of the authors' sys
 relative residual 1e-6), so
 `final - conv` is how far `final` stops from the authors' answer in dB.  Up to --pyamg-up-to MP
 PyAMG solves the same authors' system (getColorExact.m's weights, float64, no weight floor):
-`air_solver` and `smoothed_aggregation_solver(symmetry="nonsymmetric")` as GMRES
-preconditioners, to the relative residual `final` reached (its worse channel), set-up and solve
+`air_solver` and `smoothed_aggregation_solver(symmetry="nonsymmetric")` as preconditioners of
+GMRES(20), to the relative residual `final` reached (its worse channel), set-up and solve
 timed apart; up to --reference-up-to MP SciPy's splu solves it exactly too.  The header gives the
 device, torch threads and the load average (timings on a loaded machine are only comparable
 within one run).  SciPy and PyAMG are benchmark extras (`pip install scipy pyamg`), never runtime
@@ -86,27 +86,54 @@ def authors_solution(y: np.ndarray, hint_ab: np.ndarray, fixed: np.ndarray) -> n
     return np.stack([lu.solve(np.where(fixed, hint_ab[c], 0).ravel()).reshape(y.shape) for c in range(2)])
 
 
-def pyamg_solutions(y: np.ndarray, hint_ab: np.ndarray, fixed: np.ndarray, tol: float) -> dict:
-    """PyAMG's two non-symmetric solvers as GMRES preconditioners: name -> (set-up s, solve s,
-    iterations of the worse channel, ab)."""
+class OutOfTime(Exception):
+    """A PyAMG solve ran past --pyamg-budget."""
+
+
+def pyamg_solutions(y: np.ndarray, hint_ab: np.ndarray, fixed: np.ndarray, tol: float, budget: float) -> dict:
+    """PyAMG's two non-symmetric solvers as GMRES preconditioners: name -> {setup, solve, it (the worse
+    channel's), mb (resident memory the set-up added), ab, or stopped with the residual's reduction
+    when a solve runs past `budget` seconds}."""
     import pyamg
+    from scipy.sparse.linalg import LinearOperator
 
     a = authors_matrix(y, fixed)
     out = {}
     for name, build in (("air", lambda: pyamg.air_solver(a)),
                         ("sa-ns", lambda: pyamg.smoothed_aggregation_solver(a, symmetry="nonsymmetric"))):
+        rest = status_kb("VmRSS")
         start = time.perf_counter()
         ml = build()
         setup = time.perf_counter() - start
+        row = {"setup": setup, "mb": (status_kb("VmRSS") - rest) / 1e3}
         start = time.perf_counter()
+        deadline = start + budget
+
+        def gmres20(A, b, M, **kwargs):
+            # GMRES restarted every 20 steps: unrestarted, 500 steps would keep a 45 GB basis at 12 MP
+            def timed(v):
+                if time.perf_counter() > deadline:
+                    raise OutOfTime
+                return M.matvec(v)
+            return pyamg.krylov.gmres(A, b, M=LinearOperator(M.shape, timed, dtype=M.dtype), restart=20, **kwargs)
+
         chans, its = [], 0
         for c in range(2):
             b = np.where(fixed, hint_ab[c], 0).ravel()
             residuals: list[float] = []
-            x = ml.solve(b, tol=tol, accel="gmres", maxiter=500, residuals=residuals)
+            try:
+                x = ml.solve(b, tol=tol, accel=gmres20, maxiter=25, residuals=residuals)
+            except OutOfTime:
+                row.update(stopped=True, channel=c, it=len(residuals) - 1, reduced=residuals[-1] / residuals[0])
+                break
             chans.append(x.reshape(y.shape))
             its = max(its, len(residuals) - 1)
-        out[name] = (setup, time.perf_counter() - start, its, np.stack(chans))
+        row["solve"] = time.perf_counter() - start
+        row["s"] = setup + row["solve"]
+        if not row.get("stopped"):
+            row.update(it=its, ab=np.stack(chans))
+        out[name] = row
+        del ml
     return out
 
 
@@ -163,9 +190,9 @@ def run_size(args) -> None:
         fixed = hint_w[0].cpu().numpy() >= levin.FIXED
         hints = hint_ab.double().cpu().numpy()
         if args.mp <= args.pyamg_up_to:
-            for solver, (setup, solve, its, ab) in pyamg_solutions(y, hints, fixed, row["final"]["residual"]).items():
-                row[solver] = {"setup": setup, "s": setup + solve, "solve": solve, "it": its,
-                               "db": measure.psnr(to_rgb(L, ab), rgb)}
+            for solver, q in pyamg_solutions(y, hints, fixed, row["final"]["residual"], args.pyamg_budget).items():
+                ab = q.pop("ab", None)
+                row[solver] = {**q, "db": measure.psnr(to_rgb(L, ab), rgb) if ab is not None else math.nan}
         if args.mp <= args.reference_up_to:
             start = time.perf_counter()
             ref = authors_solution(y, hints, fixed)
@@ -180,6 +207,8 @@ def main() -> None:
     ap.add_argument("--hints", type=int, default=100)
     ap.add_argument("--pyamg-up-to", type=float, default=4.0,
                     help="largest size (MP) PyAMG solves too (AIR + GMRES: about a minute at 4 MP on 2 cores)")
+    ap.add_argument("--pyamg-budget", type=float, default=900.0,
+                    help="seconds a PyAMG solve may run before it is stopped and its residual reported")
     ap.add_argument("--reference-up-to", type=float, default=0.0,
                     help="largest size (MP) SciPy's splu solves too (~2-4 min per photo at 1 MP on 2 cores)")
     ap.add_argument("--converged-up-to", type=float, default=12.0,
@@ -207,6 +236,7 @@ def main() -> None:
     for mp in args.sizes:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--mp", repr(mp), "--images", str(args.images),
                "--hints", str(args.hints), "--pyamg-up-to", repr(args.pyamg_up_to),
+               "--pyamg-budget", repr(args.pyamg_budget),
                "--reference-up-to", repr(args.reference_up_to), "--converged-up-to", repr(args.converged_up_to),
                "--qualities", *args.qualities]
         cmd += (["--threads", str(args.threads)] if args.threads else []) + (
@@ -227,9 +257,18 @@ def main() -> None:
                 q = r.get(solver)
                 out += (f" {q['s']:7.1f} {q['setup']:7.1f} {q['it']:3d} {q['db']:6.2f}" if q
                         else f" {'-':>7} {'-':>7} {'-':>3} {'-':>6}")
-            out += f" {r['air']['s'] / r['final']['s']:7.1f}" if "air" in r else f" {'-':>7}"
+            ratio = "-" if "air" not in r else (
+                f"{'>' if r['air'].get('stopped') else ''}{r['air']['s'] / r['final']['s']:.1f}")
+            out += f" {ratio:>7}"
             out += f" {r['scipy']['s']:7.1f}" if "scipy" in r else f" {'-':>7}"
             print(out + f" {r['grey']:7.2f}", flush=True)
+            for solver in ("air", "sa-ns"):
+                q = r.get(solver)
+                if q:
+                    print(f"      {solver}: set-up {q['setup']:.1f} s adding {q['mb']:.0f} MB resident"
+                          + (f"; stopped after {q['solve']:.0f} s of solving (--pyamg-budget) in channel "
+                             f"{q['channel']}, its residual down {1 / q['reduced']:.3g}x in {q['it']} GMRES steps"
+                             if q.get("stopped") else ""), flush=True)
         if child.wait() != 0:
             raise SystemExit(f"the {mp} MP run failed")
 
