@@ -16,7 +16,6 @@ CPU-throughput design; it replaces the shipped U-Net only if it reaches its vali
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 from pathlib import Path
 
@@ -67,8 +66,7 @@ def main(argv=None) -> int:
             bf16 = precision.startswith("bf16")
 
             def step(labs, hint_ab, hint_w):
-                ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-                with ctx:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     loss, _, _ = train.losses(forward, labs, hint_ab, hint_w, bins, weights)  # pyright: ignore[reportArgumentType]
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

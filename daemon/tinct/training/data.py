@@ -49,15 +49,16 @@ def shard_names(data_dir: Path) -> list[str]:
     return names
 
 
-def object_photos(data_dir: Path) -> np.ndarray:
+def object_photos(data_dir: Path, names: list[str] | None = None) -> np.ndarray:
     """Indices of the held-out object set: every k-th photo of OBJECT_SOURCES (train_manifest.csv)
-    outside the validation slice, OBJECT_PHOTOS of them; none when the shards have no manifest."""
+    outside the validation slice, OBJECT_PHOTOS of them; none when the shards have no manifest.
+    `names`: the shards' `shard_names`, where the caller has them already."""
     manifest = Path(data_dir) / "train_manifest.csv"
     if not manifest.exists():
         return np.zeros(0, dtype=np.int64)
     with open(manifest, newline="") as f:
         source = {row["file"]: row["source"] for row in csv.DictReader(f)}
-    names = shard_names(data_dir)
+    names = shard_names(data_dir) if names is None else names
     pool = [i for i, name in enumerate(names[:len(names) - VAL_PHOTOS]) if source.get(name) in OBJECT_SOURCES]
     step = max(1, len(pool) // OBJECT_PHOTOS)
     return np.array(pool[step // 2::step][:OBJECT_PHOTOS], dtype=np.int64)

@@ -76,7 +76,7 @@ def held_out_objects(cache: str | Path) -> Iterator[tuple[str, np.ndarray]]:
     clothing and people that training never sees and no setting is chosen on."""
     photos = data.load_shards(data.default_data_dir(), Path(cache))
     names = data.shard_names(data.default_data_dir())
-    for i in data.object_photos(data.default_data_dir()):
+    for i in data.object_photos(data.default_data_dir(), names):
         yield f"objects/{Path(names[i]).stem}", np.array(photos[i])
 
 

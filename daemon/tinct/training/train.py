@@ -52,7 +52,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--device", default=None)
     parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
-                        help="bf16 autocast (weights stay fp32): 1.7x the steps per minute of fp32 on an "
+                        help="bf16 autocast (weights stay fp32): 1.8x the steps per minute of fp32 on an "
                         "AVX-512 BF16 CPU (benchmarks/training.py), and the usual choice on CUDA")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N photos (tests)")
     parser.add_argument("--init", default=None, help="start from exported weights (e.g. the committed "
