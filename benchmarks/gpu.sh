@@ -9,13 +9,15 @@
 #   3. tests/test_triton.py on the GPU (every kernel compiled against the C loops, whole solves, the
 #      CUDA-graph replay, the real out-of-memory -> CPU retry) and the other CUDA-marked tests;
 #   4. each kernel's time and GB/s at 12 MP (benchmarks/kernels.py --bandwidth 12);
-#   5. the 1/4/12/50 MP table of whole `final` and `preview` solves (benchmarks/kernels.py --solve).
+#   5. the 1/4/12/50 MP table (benchmarks/kernels.py --solve): the solve at `final`, `preview` and `live`,
+#      whole colorize calls of both engines;
+#   6. where a 1 MP and a 12 MP solve's time goes (benchmarks/kernels.py --profile, torch.profiler).
 #
 # Where the machine reaches no package index, Tinct's own small dependencies it lacks (pyzmq,
 # imagecodecs) must come as wheels in .whl/ for its Python, e.g. fetched elsewhere with
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
 #                --platform manylinux2014_x86_64 -d .whl pyzmq imagecodecs
-# Every step runs under a time limit (465 s in all) and the script goes on after a failing one; the
+# Every step runs under a time limit (645 s in all, far less when nothing hangs; each test under 90 s where pytest-timeout is there) and the script goes on after a failing one; the
 # exit status is 1 when any step failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -66,12 +68,15 @@ assert torch.cuda.is_available(), 'this PyTorch sees no GPU'"
 step 60 "install" install
 PY="$VENV/bin/python"
 step 45 "tinct doctor (GPU row)" bash -c "'$PY' -m tinct.tools.cli doctor --no-start --no-gimp --no-krita | grep -E '^(check|torch device|gpu) '"
-step 150 "tests/test_triton.py on the GPU" "$PY" -m pytest -ra -q -p no:cacheprovider tests/test_triton.py
-step 60 "the other CUDA-marked tests" "$PY" -m pytest -ra -q -p no:cacheprovider -m cuda \
-  --ignore=tests/test_triton.py tests
+pytest=("$PY" -m pytest -ra -q -p no:cacheprovider)
+"$PY" -c "import pytest_timeout" 2>/dev/null && pytest+=(--timeout 90)
+step 150 "tests/test_triton.py on the GPU" "${pytest[@]}" tests/test_triton.py
+step 60 "the other CUDA-marked tests" "${pytest[@]}" -m cuda $(grep -l "mark.cuda" tests/test_*.py | grep -v test_triton)
 step 30 "each kernel at 12 MP" "$PY" benchmarks/kernels.py --bandwidth 12
 json=()
 [ -n "$OUT" ] && json=(--json "$OUT/solves.json")
-step 120 "whole solves at 1, 4, 12, 50 MP" "$PY" benchmarks/kernels.py --solve 1 4 12 50 --repeats 3 "${json[@]}"
+step 180 "solves and colorize at 1, 4, 12, 50 MP" "$PY" benchmarks/kernels.py --solve 1 4 12 50 --repeats 3 "${json[@]}"
+step 60 "where a 1 MP solve's time goes" "$PY" benchmarks/kernels.py --profile 1
+step 60 "where a 12 MP solve's time goes" "$PY" benchmarks/kernels.py --profile 12
 echo "== gpu.sh: $([ $failed -eq 0 ] && echo "every step passed" || echo "a step failed") in $SECONDS s; log: $LOG"
 exit $failed

@@ -4,6 +4,7 @@
     python benchmarks/kernels.py --bandwidth 12            (a CUDA GPU)
     python benchmarks/kernels.py --solve 1 4 12 50 [--repeats 3] [--json FILE]   (a CUDA GPU)
     python benchmarks/kernels.py --count 1 4 [--quality final]                    (the CPU will do)
+    python benchmarks/kernels.py --profile 1                                      (a CUDA GPU)
 
 --compile: for every kernel of tinct.native.triton_kernels (KERNELS) and every target,
 Triton compiles it to PTX (sm_80: Ampere, A100; sm_90: Hopper, H100/H200) and Triton's own ptxas (the
@@ -17,11 +18,16 @@ fails to compile or spills.  No GPU or driver is touched.
 megapixel grid: milliseconds and the GB/s its bytes-per-pixel model implies, against a plain
 device-to-device copy's in the same run.
 
---solve MP...: whole `final` and `preview` solves on the GPU of a real photo (the first panel of
-docs/images/parrots.jpg, resized with Lanczos to a square of MP megapixels, grey, 100 simulated
-strokes of its own colours): one warm-up solve per size, then --repeats timed solves between
-torch.cuda.synchronize() calls; the median seconds, iterations, and the peak GPU memory of the
-solve (torch.cuda.max_memory_allocated, inputs excluded).
+--solve MP...: on the GPU, a real photo (the first panel of docs/images/parrots.jpg, resized with
+Lanczos to a square of MP megapixels, grey, 100 simulated strokes of its own colours): the
+optimization solve at `final`, `preview` and `live`, then whole `tinct.colorize` calls from the
+8-bit arrays to the 8-bit answer (optimization `final` and `live`; the learned engine automatic and
+with the strokes).  One warm-up run each, then --repeats timed runs between
+torch.cuda.synchronize() calls: median seconds, iterations, and peak GPU memory above what was
+allocated before (torch.cuda.max_memory_allocated).
+
+--profile MP: one warmed-up solve per quality under torch.profiler: the operations taking the most
+GPU time and the most CPU time (a solve whose GPU is idle is launch- or sync-bound).
 
 --count MP...: the roofline's numerator without a GPU: the bytes a CUDA solve of that photo moves,
 counted during the same solve on the CPU.  Each native kernel call counts its Triton twin's
@@ -143,6 +149,7 @@ def bandwidth(mp: float) -> int:
     from tinct.native import kernels
     from tinct.native.triton_kernels import KERNELS
 
+    assert kernels.triton_kernels() is not None, kernels.triton_error()  # imported on first use, as a solve does
     side = int(math.sqrt(mp * 1e6)) | 1
     dev = torch.device("cuda")
     g = torch.Generator(dev).manual_seed(0)
@@ -215,7 +222,8 @@ def photo(mp: float):
 
 
 def solves(sizes: list[float], repeats: int, json_path: Path | None) -> int:
-    """The 1/4/12/50 MP table of whole solves on the GPU."""
+    """The 1/4/12/50 MP table on the GPU: the optimization solve at each quality, then whole
+    `tinct.colorize` calls (decode, solve or network + solve, encode to 8-bit RGB) for both engines."""
     import json
     import statistics
 
@@ -225,34 +233,70 @@ def solves(sizes: list[float], repeats: int, json_path: Path | None) -> int:
     from tinct.engines.optimization import levin
 
     dev = torch.device("cuda")
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {repeats} timed solves after a warm-up")
-    print(f"{'MP':>5}  {'quality':<8}  {'median s':>9}  {'min s':>7}  {'it':>3}  {'peak GB':>8}  {'converged':>9}")
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {repeats} timed runs after a warm-up")
+    print(f"{'MP':>5}  {'what':<22}  {'median s':>9}  {'min s':>7}  {'it':>3}  {'peak GB':>8}  {'converged':>9}")
     rows = []
+
+    def timed(mp: float, what: str, run) -> None:
+        run()  # warm-up: Triton builds what this size needs, the engine loads
+        times, results, peaks = [], [], []
+        for _ in range(repeats):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            start = time.perf_counter()
+            results.append(run())
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+            peaks.append((torch.cuda.max_memory_allocated() - base) / 1e9)
+        info = results[-1] if isinstance(results[-1], dict) else {}
+        row = {"mp": mp, "what": what, "median_s": statistics.median(times), "min_s": min(times),
+               "iterations": info.get("iterations"), "peak_gb": max(peaks), "converged": info.get("converged")}
+        rows.append(row)
+        print(f"{mp:5g}  {what:<22}  {row['median_s']:9.3f}  {row['min_s']:7.3f}  {row['iterations'] or '':>3}  "
+              f"{row['peak_gb']:8.2f}  {'' if row['converged'] is None else str(row['converged']):>9}", flush=True)
+
+    def solve_rows(mp: float, grey, layer) -> None:  # the inputs on the GPU go when it returns
+        _, L, hint_ab, hint_w = api.prepare(grey, layer, dev)
+        for quality in ("final", "preview", "live"):
+            timed(mp, f"solve {quality}", lambda q=quality: levin.solve_ab(L, hint_ab, hint_w, quality=q)[1])
+
     for mp in sizes:
         _, grey, layer = photo(mp)
-        _, L, hint_ab, hint_w = api.prepare(grey, layer, dev)
-        for quality in ("final", "preview"):
-            levin.solve_ab(L, hint_ab, hint_w, quality=quality)  # warm-up: Triton builds what this size needs
-            times, infos, peaks = [], [], []
-            for _ in range(repeats):
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-                base = torch.cuda.memory_allocated()
-                start = time.perf_counter()
-                _, info = levin.solve_ab(L, hint_ab, hint_w, quality=quality)
-                torch.cuda.synchronize()
-                times.append(time.perf_counter() - start)
-                infos.append(info)
-                peaks.append((torch.cuda.max_memory_allocated() - base) / 1e9)
-            row = {"mp": mp, "quality": quality, "median_s": statistics.median(times), "min_s": min(times),
-                   "iterations": infos[-1]["iterations"], "peak_gb": max(peaks), "converged": infos[-1]["converged"]}
-            rows.append(row)
-            print(f"{mp:5g}  {quality:<8}  {row['median_s']:9.3f}  {row['min_s']:7.3f}  {row['iterations']:3d}  "
-                  f"{row['peak_gb']:8.2f}  {str(row['converged']):>9}", flush=True)
-        del L, hint_ab, hint_w
+        solve_rows(mp, grey, layer)
+        torch.cuda.empty_cache()
+        timed(mp, "colorize final", lambda: api.colorize(grey, layer, device=dev) is None)
+        timed(mp, "colorize live", lambda: api.colorize(grey, layer, device=dev, quality="live") is None)
+        timed(mp, "learned automatic", lambda: api.colorize(grey, None, "learned", device=dev) is None)
+        timed(mp, "learned 100 strokes", lambda: api.colorize(grey, layer, "learned", device=dev) is None)
         torch.cuda.empty_cache()
     if json_path:
         json_path.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def profile(mp: float) -> int:
+    """Where a solve's time goes on the GPU: one warmed-up solve per quality under torch.profiler,
+    the operations that take the most GPU time and the most CPU time (launches, Python, syncs)."""
+    import torch
+    from torch.profiler import ProfilerActivity
+
+    from tinct import api
+    from tinct.engines.optimization import levin
+
+    _, grey, layer = photo(mp)
+    _, L, hint_ab, hint_w = api.prepare(grey, layer, torch.device("cuda"))
+    for quality in ("final", "preview", "live"):
+        levin.solve_ab(L, hint_ab, hint_w, quality=quality)
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            _, info = levin.solve_ab(L, hint_ab, hint_w, quality=quality)
+            torch.cuda.synchronize()
+        events = prof.key_averages()
+        print(f"== {mp:g} MP {quality}: {info['iterations']} iterations; "
+              f"GPU busy {sum(e.self_device_time_total for e in events) / 1e3:.1f} ms")
+        for key in ("self_cuda_time_total", "self_cpu_time_total"):
+            print(events.table(sort_by=key, row_limit=12, max_name_column_width=48), flush=True)
     return 0
 
 
@@ -358,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--bandwidth", type=float, metavar="MP", help="time each kernel on an MP grid (CUDA)")
     mode.add_argument("--solve", type=float, nargs="+", metavar="MP", help="time whole solves at these sizes (CUDA)")
     mode.add_argument("--count", type=float, nargs="+", metavar="MP", help="bytes a CUDA solve moves (on the CPU)")
+    mode.add_argument("--profile", type=float, metavar="MP", help="where a solve's time goes (CUDA, torch.profiler)")
     parser.add_argument("--quality", default="final", help="--count: final or preview")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="kernels compiled at once")
     parser.add_argument("--repeats", type=int, default=3, help="timed solves per size and quality")
@@ -373,9 +418,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     if not torch.cuda.is_available():
-        parser.error("--bandwidth and --solve time the kernels on a CUDA GPU, and torch sees none")
+        parser.error("--bandwidth, --solve and --profile time the kernels on a CUDA GPU, and torch sees none")
     if args.bandwidth:
         return bandwidth(args.bandwidth)
+    if args.profile:
+        return profile(args.profile)
     return solves(args.solve, args.repeats, args.json)
 
 

@@ -213,6 +213,23 @@ def test_training_on_cuda_in_bf16(tmp_path):
     assert learned.LearnedEngine(tmp_path / "m.pt").meta["history"][-1]["device"].startswith("cuda")
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+def test_the_shipped_model_in_bf16_on_cuda_agrees_with_the_cpu(monkeypatch):
+    """On CUDA the network runs in bf16, channels_last (tensor cores); its colours stay within what a
+    viewer could tell from the fp32 CPU answer, automatic and with strokes."""
+    from tinct import engines
+    from tinct.training import measure
+    monkeypatch.delenv("TINCT_MODEL", raising=False)
+    monkeypatch.delitem(engines._loaded, "learned", raising=False)
+    photo = Image.open(Path(__file__).resolve().parents[1] / "docs" / "images" / "parrots.jpg").convert("RGB")
+    rgb = np.asarray(photo.resize((photo.width // 2, photo.height // 2)))
+    grey, layer = measure.gray_of(rgb), measure.hints_of(rgb, 10, np.random.default_rng(0))
+    for hints in (None, layer):
+        cpu, gpu = (tinct.colorize(grey, hints, "learned", device=d) for d in ("cpu", "cuda"))
+        assert measure.psnr(gpu, cpu) >= 40.0, measure.psnr(gpu, cpu)  # bf16 on this CPU: 56 and 67 dB
+
+
 def test_training_runs_two_steps_and_resumes(tmp_path):
     tiny_shards(tmp_path)
     args = ["--steps", "2", "--batch", "2", "--crop", "32", "--width", "8", "--data", str(tmp_path),

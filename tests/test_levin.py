@@ -226,6 +226,42 @@ def test_multigrid_of_the_authors_system_is_a_good_preconditioner(monkeypatch):
     torch.testing.assert_close(res.x, expect, atol=1e-5, rtol=1e-6)
 
 
+def test_levels_below_the_kcycle_size_take_one_cycle(monkeypatch):
+    """On CUDA the deep levels, where a kernel costs its launch whatever it moves, take one cycle
+    instead of the K-cycle's two steps: level k is then visited 2^j times (j: the K-cycle levels
+    above it), not 2^k, and GCR still solves the authors' system."""
+    monkeypatch.setattr(multigrid, "DENSE_MAX", 64)
+    monkeypatch.setattr(multigrid, "K_ENOUGH", 0.0)  # both steps always, as on CUDA
+    h, w = 37, 41
+    y = torch.tensor(tiny_photo(h, w, seed=9))
+    ab, weight = hints_for(h, w, {(2, 2): (30, -10), (30, 35): (-40, 20)})
+    a, _ = systems(y, ab, weight[0] > 0)
+    b = torch.randn(2, h, w, dtype=torch.float64)
+
+    def visits(kcycle_min: int) -> tuple[list[int], krylov.Result]:
+        mg = Multigrid(a, lump=True, kcycle=True)
+        monkeypatch.setattr(mg, "kcycle_min", lambda _b: kcycle_min)
+        count = [0] * mg.levels
+        cycle = mg._cycle
+
+        def counted(level, rhs):
+            count[level] += 1
+            return cycle(level, rhs)
+
+        monkeypatch.setattr(mg, "_cycle", counted)
+        mg(b)
+        calls = list(count)
+        return calls, krylov.gcr(a.apply, b, torch.zeros_like(b), mg, 1e-8, 40)
+
+    sizes = [op.shape[0] * op.shape[1] for op in Multigrid(a, lump=True, kcycle=True).ops]
+    assert sizes == [37 * 41, 19 * 21, 11 * 11, 7 * 7]
+    everywhere, full = visits(0)
+    assert everywhere == [1, 2, 4, 4]  # the coarsest grid is solved once per visit of the level above
+    shallow, cut = visits(200)  # level 1 (399 points) keeps two steps, level 2 (121) takes one
+    assert shallow == [1, 2, 2, 2]
+    assert full.converged and cut.converged and cut.iterations <= full.iterations + 3
+
+
 def test_plain_pytorch_solve_matches_the_c_kernels(monkeypatch):
     """The path CUDA takes (no C kernels) gives the same colours, through the same hierarchy."""
     monkeypatch.setattr(multigrid, "DENSE_MAX", 64)

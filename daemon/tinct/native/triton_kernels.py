@@ -324,7 +324,7 @@ def _decoded(src, k, table, mask, DEPTH: tl.constexpr):
         return tl.where(v > 0.04045, curve, tl.math.div_rn(v, 12.92))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["nc"])  # nc = 1 would become a constant, and `nc >= 3` a Python bool
 def lightness_kernel(out, src, table, y_row, nc, n, DEPTH: tl.constexpr, BLOCK: tl.constexpr):
     """out (H, W) = Lab L of src (H, W, C), C = 1, 2 (grey; alpha ignored) or 3, 4 (RGB).
     BYTES = 4 + C x the sample's bytes (the decoding table stays in cache)."""
@@ -380,10 +380,10 @@ def _store_code(dst, v, steps, mask, DEPTH: tl.constexpr):
             tl.store(dst, e, mask=mask)
 
 
-@triton.jit
-def encode_kernel(out, L, ab, params, alpha, nc, n, DEPTH: tl.constexpr, BLOCK: tl.constexpr):
+@triton.jit(do_not_specialize=["nc"])
+def encode_kernel(out, L, ab, consts, alpha, nc, n, DEPTH: tl.constexpr, BLOCK: tl.constexpr):
     """out (H, W, C) = sRGB of L (H, W) and ab (2, H, W) with L kept, C = 3, or 4 with alpha (H, W)
-    copied; params: XYZ/white -> RGB (9), then the 255 linear values where 8-bit codes begin.  A block
+    copied; consts: XYZ/white -> RGB (9), then the 255 linear values where 8-bit codes begin.  A block
     with an out-of-gamut pixel bisects its chroma (16 steps, all its pixels, the in-gamut ones' results
     discarded).  BYTES = 12 + 3 x the sample's bytes (+ 2 x with alpha)."""
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -392,22 +392,22 @@ def encode_kernel(out, L, ab, params, alpha, nc, n, DEPTH: tl.constexpr, BLOCK: 
     light = tl.where(light < 0.0, 0.0, tl.where(light > 100.0, 100.0, light))
     a = tl.load(ab + i, mask=inside, other=0.0)
     b = tl.load(ab + n + i, mask=inside, other=0.0)
-    r, g, bl, fits = _lab_linear(light, a, b, params)
+    r, g, bl, fits = _lab_linear(light, a, b, consts)
     outside = inside & ~fits
     if tl.max(outside.to(tl.int32), axis=0) > 0:
         lo = tl.zeros((BLOCK,), tl.float32)
         hi = lo + 1.0
         for _ in range(16):
             mid = (lo + hi) * 0.5
-            _r, _g, _b, ok = _lab_linear(light, mid * a, mid * b, params)
+            _r, _g, _b, ok = _lab_linear(light, mid * a, mid * b, consts)
             lo = tl.where(ok, mid, lo)
             hi = tl.where(ok, hi, mid)
-        sr, sg, sb, _ok = _lab_linear(light, lo * a, lo * b, params)
+        sr, sg, sb, _ok = _lab_linear(light, lo * a, lo * b, consts)
         r, g, bl = tl.where(outside, sr, r), tl.where(outside, sg, g), tl.where(outside, sb, bl)
     k = i * nc
-    _store_code(out + k, r, params + 9, inside, DEPTH)
-    _store_code(out + k + 1, g, params + 9, inside, DEPTH)
-    _store_code(out + k + 2, bl, params + 9, inside, DEPTH)
+    _store_code(out + k, r, consts + 9, inside, DEPTH)
+    _store_code(out + k + 1, g, consts + 9, inside, DEPTH)
+    _store_code(out + k + 2, bl, consts + 9, inside, DEPTH)
     with_alpha = i < (nc == 4).to(tl.int32) * n
     tl.store(out + k + 3, tl.load(alpha + i, mask=with_alpha), mask=with_alpha)
 
@@ -484,10 +484,10 @@ def lightness(out: torch.Tensor, src: torch.Tensor, table: torch.Tensor | None, 
                                                      DEPTH=depth, BLOCK=PIXEL_BLOCK, **PIXEL_OPTIONS)
 
 
-def encode(out: torch.Tensor, L: torch.Tensor, ab: torch.Tensor, params: torch.Tensor, alpha: torch.Tensor | None,
+def encode(out: torch.Tensor, L: torch.Tensor, ab: torch.Tensor, consts: torch.Tensor, alpha: torch.Tensor | None,
            depth: int) -> None:
     n = L.numel()
-    encode_kernel[(triton.cdiv(n, PIXEL_BLOCK),)](out, L, ab, params, out if alpha is None else alpha,
+    encode_kernel[(triton.cdiv(n, PIXEL_BLOCK),)](out, L, ab, consts, out if alpha is None else alpha,
                                                   out.shape[-1], n, DEPTH=depth, BLOCK=PIXEL_BLOCK, **PIXEL_OPTIONS)
 
 class Spec(NamedTuple):
@@ -537,7 +537,7 @@ def _pixel_kernels() -> dict[str, Spec]:
             lightness_kernel, dict(out=_P, src=kind, table=_P, y_row=_P, nc=_I, n=_I), constexprs, 4 + 3 * size,
             0, fp_fusion=False)
         specs[f"encode ({name} RGB)"] = Spec(
-            encode_kernel, dict(out=kind, L=_P, ab=_P, params=_P, alpha=kind, nc=_I, n=_I), constexprs, 12 + 3 * size,
+            encode_kernel, dict(out=kind, L=_P, ab=_P, consts=_P, alpha=kind, nc=_I, n=_I), constexprs, 12 + 3 * size,
             0, fp_fusion=False)
     return specs
 

@@ -135,10 +135,14 @@ class LearnedEngine:
         x = net.network_input(L[None], hint_ab[None], hint_weight[None])
         x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         model = self.model.to(L.device)
-        with torch.no_grad():
+        cuda = L.device.type == "cuda"  # tensor cores: bf16 in NHWC (on the CPU fp32 is exact and fast enough)
+        if cuda:
+            model = model.to(memory_format=torch.channels_last)  # pyright: ignore[reportCallIssue]
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             pred, logits = model(x)
-        ab = lab.denormalize_ab(pred[0, :, :size[0], :size[1]])
-        return ab, logits[0], size
+        ab = lab.denormalize_ab(pred[0, :, :size[0], :size[1]].float())
+        return ab, logits[0].float().contiguous(), size
 
     def network_prior(self, L: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor,
                       vibrancy: float | None = None, max_side: int = 512,

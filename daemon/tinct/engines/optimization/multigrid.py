@@ -43,6 +43,14 @@ K = {off: k for k, off in enumerate(OFFSETS)}
 COARSEST = 9  # stop coarsening when a side is this small
 DENSE_MAX = 2048  # stop coarsening once this few points remain: the coarsest grid is solved exactly
 K_ENOUGH = 0.25  # a K-cycle's second step is skipped once the first cut the residual this much
+# On CUDA a level below this many points takes one cycle, not the K-cycle's two steps.  Level k of a
+# K-cycle is visited 2^k times a step, and on a GPU a small level's kernels cost their few
+# microseconds of launch whatever they move: at 12 MP on an H200 the deep levels' 22,000 Gauss-Seidel
+# launches were a third of the GPU's time.  Measured there (final, 1/4/12/50 MP): every level 0.195 /
+# 0.483 / 0.771 / 1.475 s, levels of 1 M points and more 0.063 / 0.081 / 0.188 / 0.460 s, the same
+# or fewer GCR steps, answers within 0.36 ab units.  The CPU's cost follows the bytes, so there
+# every level keeps the K-cycle.
+KCYCLE_MIN_CUDA = 1_048_576
 
 
 class Prolongation:
@@ -311,6 +319,10 @@ class Multigrid:
     def levels(self) -> int:
         return len(self.ops)
 
+    def kcycle_min(self, b: torch.Tensor) -> int:
+        """The fewest points a level needs to take the K-cycle's two steps (see KCYCLE_MIN_CUDA)."""
+        return KCYCLE_MIN_CUDA if b.is_cuda else 0
+
     def __call__(self, r: torch.Tensor) -> torch.Tensor:
         h, w = self.shape
         return self._cycle(0, fit(r, self.ops[0].shape))[..., :h, :w].contiguous()
@@ -333,9 +345,9 @@ class Multigrid:
 
     def _coarse(self, level: int, b: torch.Tensor) -> torch.Tensor:
         """Solve level `level` approximately: one cycle, or (K-cycle) two minimal-residual steps."""
-        if not self.kcycle or level == len(self.ops) - 1:
-            return self._cycle(level, b)
         a = self.ops[level]
+        if not self.kcycle or level == len(self.ops) - 1 or a.shape[0] * a.shape[1] < self.kcycle_min(b):
+            return self._cycle(level, b)
         z1 = self._cycle(level, b)
         w1 = a.apply(z1)
         w1b, w1w1 = dots(w1, [b, w1])
