@@ -5,6 +5,7 @@
     python benchmarks/kernels.py --solve 1 4 12 50 [--repeats 3] [--json FILE]   (a CUDA GPU)
     python benchmarks/kernels.py --count 1 4 [--quality final]                    (the CPU will do)
     python benchmarks/kernels.py --profile 1                                      (a CUDA GPU)
+    python benchmarks/kernels.py --kcycle 1 4 12 50 [--repeats 3]                 (a CUDA GPU)
 
 --compile: for every kernel of tinct.native.triton_kernels (KERNELS) and every target,
 Triton compiles it to PTX (sm_80: Ampere, A100; sm_90: Hopper, H100/H200) and Triton's own ptxas (the
@@ -28,6 +29,10 @@ allocated before (torch.cuda.max_memory_allocated).
 
 --profile MP: one warmed-up solve per quality under torch.profiler: the operations taking the most
 GPU time and the most CPU time (a solve whose GPU is idle is launch- or sync-bound).
+
+--kcycle MP...: `final` with the K-cycle on levels of at least 0, 16 k, 65 k, 262 k and 1 M points
+(multigrid.KCYCLE_MIN_CUDA), one warm-up and --repeats timed solves each: the median seconds, GCR
+steps, levels, and the largest ab difference from the K-cycle-on-every-level answer.
 
 --count MP...: the roofline's numerator without a GPU: the bytes a CUDA solve of that photo moves,
 counted during the same solve on the CPU.  Each native kernel call counts its Triton twin's
@@ -275,6 +280,43 @@ def solves(sizes: list[float], repeats: int, json_path: Path | None) -> int:
     return 0
 
 
+def kcycle(sizes: list[float], repeats: int) -> int:
+    """multigrid.KCYCLE_MIN_CUDA tried in turn: `final` time, GCR steps, levels, and how far each
+    answer lands from the K-cycle-on-every-level one (max |ab| difference)."""
+    import statistics
+
+    import torch
+
+    from tinct import api
+    from tinct.engines.optimization import levin, multigrid
+
+    dev, chosen = torch.device("cuda"), multigrid.KCYCLE_MIN_CUDA
+    print(f"{'MP':>4} {'K-min':>9} {'median s':>9} {'it':>3} {'lv':>3} {'max |dab| vs 0':>15}")
+    try:
+        for mp in sizes:
+            _, grey, layer = photo(mp)
+            _, L, hint_ab, hint_w = api.prepare(grey, layer, dev)
+            base = None
+            for kmin in (0, 16_384, 65_536, 262_144, 1_048_576):
+                multigrid.KCYCLE_MIN_CUDA = kmin
+                levin.solve_ab(L, hint_ab, hint_w, quality="final")
+                times = []
+                for _ in range(repeats):
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    ab, info = levin.solve_ab(L, hint_ab, hint_w, quality="final")
+                    torch.cuda.synchronize()
+                    times.append(time.perf_counter() - t0)
+                base = ab if base is None else base
+                print(f"{mp:>4g} {kmin:>9} {statistics.median(times):9.3f} {info['iterations']:>3} "
+                      f"{info['levels']:>3} {float((ab - base).abs().max()):15.3f}", flush=True)
+            del L, hint_ab, hint_w, base
+            torch.cuda.empty_cache()
+    finally:
+        multigrid.KCYCLE_MIN_CUDA = chosen
+    return 0
+
+
 def profile(mp: float) -> int:
     """Where a solve's time goes on the GPU: one warmed-up solve per quality under torch.profiler,
     the operations that take the most GPU time and the most CPU time (launches, Python, syncs)."""
@@ -403,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--solve", type=float, nargs="+", metavar="MP", help="time whole solves at these sizes (CUDA)")
     mode.add_argument("--count", type=float, nargs="+", metavar="MP", help="bytes a CUDA solve moves (on the CPU)")
     mode.add_argument("--profile", type=float, metavar="MP", help="where a solve's time goes (CUDA, torch.profiler)")
+    mode.add_argument("--kcycle", type=float, nargs="+", metavar="MP", help="final against KCYCLE_MIN_CUDA (CUDA)")
     parser.add_argument("--quality", default="final", help="--count: final or preview")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="kernels compiled at once")
     parser.add_argument("--repeats", type=int, default=3, help="timed solves per size and quality")
@@ -418,11 +461,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     if not torch.cuda.is_available():
-        parser.error("--bandwidth, --solve and --profile time the kernels on a CUDA GPU, and torch sees none")
+        parser.error("--bandwidth, --solve, --profile and --kcycle time the kernels on a CUDA GPU, and torch sees none")
     if args.bandwidth:
         return bandwidth(args.bandwidth)
     if args.profile:
         return profile(args.profile)
+    if args.kcycle:
+        return kcycle(args.kcycle, args.repeats)
     return solves(args.solve, args.repeats, args.json)
 
 
