@@ -118,6 +118,17 @@ def test_unsure_automatic_colours_fade_towards_grey(bins):
     assert float(learned.certainty(flat)) < 0.1 and float(learned.certainty(sure)) == 1.0
 
 
+def test_a_photo_unsure_as_a_whole_fades_everywhere(bins, monkeypatch):
+    """With PHOTO_CERTAINTY > 0 a sure cell keeps less of its colour in a photo that is mostly unsure."""
+    monkeypatch.setattr(learned, "PHOTO_CERTAINTY", 1.0)
+    logits = torch.zeros(len(bins), 1, 4)
+    logits[5, 0, 0] = 10.0                                  # one sure cell, three with no idea
+    mixed = learned.certainty(logits)
+    all_sure = torch.zeros(len(bins), 1, 4)
+    all_sure[5] = 10.0
+    assert float(learned.certainty(all_sure)[0, 0]) == 1.0 and 0.2 < float(mixed[0, 0]) < 0.4
+
+
 def test_colorize_and_suggest_through_the_api(weights_file, monkeypatch):
     from tinct import engines
     monkeypatch.setenv("TINCT_MODEL", str(weights_file))
@@ -262,6 +273,10 @@ def test_the_held_out_object_set_is_fixed_and_never_trained_on(tmp_path, monkeyp
     trainable = data.training_indices(600, tmp_path)
     assert len(trainable) == 600 - data.VAL_PHOTOS - data.OBJECT_PHOTOS and not set(trainable) & set(held.tolist())
     assert len(data.training_indices(600, tmp_path / "nowhere")) == 600 - data.VAL_PHOTOS  # no manifest: none held
+    tuned, test = data.object_photos(tmp_path, part="validation"), data.object_photos(tmp_path, part="test")
+    assert len(tuned) == len(test) == data.OBJECT_PHOTOS // 2 and sorted([*tuned, *test]) == sorted(held.tolist())
+    with pytest.raises(ValueError, match="part"):
+        data.object_photos(tmp_path, part="train")
 
 
 def test_training_a_separable_network_the_engine_then_runs(tmp_path):

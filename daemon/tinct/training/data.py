@@ -7,10 +7,10 @@ ab, centres from a centred Gaussian) and, because our users paint, as short stro
 carrying the true colour along a random polyline; a quarter of the samples get no hints
 so the automatic case is learned too.
 
-Held out from training: the shards' last VAL_PHOTOS photos (validation, for choosing engine
-settings; all scenes, as the shards sort) and a fixed set of OBJECT_PHOTOS object, pet,
-clothing and people photos (every k-th of those sources in shard order), which no setting is
-chosen on: issue 17's held-out object set.
+Held out from training: the shards' last VAL_PHOTOS photos (all scenes, as the shards sort) and
+a fixed set of OBJECT_PHOTOS object, pet, clothing and people photos (every k-th of those sources
+in shard order), issue 17's held-out object set.  Engine settings are chosen on the scenes and on
+the object set's validation half (every other one, from the first); its test half is never tuned on.
 """
 from __future__ import annotations
 
@@ -49,10 +49,13 @@ def shard_names(data_dir: Path) -> list[str]:
     return names
 
 
-def object_photos(data_dir: Path, names: list[str] | None = None) -> np.ndarray:
+def object_photos(data_dir: Path, names: list[str] | None = None, part: str | None = None) -> np.ndarray:
     """Indices of the held-out object set: every k-th photo of OBJECT_SOURCES (train_manifest.csv)
     outside the validation slice, OBJECT_PHOTOS of them; none when the shards have no manifest.
+    `part` "validation" or "test": its half for choosing settings, or the half never tuned on.
     `names`: the shards' `shard_names`, where the caller has them already."""
+    if part not in (None, "validation", "test"):
+        raise ValueError(f"part is 'validation' or 'test', not {part!r}")
     manifest = Path(data_dir) / "train_manifest.csv"
     if not manifest.exists():
         return np.zeros(0, dtype=np.int64)
@@ -61,7 +64,8 @@ def object_photos(data_dir: Path, names: list[str] | None = None) -> np.ndarray:
     names = shard_names(data_dir) if names is None else names
     pool = [i for i, name in enumerate(names[:len(names) - VAL_PHOTOS]) if source.get(name) in OBJECT_SOURCES]
     step = max(1, len(pool) // OBJECT_PHOTOS)
-    return np.array(pool[step // 2::step][:OBJECT_PHOTOS], dtype=np.int64)
+    held = np.array(pool[step // 2::step][:OBJECT_PHOTOS], dtype=np.int64)
+    return held if part is None else held[0::2] if part == "validation" else held[1::2]
 
 
 def training_indices(count: int, data_dir: Path) -> np.ndarray:

@@ -43,8 +43,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="eval-out", help="folder for eval.csv and eval.png")
     parser.add_argument("--device", default=None)
     parser.add_argument("--photos", choices=["eval", "val", "objects"], default="eval",
-                        help="eval: the evaluation photos; val: the shards' held-out photos (160x160), for tuning; "
-                        "objects: the held-out object set (160x160), never tuned on")
+                        help="eval: the evaluation photos; val: the shards' last photos and the held-out object "
+                        "set's validation half (160x160), for tuning; objects: its test half (160x160), never tuned on")
     parser.add_argument("--cache", default="runs/train160.npy", help="decoded shards (made by tinct train)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="options",
                         help="a learned-engine option, e.g. prior_weight=1e-4 or vibrancy=0.5 (repeatable)")
@@ -65,18 +65,23 @@ def engine_options(pairs: list[str]) -> dict:
 
 
 def validation_photos(cache: str | Path) -> Iterator[tuple[str, np.ndarray]]:
-    """(name, rgb) for the shards' last photos, which training never sees."""
+    """(name, rgb) for the photos engine settings are chosen on, which training never sees: the
+    shards' last photos (scenes), then the held-out object set's validation half."""
     photos = data.load_shards(data.default_data_dir(), Path(cache))
     for i, rgb in enumerate(photos[len(photos) - data.VAL_PHOTOS:]):
         yield f"val/{i:03d}", np.array(rgb)
+    yield from _objects(photos, "validation")
 
 
 def held_out_objects(cache: str | Path) -> Iterator[tuple[str, np.ndarray]]:
-    """(name, rgb) for the held-out object set (tinct.training.data.object_photos): objects, pets,
-    clothing and people that training never sees and no setting is chosen on."""
-    photos = data.load_shards(data.default_data_dir(), Path(cache))
+    """(name, rgb) for the held-out object set's test half (tinct.training.data.object_photos):
+    objects, pets, clothing and people that training never sees and no setting is chosen on."""
+    yield from _objects(data.load_shards(data.default_data_dir(), Path(cache)), "test")
+
+
+def _objects(photos: np.ndarray, part: str) -> Iterator[tuple[str, np.ndarray]]:
     names = data.shard_names(data.default_data_dir())
-    for i in data.object_photos(data.default_data_dir(), names):
+    for i in data.object_photos(data.default_data_dir(), names, part):
         yield f"objects/{Path(names[i]).stem}", np.array(photos[i])
 
 

@@ -32,6 +32,7 @@ AUTO_TEMPERATURE = 0.38   # Zhang et al. 2016's annealed mean for the automatic 
 # 1 (the distribution's mean: muted, safe) to 0.05 (near its mode: bold).  The default gives 0.38.
 DEFAULT_VIBRANCY = (1.0 - AUTO_TEMPERATURE) / 0.95
 CERTAIN = 0.045           # top bin probability from which automatic colours are kept in full (validation)
+PHOTO_CERTAINTY = 0.0     # exponent of the photo's mean certainty that scales all its automatic colours (validation)
 PRIOR_WEIGHT = 1e-5       # pull towards the network's colours where strokes do not reach (validation slice)
 AUTO_PRIOR_WEIGHT = 1.0   # with no hints the network is all there is: keep its colours, only align edges
 NEUTRAL_CHROMA = 2.0      # a stroke of less Lab chroma than this says "no colour here" (issue 17)
@@ -48,9 +49,12 @@ def temperature(vibrancy: float) -> float:
 
 
 def certainty(logits: torch.Tensor) -> torch.Tensor:
-    """How sure the network is of each cell's colour (h, w) 0..1: its top bin probability / CERTAIN, at most 1.
-    The automatic colours are scaled by it, so an unsure region fades towards grey instead of a bold guess."""
-    return (torch.softmax(logits, 0).amax(0) / CERTAIN).clamp(max=1.0)
+    """How sure the network is of each cell's colour (h, w) 0..1: its top bin probability / CERTAIN, at most 1,
+    times the photo's mean of that to the PHOTO_CERTAINTY.  The automatic colours are scaled by it, so an
+    unsure region fades towards grey instead of a bold guess, and so does a photo the network is unsure of
+    as a whole (a lone object on a plain ground, where a confident sky or lawn is missing)."""
+    cell = (torch.softmax(logits, 0).amax(0) / CERTAIN).clamp(max=1.0)
+    return cell * cell.mean() ** PHOTO_CERTAINTY
 
 
 def model_path() -> Path:
