@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU run (issue 16), for a fresh machine with an NVIDIA GPU, in under 8 minutes:
+# One prepared GPU run (issue 16), for a fresh machine with an NVIDIA GPU: 145 s on an H200 (README.md):
 #
 #   benchmarks/gpu.sh            (from the checkout; results also under $OUT when it is set)
 #
@@ -17,8 +17,8 @@
 # imagecodecs) must come as wheels in .whl/ for its Python, e.g. fetched elsewhere with
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
 #                --platform manylinux2014_x86_64 -d .whl pyzmq imagecodecs
-# Every step runs under a time limit (645 s in all, far less when nothing hangs; each test under 90 s where pytest-timeout is there) and the script goes on after a failing one; the
-# exit status is 1 when any step failed.
+# Every step runs under a time limit (645 s in all; each test under 90 s where pytest-timeout is
+# there) and the script goes on after a failing one; the exit status is 1 when any step failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-}"
