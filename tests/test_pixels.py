@@ -145,6 +145,20 @@ def test_native_ends_match_the_pytorch_paths(monkeypatch, dtype, channels):
 
 
 @pytest.mark.skipif(not kernels.AVAILABLE, reason="the C kernels were not built (no compiler)")
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_a_large_grey_photos_lightness_by_table_has_the_same_bits(dtype, channels):
+    """A grey photo of more pixels than four times its codes takes its L from a table of every code's
+    L: the same arithmetic as a pixel at a time (a small crop), so the same bits."""
+    side = 100 if dtype == np.uint8 else 520
+    image = _image(dtype, SHAPES[channels](side, side), seed=channels)
+    L = pixels.lightness(pixels.decode(image))
+    for y, x in ((0, 0), (side - 20, side - 20)):
+        crop = np.ascontiguousarray(image[y:y + 20, x:x + 20])
+        assert torch.equal(L[:, y:y + 20, x:x + 20], pixels.lightness(pixels.decode(crop)))
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="the C kernels were not built (no compiler)")
 def test_native_ends_give_the_same_bytes_at_any_thread_count():
     image = _image(np.uint8, (67, 45, 3), seed=5)
     ab = torch.randn(2, 67, 45, generator=torch.Generator().manual_seed(2)) * 60

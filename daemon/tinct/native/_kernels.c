@@ -382,19 +382,35 @@ static inline float decoded(const void *src, int depth, Py_ssize_t k, const floa
     return v > 0.04045f ? powf((v + 0.055f) / 1.055f, 2.4f) : v / 12.92f;
 }
 
-/* L (H, W) of src (H, W, C) with C = 1, 2 (grey) or 3, 4 (RGB), alpha ignored; y_row: Y of linear RGB. */
+static inline float lab_l(float y) {  /* Lab L of luminance Y (white 1) */
+    const float f = y > 0.008856f ? cbrtf(y) : 7.787f * y + 16.f / 116.f;
+    return 116.f * f - 16.f;
+}
+
+/* L (H, W) of src (H, W, C) with C = 1, 2 (grey) or 3, 4 (RGB), alpha ignored; y_row: Y of linear RGB.
+ * An 8- or 16-bit grey photo's L is a function of its code alone: a table of every code's L (the same
+ * arithmetic, so the same bits) turns a cube root a pixel into a lookup. */
 static void lightness(float *L, const void *src, const float *table, const float *y_row, Py_ssize_t nc,
                       Py_ssize_t h, Py_ssize_t w, int depth, int threads) {
     const Py_ssize_t g = nc >= 3 ? 1 : 0, n = h * w;
     const float grey = y_row[0] + y_row[1] + y_row[2];
+    const Py_ssize_t codes = g || depth == F32 ? 0 : depth == U8 ? 256 : 65536;
+    float *per_code = codes && n > 4 * codes ? malloc(codes * sizeof(float)) : NULL;
+    if (per_code) {
+        for (Py_ssize_t v = 0; v < codes; v++) per_code[v] = lab_l(grey * table[v]);
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (Py_ssize_t i = 0; i < n; i++)
+            L[i] = per_code[depth == U8 ? ((const unsigned char *)src)[i * nc] : ((const unsigned short *)src)[i * nc]];
+        free(per_code);
+        return;
+    }
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (Py_ssize_t i = 0; i < n; i++) {
         const Py_ssize_t k = i * nc;
         const float y = g ? y_row[0] * decoded(src, depth, k, table) + y_row[1] * decoded(src, depth, k + 1, table)
                                 + y_row[2] * decoded(src, depth, k + 2, table)
                           : grey * decoded(src, depth, k, table);
-        const float f = y > 0.008856f ? cbrtf(y) : 7.787f * y + 16.f / 116.f;
-        L[i] = 116.f * f - 16.f;
+        L[i] = lab_l(y);
     }
 }
 
