@@ -333,17 +333,19 @@ def test_the_shipped_model_keeps_black_and_white_photos_grey(monkeypatch):
 
 @pytest.mark.skipif(not SHARED_EVAL.is_dir(), reason=f"the shared evaluation photos are not at {SHARED_EVAL}")
 def test_the_shipped_models_automatic_colours_are_calibrated(monkeypatch):
-    """Issue 17: unsure colours fade, so the automatic answer stays within 1 dB of grey (−1.30 dB on
-    these six photos before the fading, −0.89 after) while keeping colour (53 % of the originals')."""
+    """Issue 17: unsure colours fade, so the automatic answer stays near grey while keeping colour: on
+    the 42 eval photos at the protocol's 256², −0.02 dB against grey and 59 % of the originals'
+    colourfulness with run 8 and the fade chosen for it on validation (the U-Net before any fading:
+    −0.70 dB, 78 %)."""
     from tinct import engines
     from tinct.training import measure
     monkeypatch.delenv("TINCT_MODEL", raising=False)
     monkeypatch.delitem(engines._loaded, "learned", raising=False)
-    photos = [rgb for _, rgb in itertools.islice(measure.eval_images(SHARED_EVAL, size=128), 0, 42, 8)]
+    photos = [rgb for _, rgb in measure.eval_images(SHARED_EVAL, size=256)]
     outs = [tinct.colorize(measure.gray_of(rgb), engine="learned") for rgb in photos]
     gain = np.mean([measure.psnr(out, rgb) - measure.psnr(measure.gray_of(rgb), rgb) for out, rgb in zip(outs, photos)])
     colour = np.mean([measure.colorfulness(out) for out in outs]) / np.mean([measure.colorfulness(p) for p in photos])
-    assert gain >= -1.0 and colour >= 0.45, (gain, colour)
+    assert len(photos) == 42 and gain >= -0.5 and colour >= 0.55, (gain, colour)
 
 
 def test_automatic_colours_on_a_large_photo_are_solved_on_the_proxy():

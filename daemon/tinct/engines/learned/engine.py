@@ -31,8 +31,8 @@ AUTO_TEMPERATURE = 0.38   # Zhang et al. 2016's annealed mean for the automatic 
 # "vibrancy" 0..1 is what users see (more is bolder); the annealing temperature it sets falls from
 # 1 (the distribution's mean: muted, safe) to 0.05 (near its mode: bold).  The default gives 0.38.
 DEFAULT_VIBRANCY = (1.0 - AUTO_TEMPERATURE) / 0.95
-CERTAIN = 0.045           # top bin probability from which automatic colours are kept in full (validation)
-PHOTO_CERTAINTY = 0.0     # exponent of the photo's mean certainty that scales all its automatic colours (validation)
+CERTAIN = 0.08            # top bin probability from which automatic colours are kept in full (validation)
+PHOTO_CERTAINTY = 0.5     # exponent of the photo's mean certainty that scales all its automatic colours (validation)
 PRIOR_WEIGHT = 1e-5       # pull towards the network's colours where strokes do not reach (validation slice)
 AUTO_PRIOR_WEIGHT = 1.0   # with no hints the network is all there is: keep its colours, only align edges
 NEUTRAL_CHROMA = 2.0      # a stroke of less Lab chroma than this says "no colour here" (issue 17)
