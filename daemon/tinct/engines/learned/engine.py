@@ -9,6 +9,7 @@ blurry upsampled ones, and every stroke is honoured exactly.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
@@ -54,7 +55,8 @@ def certainty(logits: torch.Tensor) -> torch.Tensor:
     unsure region fades towards grey instead of a bold guess, and so does a photo the network is unsure of
     as a whole (a lone object on a plain ground, where a confident sky or lawn is missing)."""
     cell = (torch.softmax(logits, 0).amax(0) / CERTAIN).clamp(max=1.0)
-    return cell * cell.mean() ** PHOTO_CERTAINTY
+    mean = cell.double().sum(-1).sum() / cell.numel()  # row by row, then the rows: the same at any thread count
+    return cell * float(mean) ** PHOTO_CERTAINTY
 
 
 def model_path() -> Path:
@@ -143,8 +145,13 @@ class LearnedEngine:
         if cuda:
             model = model.to(memory_format=torch.channels_last)  # pyright: ignore[reportCallIssue]
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            pred, logits = model(x)
+        # oneDNN's depthwise convolutions round differently with the thread count; PyTorch's own give a
+        # photo the same bytes on a laptop, in tinctd and on a cluster node (tests/test_api.py)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="TF32 acceleration")  # flags() speaks of Intel GPUs
+            with torch.backends.mkldnn.flags(enabled=False), torch.no_grad(), \
+                    torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                pred, logits = model(x)
         ab = lab.denormalize_ab(pred[0, :, :size[0], :size[1]].float())
         return ab, logits[0].float().contiguous(), size
 
