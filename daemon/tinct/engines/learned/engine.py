@@ -146,7 +146,7 @@ class LearnedEngine:
             model = model.to(memory_format=torch.channels_last)  # pyright: ignore[reportCallIssue]
             x = x.contiguous(memory_format=torch.channels_last)
         # oneDNN's depthwise convolutions round differently with the thread count; PyTorch's own give a
-        # photo the same bytes on a laptop, in tinctd and on a cluster node (tests/test_api.py)
+        # photo the same bytes on a laptop, in tinctd and on a cluster node (tests/test_learned.py, test_cluster.py)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="TF32 acceleration")  # flags() speaks of Intel GPUs
             with torch.backends.mkldnn.flags(enabled=False), torch.no_grad(), \
