@@ -104,6 +104,26 @@ def test_c_kernels_match_pytorch(monkeypatch, channels):
 
 
 @pytest.mark.skipif(not kernels.AVAILABLE, reason="the C kernels were not built (no compiler)")
+@pytest.mark.parametrize("shape", [(3, 5), (67, 9), (131, 41)])  # one row; 34 and 66 coarse rows: blocks of 32
+def test_the_fused_c_restriction_is_residual_then_restrict_to_the_bit(shape):
+    """The one-pass P^T (b - A x) keeps only three residual rows; it must be the same bits as the
+    two passes at any thread count (a block's first row is recomputed, not carried)."""
+    torch.manual_seed(4)
+    st = Stencil(torch.rand(shape) + 8, torch.rand(8, *shape))
+    p = Prolongation(st)
+    x, b = torch.randn(2, *shape), torch.randn(2, *shape)
+    two_passes = kernels.restrict(torch.empty(2, *p.weights.shape[-2:]), st.residual(x, b), p.weights)
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            out = torch.full((2, *p.weights.shape[-2:]), float("nan"))
+            assert torch.equal(kernels.restrict_residual(out, x, b, st.d, st.c, p.weights), two_passes)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="the C kernels were not built (no compiler)")
 def test_c_weights_match_pytorch(monkeypatch):
     y = torch.tensor(tiny_photo(23, 31, seed=10), dtype=torch.float32)
     y[3:6] = 0.5  # flat rows: the variance floor

@@ -25,30 +25,61 @@
 static const int DY[8] = {-1, -1, -1, 0, 0, 1, 1, 1};
 static const int DX[8] = {-1, 0, 1, -1, 1, -1, 0, 1};
 
+/* Every sum over the eight neighbours runs in this order (the rows above and below, then left and
+ * right), here, in the Triton kernels and so in the Gauss-Seidel sweep, which adds the rows above
+ * and below for a whole row at once and only then the same row's neighbours it is updating. */
+static const int ORDER[8] = {0, 1, 2, 5, 6, 7, 3, 4};
+
 /* sum_k c[k, i, j] * x[i + dy_k, j + dx_k] for one pixel of one channel, neighbours outside
  * read as 0: the border pixels' slow path. */
 static inline float coupled(const float *x, const float *c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t i,
                             Py_ssize_t j) {
     const Py_ssize_t n = h * w, r = i * w + j;
     float acc = 0.f;
-    for (int k = 0; k < 8; k++) {
+    for (int t = 0; t < 8; t++) {
+        const int k = ORDER[t];
         const Py_ssize_t ii = i + DY[k], jj = j + DX[k];
         if (ii >= 0 && ii < h && jj >= 0 && jj < w) acc += c[k * n + r] * x[ii * w + jj];
     }
     return acc;
 }
 
-/* The same for the pixels j0, j0 + step, ... < j1 of an interior row (0 < i < h-1, 0 < j0,
- * j1 < w): no bounds tests, so the compiler vectorises it.  acc[j] for each of those j. */
-static inline void coupled_row(float *restrict acc, const float *restrict x, const float *restrict c,
-                               Py_ssize_t n, Py_ssize_t w, Py_ssize_t i, Py_ssize_t j0, Py_ssize_t j1, int step) {
-    const float *xm = x + (i - 1) * w, *x0 = x + i * w, *xp = x + (i + 1) * w;
+/* The rows above and below only, for the pixels j0 <= j < j1 of an interior row (0 < i < h-1,
+ * 0 < j0, j1 < w): no bounds tests and unit stride, so the compiler vectorises it. */
+static inline void vertical_row(float *restrict acc, const float *restrict x, const float *restrict c,
+                                Py_ssize_t n, Py_ssize_t w, Py_ssize_t i, Py_ssize_t j0, Py_ssize_t j1) {
+    const float *xm = x + (i - 1) * w, *xp = x + (i + 1) * w;
     const Py_ssize_t r0 = i * w;
-    const float *c0 = c + r0, *c1 = c + n + r0, *c2 = c + 2 * n + r0, *c3 = c + 3 * n + r0,
-                *c4 = c + 4 * n + r0, *c5 = c + 5 * n + r0, *c6 = c + 6 * n + r0, *c7 = c + 7 * n + r0;
-    for (Py_ssize_t j = j0; j < j1; j += step)
-        acc[j] = c0[j] * xm[j - 1] + c1[j] * xm[j] + c2[j] * xm[j + 1] + c3[j] * x0[j - 1] + c4[j] * x0[j + 1]
-               + c5[j] * xp[j - 1] + c6[j] * xp[j] + c7[j] * xp[j + 1];
+    const float *c0 = c + r0, *c1 = c + n + r0, *c2 = c + 2 * n + r0, *c5 = c + 5 * n + r0, *c6 = c + 6 * n + r0,
+                *c7 = c + 7 * n + r0;
+    for (Py_ssize_t j = j0; j < j1; j++)
+        acc[j] = c0[j] * xm[j - 1] + c1[j] * xm[j] + c2[j] * xm[j + 1] + c5[j] * xp[j - 1] + c6[j] * xp[j]
+               + c7[j] * xp[j + 1];
+}
+
+/* All eight neighbours for the pixels j0 <= j < j1 of an interior row: acc[j] for each. */
+static inline void coupled_row(float *restrict acc, const float *restrict x, const float *restrict c,
+                               Py_ssize_t n, Py_ssize_t w, Py_ssize_t i, Py_ssize_t j0, Py_ssize_t j1) {
+    vertical_row(acc, x, c, n, w, i, j0, j1);
+    const float *x0 = x + i * w, *c3 = c + 3 * n + i * w, *c4 = c + 4 * n + i * w;
+    for (Py_ssize_t j = j0; j < j1; j++) acc[j] = acc[j] + c3[j] * x0[j - 1] + c4[j] * x0[j + 1];
+}
+
+/* Row i of one channel's y = b - A x (or A x when b is NULL), into yrow; acc is w floats of
+ * scratch.  x and b are that channel's planes. */
+static inline void residual_row(float *restrict yrow, float *restrict acc, const float *x, const float *b,
+                                const float *d, const float *c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t i) {
+    const int inner = i > 0 && i < h - 1 && w > 2;
+    if (inner) coupled_row(acc, x, c, h * w, w, i, 1, w - 1);
+    for (Py_ssize_t j = 0; j < w; j++)
+        if (!inner || j == 0 || j == w - 1) acc[j] = coupled(x, c, h, w, i, j);
+    const float *di = d + i * w, *xi = x + i * w;
+    if (b) {
+        const float *bi = b + i * w;
+        for (Py_ssize_t j = 0; j < w; j++) yrow[j] = bi[j] - (di[j] * xi[j] - acc[j]);
+    } else {
+        for (Py_ssize_t j = 0; j < w; j++) yrow[j] = di[j] * xi[j] - acc[j];
+    }
 }
 
 /* y = b - A x  (or y = A x when b is NULL), row by row; a row's couplings are read from memory
@@ -61,28 +92,16 @@ static void residual(float *y, const float *x, const float *b, const float *d, c
         float *acc = malloc(w * sizeof(float));
 #pragma omp for schedule(static)
         for (Py_ssize_t i = 0; i < h; i++)
-            for (Py_ssize_t ch = 0; ch < nc; ch++) {
-                const float *xc = x + ch * n;
-                const int inner = i > 0 && i < h - 1 && w > 2;
-                if (inner) coupled_row(acc, xc, c, n, w, i, 1, w - 1, 1);
-                for (Py_ssize_t j = 0; j < w; j++)
-                    if (!inner || j == 0 || j == w - 1) acc[j] = coupled(xc, c, h, w, i, j);
-                const float *di = d + i * w, *xi = xc + i * w;
-                float *yi = y + ch * n + i * w;
-                if (b) {
-                    const float *bi = b + ch * n + i * w;
-                    for (Py_ssize_t j = 0; j < w; j++) yi[j] = bi[j] - (di[j] * xi[j] - acc[j]);
-                } else {
-                    for (Py_ssize_t j = 0; j < w; j++) yi[j] = di[j] * xi[j] - acc[j];
-                }
-            }
+            for (Py_ssize_t ch = 0; ch < nc; ch++)
+                residual_row(y + ch * n + i * w, acc, x + ch * n, b ? b + ch * n : NULL, d, c, h, w, i);
         free(acc);
     }
 }
 
 /* One four-colour Gauss-Seidel sweep, colours (row%2, col%2) in the order
  * (0,0) (0,1) (1,0) (1,1), or the reverse.  Rows of one parity never couple,
- * so they run in parallel; inside a row the two column parities go in turn. */
+ * so they run in parallel; inside a row the rows above and below are summed for every
+ * pixel at once, then the two column parities add their left and right neighbours in turn. */
 static void gauss_seidel(float *x, const float *b, const float *d, const float *c,
                          Py_ssize_t nc, Py_ssize_t h, Py_ssize_t w, int reverse, int threads) {
     const Py_ssize_t n = h * w;
@@ -96,19 +115,18 @@ static void gauss_seidel(float *x, const float *b, const float *d, const float *
                 for (Py_ssize_t ch = 0; ch < nc; ch++) {
                     float *xc = x + ch * n, *xi = xc + i * w;
                     const float *bi = b + ch * n + i * w, *di = d + i * w;
+                    const float *c3 = c + 3 * n + i * w, *c4 = c + 4 * n + i * w;
                     const int inner = i > 0 && i < h - 1 && w > 2;
+                    if (inner) vertical_row(acc, xc, c, n, w, i, 1, w - 1);
                     for (int half = 0; half < 2; half++) {
                         const int cj = reverse ? 1 - half : half;
-                        Py_ssize_t j0 = cj, j1 = w;
                         if (inner) {
-                            if (j0 == 0) j0 = 2;            /* column 0 takes the slow path */
-                            j1 = w - 1;                     /* so does column w - 1 */
-                            coupled_row(acc, xc, c, n, w, i, j0, j1, 2);
-                            for (Py_ssize_t j = j0; j < j1; j += 2) xi[j] = (bi[j] + acc[j]) / di[j];
+                            for (Py_ssize_t j = cj ? 1 : 2; j < w - 1; j += 2)  /* columns 0, w - 1: slow path */
+                                xi[j] = (bi[j] + (acc[j] + c3[j] * xi[j - 1] + c4[j] * xi[j + 1])) / di[j];
                             if (cj == 0) xi[0] = (bi[0] + coupled(xc, c, h, w, i, 0)) / di[0];
                             if ((w - 1) % 2 == cj) xi[w - 1] = (bi[w - 1] + coupled(xc, c, h, w, i, w - 1)) / di[w - 1];
                         } else {
-                            for (Py_ssize_t j = j0; j < j1; j += 2) xi[j] = (bi[j] + coupled(xc, c, h, w, i, j)) / di[j];
+                            for (Py_ssize_t j = cj; j < w; j += 2) xi[j] = (bi[j] + coupled(xc, c, h, w, i, j)) / di[j];
                         }
                     }
                 }
@@ -121,7 +139,7 @@ static void gauss_seidel(float *x, const float *b, const float *d, const float *
 enum { EW, EE, VN, VS, NW, NE, SW, SE };
 
 /* x = P xc, or x += P xc when add: fine (2I, 2J) takes coarse (I, J); the others mix their
- * two or four coarse neighbours. */
+ * two or four coarse neighbours.  Rows and columns go by parity, so no pixel tests which it is. */
 static void prolong(float *x, const float *xc, const float *wt, Py_ssize_t nc, Py_ssize_t h, Py_ssize_t w,
                     int add, int threads) {
     const Py_ssize_t hc = (h + 1) / 2, wc = (w + 1) / 2, n = h * w, m = hc * wc;
@@ -130,20 +148,73 @@ static void prolong(float *x, const float *xc, const float *wt, Py_ssize_t nc, P
         const float *c = xc + ch * m;
 #pragma omp parallel for num_threads(threads) schedule(static)
         for (Py_ssize_t i = 0; i < h; i++) {
-            const Py_ssize_t I = i / 2;
+            const Py_ssize_t I = i / 2, r = I * wc;
             float *row = xf + i * w;
-            for (Py_ssize_t j = 0; j < w; j++) {
-                const Py_ssize_t J = j / 2, q = I * wc + J;
-                float v;
-                if (!(i & 1) && !(j & 1)) v = c[q];
-                else if (!(i & 1)) v = wt[EW * m + q] * c[q] + wt[EE * m + q] * c[q + 1];
-                else if (!(j & 1)) v = wt[VN * m + q] * c[q] + wt[VS * m + q] * c[q + wc];
-                else v = wt[NW * m + q] * c[q] + wt[NE * m + q] * c[q + 1]
-                       + wt[SW * m + q] * c[q + wc] + wt[SE * m + q] * c[q + wc + 1];
-                row[j] = add ? row[j] + v : v;
+            const float *c0 = c + r, *c1 = c + r + wc;  /* coarse rows I and I + 1 */
+            if (!(i & 1)) {
+                const float *ew = wt + EW * m + r, *ee = wt + EE * m + r;
+                for (Py_ssize_t J = 0; 2 * J < w; J++) {
+                    const float v = c0[J];
+                    row[2 * J] = add ? row[2 * J] + v : v;
+                }
+                for (Py_ssize_t J = 0; 2 * J + 1 < w; J++) {
+                    const float v = ew[J] * c0[J] + ee[J] * c0[J + 1];
+                    row[2 * J + 1] = add ? row[2 * J + 1] + v : v;
+                }
+            } else {
+                const float *vn = wt + VN * m + r, *vs = wt + VS * m + r, *nw = wt + NW * m + r,
+                            *ne = wt + NE * m + r, *sw = wt + SW * m + r, *se = wt + SE * m + r;
+                for (Py_ssize_t J = 0; 2 * J < w; J++) {
+                    const float v = vn[J] * c0[J] + vs[J] * c1[J];
+                    row[2 * J] = add ? row[2 * J] + v : v;
+                }
+                for (Py_ssize_t J = 0; 2 * J + 1 < w; J++) {
+                    const float v = nw[J] * c0[J] + ne[J] * c0[J + 1] + sw[J] * c1[J] + se[J] * c1[J + 1];
+                    row[2 * J + 1] = add ? row[2 * J + 1] + v : v;
+                }
             }
         }
     }
+}
+
+/* Coarse point (I, J) of one channel's P^T r, from the fine rows 2I-1 (fm), 2I (f0) and 2I+1 (fp):
+ * the grid's edges, where some of the eight neighbours are missing. */
+static inline float restrict_point(const float *fm, const float *f0, const float *fp, const float *wt,
+                                   Py_ssize_t I, Py_ssize_t J, Py_ssize_t hc, Py_ssize_t wc) {
+    const Py_ssize_t m = hc * wc, j = 2 * J, q = I * wc + J;
+    const int north = I > 0, south = I < hc - 1, west = J > 0, east = J < wc - 1;
+    float acc = f0[j];
+    if (east) acc += wt[EW * m + q] * f0[j + 1];
+    if (west) acc += wt[EE * m + q - 1] * f0[j - 1];
+    if (south) acc += wt[VN * m + q] * fp[j];
+    if (north) acc += wt[VS * m + q - wc] * fm[j];
+    if (south && east) acc += wt[NW * m + q] * fp[j + 1];
+    if (south && west) acc += wt[NE * m + q - 1] * fp[j - 1];
+    if (north && east) acc += wt[SW * m + q - wc] * fm[j + 1];
+    if (north && west) acc += wt[SE * m + q - wc - 1] * fm[j - 1];
+    return acc;
+}
+
+/* Coarse row I of one channel's P^T r, into out (that channel's coarse plane), from the fine
+ * rows 2I-1 (fm, NULL for I = 0), 2I (f0) and 2I+1 (fp, NULL for the last row).  Inside the grid
+ * the same sum, in the same order, without the tests. */
+static inline void restrict_row(float *out, const float *fm, const float *f0, const float *fp, const float *wt,
+                                Py_ssize_t I, Py_ssize_t hc, Py_ssize_t wc) {
+    const Py_ssize_t m = hc * wc, r = I * wc;
+    if (I == 0 || I == hc - 1 || wc < 3) {
+        for (Py_ssize_t J = 0; J < wc; J++) out[r + J] = restrict_point(fm, f0, fp, wt, I, J, hc, wc);
+        return;
+    }
+    const float *ew = wt + EW * m + r, *ee = wt + EE * m + r - 1, *vn = wt + VN * m + r, *vs = wt + VS * m + r - wc,
+                *nw = wt + NW * m + r, *ne = wt + NE * m + r - 1, *sw = wt + SW * m + r - wc,
+                *se = wt + SE * m + r - wc - 1;
+    out[r] = restrict_point(fm, f0, fp, wt, I, 0, hc, wc);
+    for (Py_ssize_t J = 1; J < wc - 1; J++) {
+        const Py_ssize_t j = 2 * J;
+        out[r + J] = f0[j] + ew[J] * f0[j + 1] + ee[J] * f0[j - 1] + vn[J] * fp[j] + vs[J] * fm[j]
+                   + nw[J] * fp[j + 1] + ne[J] * fp[j - 1] + sw[J] * fm[j + 1] + se[J] * fm[j - 1];
+    }
+    out[r + wc - 1] = restrict_point(fm, f0, fp, wt, I, wc - 1, hc, wc);
 }
 
 /* rc = P^T r: each coarse point gathers the fine pixels that interpolate from it. */
@@ -152,23 +223,42 @@ static void restrict_(float *rc, const float *r, const float *wt, Py_ssize_t nc,
     const Py_ssize_t hc = (h + 1) / 2, wc = (w + 1) / 2, n = h * w, m = hc * wc;
     for (Py_ssize_t ch = 0; ch < nc; ch++) {
         const float *f = r + ch * n;
-        float *out = rc + ch * m;
 #pragma omp parallel for num_threads(threads) schedule(static)
         for (Py_ssize_t I = 0; I < hc; I++)
-            for (Py_ssize_t J = 0; J < wc; J++) {
-                const Py_ssize_t i = 2 * I, j = 2 * J, q = I * wc + J;
-                const int north = I > 0, south = I < hc - 1, west = J > 0, east = J < wc - 1;
-                float acc = f[i * w + j];
-                if (east) acc += wt[EW * m + q] * f[i * w + j + 1];
-                if (west) acc += wt[EE * m + q - 1] * f[i * w + j - 1];
-                if (south) acc += wt[VN * m + q] * f[(i + 1) * w + j];
-                if (north) acc += wt[VS * m + q - wc] * f[(i - 1) * w + j];
-                if (south && east) acc += wt[NW * m + q] * f[(i + 1) * w + j + 1];
-                if (south && west) acc += wt[NE * m + q - 1] * f[(i + 1) * w + j - 1];
-                if (north && east) acc += wt[SW * m + q - wc] * f[(i - 1) * w + j + 1];
-                if (north && west) acc += wt[SE * m + q - wc - 1] * f[(i - 1) * w + j - 1];
-                out[q] = acc;
+            restrict_row(rc + ch * m, I > 0 ? f + (2 * I - 1) * w : NULL, f + 2 * I * w,
+                         I < hc - 1 ? f + (2 * I + 1) * w : NULL, wt, I, hc, wc);
+    }
+}
+
+/* rc = P^T (b - A x) in one pass: the residual lives only in three rows per channel (rows 2I-1,
+ * 2I, 2I+1 for coarse row I), computed as `residual` computes them, so the answer is the same bits
+ * as `residual` then `restrict_` without writing and re-reading a residual the size of x.  Each
+ * thread takes blocks of RR_ROWS coarse rows and carries row 2I+1 over as the next row's 2I-1. */
+#define RR_ROWS 32
+static void restrict_residual(float *rc, const float *x, const float *b, const float *d, const float *c,
+                              const float *wt, Py_ssize_t nc, Py_ssize_t h, Py_ssize_t w, int threads) {
+    const Py_ssize_t hc = (h + 1) / 2, wc = (w + 1) / 2, n = h * w, m = hc * wc;
+    const Py_ssize_t blocks = (hc + RR_ROWS - 1) / RR_ROWS;
+#pragma omp parallel num_threads(threads)
+    {
+        float *acc = malloc(w * sizeof(float)), *ring = malloc(3 * nc * w * sizeof(float));
+#pragma omp for schedule(static)
+        for (Py_ssize_t blk = 0; blk < blocks; blk++) {
+            const Py_ssize_t I0 = blk * RR_ROWS, I1 = I0 + RR_ROWS < hc ? I0 + RR_ROWS : hc;
+            for (Py_ssize_t I = I0; I < I1; I++) {
+                const Py_ssize_t i = 2 * I, first = I == I0 && I > 0 ? i - 1 : i, last = I < hc - 1 ? i + 1 : i;
+                for (Py_ssize_t row = first; row <= last; row++)  /* a row's couplings stay in cache for every channel */
+                    for (Py_ssize_t ch = 0; ch < nc; ch++)
+                        residual_row(ring + (3 * ch + row % 3) * w, acc, x + ch * n, b + ch * n, d, c, h, w, row);
+                for (Py_ssize_t ch = 0; ch < nc; ch++) {
+                    const float *rows = ring + 3 * ch * w;
+                    restrict_row(rc + ch * m, I > 0 ? rows + (i - 1) % 3 * w : NULL, rows + i % 3 * w,
+                                 I < hc - 1 ? rows + (i + 1) % 3 * w : NULL, wt, I, hc, wc);
+                }
             }
+        }
+        free(acc);
+        free(ring);
     }
 }
 
@@ -177,25 +267,33 @@ static void restrict_(float *rc, const float *r, const float *wt, Py_ssize_t nc,
  * u[ch] -= sum_i coef[i, ch] v_i[ch]. */
 #define MAX_VECS 64
 #define SUM_BLOCK 4096
+#define LANES 8
 
 static void dots(double *out, const float *const *vecs, const float *u, Py_ssize_t m, Py_ssize_t nc,
                  Py_ssize_t n, int threads) {
     /* Sums over fixed blocks of SUM_BLOCK pixels, added up in block order: the same answer, to the
-     * last bit, whatever the thread count (tinct colorize --cluster promises local mode's bytes). */
+     * last bit, whatever the thread count (tinct colorize --cluster promises local mode's bytes).
+     * Inside a block each vector keeps LANES running sums (pixel p goes to lane p % LANES), added
+     * up in lane order at the end: independent sums the compiler turns into vector adds, where
+     * one running sum would wait on every add before it. */
     const Py_ssize_t nb = (n + SUM_BLOCK - 1) / SUM_BLOCK;
     double *part = malloc(sizeof(double) * (size_t)(nb > 0 ? nb : 1) * (size_t)m);
     for (Py_ssize_t ch = 0; ch < nc; ch++) {
 #pragma omp parallel for num_threads(part ? threads : 1) schedule(static)
         for (Py_ssize_t b = 0; b < nb; b++) {
-            double acc[MAX_VECS] = {0};
-            const Py_ssize_t end = (b + 1) * SUM_BLOCK < n ? (b + 1) * SUM_BLOCK : n;
-            for (Py_ssize_t p = b * SUM_BLOCK; p < end; p++) {
-                const double up = u[ch * n + p];
-                for (Py_ssize_t i = 0; i < m; i++) acc[i] += up * vecs[i][ch * n + p];
-            }
+            const Py_ssize_t start = b * SUM_BLOCK, end = (b + 1) * SUM_BLOCK < n ? (b + 1) * SUM_BLOCK : n;
+            const float *ub = u + ch * n + start;
+            const Py_ssize_t len = end - start, whole = len - len % LANES;
             for (Py_ssize_t i = 0; i < m; i++) {
-                if (part) part[b * m + i] = acc[i];
-                else out[i * nc + ch] = (b ? out[i * nc + ch] : 0.0) + acc[i];  /* no memory: in order, one thread */
+                const float *vb = vecs[i] + ch * n + start;
+                double lane[LANES] = {0};
+                for (Py_ssize_t p = 0; p < whole; p += LANES)
+                    for (int k = 0; k < LANES; k++) lane[k] += (double)ub[p + k] * (double)vb[p + k];
+                for (Py_ssize_t p = whole; p < len; p++) lane[p - whole] += (double)ub[p] * (double)vb[p];
+                double acc = 0.0;
+                for (int k = 0; k < LANES; k++) acc += lane[k];
+                if (part) part[b * m + i] = acc;
+                else out[i * nc + ch] = (b ? out[i * nc + ch] : 0.0) + acc;  /* no memory: in order, one thread */
             }
         }
         if (part)
@@ -531,11 +629,25 @@ ENTRY(lightness, A_DEPTH if (C < 1 || C > 4) return PyErr_Format(PyExc_ValueErro
 ENTRY(encode, A_DEPTH if (C != 3 && C != 4) return PyErr_Format(PyExc_ValueError, "%zd channels", C);,
       encode(p[0], p[1], p[2], p[3], p[4], C, H, W, flag, threads))
 
+/* restrict_residual(rc, x, b, d, c, weights, C, H, W, threads) with the fine H, W: six addresses. */
+static PyObject *py_restrict_residual(PyObject *self, PyObject *args) {
+    Py_ssize_t a[6], C, H, W;
+    int threads;
+    if (!PyArg_ParseTuple(args, "nnnnnnnnni", &a[0], &a[1], &a[2], &a[3], &a[4], &a[5], &C, &H, &W, &threads))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    restrict_residual((float *)a[0], (const float *)a[1], (const float *)a[2], (const float *)a[3],
+                      (const float *)a[4], (const float *)a[5], C, H, W, threads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"residual", py_residual, METH_VARARGS, "y = b - A x, or A x when b is 0."},
     {"gauss_seidel", py_gauss_seidel, METH_VARARGS, "One four-colour Gauss-Seidel sweep in place."},
     {"prolong", py_prolong, METH_VARARGS, "x = P xc (or x += P xc), black-box interpolation."},
     {"restrict", py_restrict, METH_VARARGS, "rc = P^T r."},
+    {"restrict_residual", py_restrict_residual, METH_VARARGS, "rc = P^T (b - A x) in one pass."},
     {"dot", py_dot, METH_VARARGS, "Per-channel inner products, accumulated in double."},
     {"affinities", py_affinities, METH_VARARGS, "The Levin weights of a lightness image."},
     {"dots", py_dots, METH_VARARGS, "Inner products of one vector with m others, in double."},

@@ -158,8 +158,8 @@ def restrict(out: torch.Tensor, fine: torch.Tensor, weights: torch.Tensor) -> to
 
 def restrict_residual(out: torch.Tensor, x: torch.Tensor, b: torch.Tensor, d: torch.Tensor, c: torch.Tensor,
                       weights: torch.Tensor) -> torch.Tensor:
-    """out = P^T (b - A x): on CUDA in one pass that never stores the residual, on the CPU as
-    `residual` then `restrict` (the C loops keep a row's residual in cache anyway)."""
+    """out = P^T (b - A x) in one pass that never stores the residual (the same bits as `residual`
+    then `restrict` on the CPU)."""
     h, w = d.shape
     _check(tuple(c.shape) == (8, h, w), f"couplings are {tuple(c.shape)}, not (8, {h}, {w})")
     _coarse_of(weights, h, w)
@@ -168,7 +168,10 @@ def restrict_residual(out: torch.Tensor, x: torch.Tensor, b: torch.Tensor, d: to
     if _on_triton(x):
         _tk().restrict(out, x, weights, nc, stencil=(d, c, b))
         return out
-    return restrict(out, residual(torch.empty_like(x), x, d, c, b), weights)
+    assert _kernels is not None  # the callers checked fused()
+    _kernels.restrict_residual(out.data_ptr(), x.data_ptr(), b.data_ptr(), d.data_ptr(), c.data_ptr(),
+                               weights.data_ptr(), nc, h, w, _threads())
+    return out
 
 
 def dot(out: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

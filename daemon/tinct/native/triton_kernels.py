@@ -41,7 +41,8 @@ INV_LOG100 = float(torch.tensor(1.0) / torch.log(torch.tensor(100.0)))  # 1.0f /
 
 @triton.jit
 def _coupled(x, c, r, i, j, h, w, n, inside):
-    """sum_k c[k, r] x[r + OFFSETS[k]] over one tile, neighbours outside the image read as 0."""
+    """sum_k c[k, r] x[r + OFFSETS[k]] over one tile, neighbours outside the image read as 0, in the C
+    kernels' order: the rows above and below, then left and right."""
     up, down, left, right = i > 0, i < h - 1, j > 0, j < w - 1
     m0, m1, m2 = inside & up & left, inside & up, inside & up & right
     m3, m4 = inside & left, inside & right
@@ -49,11 +50,11 @@ def _coupled(x, c, r, i, j, h, w, n, inside):
     acc = tl.load(c + r, mask=m0, other=0.0) * tl.load(x + r - w - 1, mask=m0, other=0.0)
     acc += tl.load(c + n + r, mask=m1, other=0.0) * tl.load(x + r - w, mask=m1, other=0.0)
     acc += tl.load(c + 2 * n + r, mask=m2, other=0.0) * tl.load(x + r - w + 1, mask=m2, other=0.0)
-    acc += tl.load(c + 3 * n + r, mask=m3, other=0.0) * tl.load(x + r - 1, mask=m3, other=0.0)
-    acc += tl.load(c + 4 * n + r, mask=m4, other=0.0) * tl.load(x + r + 1, mask=m4, other=0.0)
     acc += tl.load(c + 5 * n + r, mask=m5, other=0.0) * tl.load(x + r + w - 1, mask=m5, other=0.0)
     acc += tl.load(c + 6 * n + r, mask=m6, other=0.0) * tl.load(x + r + w, mask=m6, other=0.0)
     acc += tl.load(c + 7 * n + r, mask=m7, other=0.0) * tl.load(x + r + w + 1, mask=m7, other=0.0)
+    acc += tl.load(c + 3 * n + r, mask=m3, other=0.0) * tl.load(x + r - 1, mask=m3, other=0.0)
+    acc += tl.load(c + 4 * n + r, mask=m4, other=0.0) * tl.load(x + r + 1, mask=m4, other=0.0)
     return acc
 
 
