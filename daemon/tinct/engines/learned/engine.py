@@ -141,12 +141,12 @@ class LearnedEngine:
         x = net.network_input(L[None], hint_ab[None], hint_weight[None])
         x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         model = self.model.to(L.device)
-        cuda = L.device.type == "cuda"  # tensor cores: bf16 in NHWC (on the CPU fp32 is exact and fast enough)
-        if cuda:
-            model = model.to(memory_format=torch.channels_last)  # pyright: ignore[reportCallIssue]
-            x = x.contiguous(memory_format=torch.channels_last)
-        # oneDNN's depthwise convolutions round differently with the thread count; PyTorch's own give a
-        # photo the same bytes on a laptop, in tinctd and on a cluster node (tests/test_learned.py, test_cluster.py)
+        cuda = L.device.type == "cuda"  # tensor cores: bf16 (on the CPU fp32 is exact and fast enough)
+        model = model.to(memory_format=torch.channels_last)  # pyright: ignore[reportCallIssue]  # NHWC: 1.4x on the CPU
+        x = x.contiguous(memory_format=torch.channels_last)
+        # oneDNN's 1x1 convolutions round differently with the thread count; PyTorch's own give a photo
+        # the same bytes on a laptop, in tinctd and on a cluster node (tests/test_learned.py, test_cluster.py).
+        # The depthwise ones stay on oneDNN (net.Depthwise).
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="TF32 acceleration")  # flags() speaks of Intel GPUs
             with torch.backends.mkldnn.flags(enabled=False), torch.no_grad(), \

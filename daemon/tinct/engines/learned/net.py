@@ -42,12 +42,28 @@ def ab_bins(step: float = BIN_SIZE) -> torch.Tensor:
 SHAPES = ("u-net", "separable")
 
 
+class Depthwise(nn.Conv2d):
+    """A depthwise 3x3 convolution that stays on oneDNN where the engine switches oneDNN off.
+
+    The engine runs the network on the CPU without oneDNN because oneDNN's 1x1 convolutions sum
+    their channels in an order that depends on the thread count.  Its depthwise kernel does not (each
+    output is nine products of one channel; tests/test_learned.py checks 1-4 threads), and PyTorch's
+    own depthwise path is about 5x slower, the most of the network's time at 512 px."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (not torch.backends.mkldnn.enabled and torch.backends.mkldnn.is_available() and x.device.type == "cpu"
+                and x.dtype == self.weight.dtype == torch.float32):
+            return torch.ops.aten.mkldnn_convolution(x, self.weight, self.bias, self.padding, self.stride,
+                                                     self.dilation, self.groups)
+        return super().forward(x)
+
+
 def conv3(cin: int, cout: int, dilation: int, shape: str) -> nn.Module:
     """A 3x3 convolution; in the "separable" shape (MobileNet style, built for CPU throughput: 2x
     the training steps per minute in bf16) a depthwise 3x3 and a pointwise 1x1, except on the 4 input channels."""
     if shape == "u-net" or cin <= 4:
         return nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation)
-    return nn.Sequential(nn.Conv2d(cin, cin, 3, padding=dilation, dilation=dilation, groups=cin, bias=False),
+    return nn.Sequential(Depthwise(cin, cin, 3, padding=dilation, dilation=dilation, groups=cin, bias=False),
                          nn.Conv2d(cin, cout, 1))
 
 
