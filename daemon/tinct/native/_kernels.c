@@ -485,31 +485,45 @@ static inline float lab_l(float y) {  /* Lab L of luminance Y (white 1) */
     return 116.f * f - 16.f;
 }
 
+static inline unsigned code(const void *src, int depth, Py_ssize_t k) {
+    return depth == U8 ? ((const unsigned char *)src)[k] : ((const unsigned short *)src)[k];
+}
+
 /* L (H, W) of src (H, W, C) with C = 1, 2 (grey) or 3, 4 (RGB), alpha ignored; y_row: Y of linear RGB.
- * An 8- or 16-bit grey photo's L is a function of its code alone: a table of every code's L (the same
- * arithmetic, so the same bits) turns a cube root a pixel into a lookup. */
+ * An 8- or 16-bit grey pixel's L is a function of its code alone: a table of every code's L (the same
+ * arithmetic, so the same bits) turns a cube root a pixel into a lookup, for grey photos and for the
+ * grey pixels of RGB ones (a black-and-white photo in an editor's RGB layer). */
 static void lightness(float *L, const void *src, const float *table, const float *y_row, Py_ssize_t nc,
                       Py_ssize_t h, Py_ssize_t w, int depth, int threads) {
     const Py_ssize_t g = nc >= 3 ? 1 : 0, n = h * w;
     const float grey = y_row[0] + y_row[1] + y_row[2];
-    const Py_ssize_t codes = g || depth == F32 ? 0 : depth == U8 ? 256 : 65536;
+    const Py_ssize_t codes = depth == F32 ? 0 : depth == U8 ? 256 : 65536;
     float *per_code = codes && n > 4 * codes ? malloc(codes * sizeof(float)) : NULL;
-    if (per_code) {
-        for (Py_ssize_t v = 0; v < codes; v++) per_code[v] = lab_l(grey * table[v]);
+    if (per_code)
+        for (Py_ssize_t v = 0; v < codes; v++)
+            per_code[v] = lab_l(g ? y_row[0] * table[v] + y_row[1] * table[v] + y_row[2] * table[v] : grey * table[v]);
+    if (per_code && !g) {
 #pragma omp parallel for num_threads(threads) schedule(static)
-        for (Py_ssize_t i = 0; i < n; i++)
-            L[i] = per_code[depth == U8 ? ((const unsigned char *)src)[i * nc] : ((const unsigned short *)src)[i * nc]];
+        for (Py_ssize_t i = 0; i < n; i++) L[i] = per_code[code(src, depth, i * nc)];
         free(per_code);
         return;
     }
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (Py_ssize_t i = 0; i < n; i++) {
         const Py_ssize_t k = i * nc;
+        if (per_code) {
+            const unsigned r = code(src, depth, k);
+            if (r == code(src, depth, k + 1) && r == code(src, depth, k + 2)) {
+                L[i] = per_code[r];
+                continue;
+            }
+        }
         const float y = g ? y_row[0] * decoded(src, depth, k, table) + y_row[1] * decoded(src, depth, k + 1, table)
                                 + y_row[2] * decoded(src, depth, k + 2, table)
                           : grey * decoded(src, depth, k, table);
         L[i] = lab_l(y);
     }
+    free(per_code);
 }
 
 static inline float cube_or_linear(float f) {
