@@ -264,9 +264,9 @@ def test_levels_below_the_kcycle_size_take_one_cycle(monkeypatch):
         count = [0] * mg.levels
         cycle = mg._cycle
 
-        def counted(level, rhs):
+        def counted(level, rhs, x=None):
             count[level] += 1
-            return cycle(level, rhs)
+            return cycle(level, rhs, x)
 
         monkeypatch.setattr(mg, "_cycle", counted)
         mg(b)
@@ -353,18 +353,44 @@ def test_krylov_solvers_on_dense_systems():
     spd = Stencil(torch.full((n, n), 4.0, dtype=torch.float64), torch.rand(8, n, n, dtype=torch.float64) * 0.4)
     sym = Stencil(spd.d, 0.5 * (spd.c + spd.transpose().c))
     b = torch.randn(2, n, n, dtype=torch.float64)
-    ident = lambda r: r.clone()  # noqa: E731
+    def ident(r, out=None):
+        return r.clone() if out is None else out.copy_(r)
     calls = []
 
-    def varying(r):  # a preconditioner that changes from call to call, as a K-cycle does
+    def varying(r, out=None):  # a preconditioner that changes from call to call, as a K-cycle does
         calls.append(1)
-        return r * (1.0 + 0.5 * (len(calls) % 3))
+        return torch.mul(r, 1.0 + 0.5 * (len(calls) % 3), out=out)
 
     for solve, op, pre in ((krylov.pcg, sym, ident), (krylov.gcr, spd, ident), (krylov.gcr, spd, varying)):
         res = solve(op.apply, b, torch.zeros_like(b), pre, 1e-10, 500)
         assert res.converged, solve.__name__
         expect = torch.linalg.solve(op.to_dense(), b.reshape(2, -1).T).T.reshape(2, n, n)
         torch.testing.assert_close(res.x, expect, atol=1e-8, rtol=0)
+
+
+def test_gcr_reuses_the_memory_of_dropped_directions_for_the_same_answer():
+    """After a restart GCR hands its dropped directions back to the operator and the preconditioner
+    as `out` (at 12 MP fresh ones cost a fifth of the solve in page faults): the same iterates."""
+    y = torch.tensor(tiny_photo(33, 29, seed=3))
+    ab, weight = hints_for(33, 29, {(4, 4): (30, -20), (25, 20): (-10, 40)})
+    a, _ = systems(y, ab, weight[0] > 0)
+    mg = Multigrid(a, lump=True, kcycle=True, dense_max=60)  # coarse enough not to be exact
+    b = torch.randn(2, 33, 29, generator=torch.Generator().manual_seed(1))
+    given = []
+
+    def reusing(f):
+        def call(x, out=None):
+            given.append(out is not None)
+            return f(x, out=out)
+        return call
+
+    def fresh(f):
+        return lambda x, out=None: f(x)
+
+    kept = krylov.gcr(reusing(a.apply), b, torch.zeros_like(b), reusing(mg), 1e-9, 40, restart=3)
+    plain = krylov.gcr(fresh(a.apply), b, torch.zeros_like(b), fresh(mg), 1e-9, 40, restart=3)
+    assert kept.iterations == plain.iterations > 3 and torch.equal(kept.x, plain.x)
+    assert sum(given) >= kept.iterations - 3  # every step after the first restart reused memory
 
 
 def test_gcr_waits_for_the_error_estimate_as_well_as_the_residual(monkeypatch):

@@ -323,9 +323,15 @@ class Multigrid:
         """The fewest points a level needs to take the K-cycle's two steps (see KCYCLE_MIN_CUDA)."""
         return KCYCLE_MIN_CUDA if b.is_cuda else 0
 
-    def __call__(self, r: torch.Tensor) -> torch.Tensor:
+    def __call__(self, r: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """One cycle from zero for r, into `out` if given and r needs no padding."""
         h, w = self.shape
-        return self._cycle(0, fit(r, self.ops[0].shape))[..., :h, :w].contiguous()
+        b = fit(r, self.ops[0].shape)
+        into = out if out is not None and b is r and out.shape == r.shape and out.dtype == r.dtype else None
+        x = self._cycle(0, b, into)
+        if out is not None and into is None:
+            return out.copy_(x[..., :h, :w])
+        return x[..., :h, :w].contiguous()
 
     def nested(self, b: torch.Tensor) -> torch.Tensor:
         """Full multigrid's first answer to a x = b (nested iteration): b restricted to every
@@ -369,11 +375,12 @@ class Multigrid:
             gamma = torch.where(enough, torch.zeros_like(gamma), gamma)
         return z1.mul_((alpha - gamma * beta).float()).add_(gamma.float() * z2)
 
-    def _cycle(self, level: int, b: torch.Tensor) -> torch.Tensor:
+    def _cycle(self, level: int, b: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """One cycle from zero for b, in x (any contents) if given."""
         if level == len(self.ops) - 1:
-            return self.coarse_solve(b)
+            return self.coarse_solve(b) if x is None else x.copy_(self.coarse_solve(b))
         a = self.ops[level]
-        x = torch.zeros_like(b)
+        x = torch.zeros_like(b) if x is None else x.zero_()
         for _ in range(self.smooth):
             a.gauss_seidel(x, b)
         p = self.transfers[level]
@@ -399,8 +406,8 @@ class Sweeps:
     def __init__(self, a: Stencil):
         self.a = a
 
-    def __call__(self, r: torch.Tensor) -> torch.Tensor:
-        x = torch.zeros_like(r)
+    def __call__(self, r: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        x = torch.zeros_like(r) if out is None else out.zero_()
         self.a.gauss_seidel(x, r)
         return self.a.gauss_seidel(x, r, reverse=True)
 
