@@ -109,10 +109,8 @@ def _free_couplings(c: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
 
 def _rhs(c: torch.Tensor, target: torch.Tensor, kappa: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
     """Data term plus the fixed neighbours' known colours; the colour itself at fixed pixels."""
-    h, w = fixed.shape
-    kp = pad1(target * fixed)
-    free = (~fixed).to(c.dtype)
-    moved = sum(c[k] * free * shifted(kp, dy, dx, h, w) for k, (dy, dx) in enumerate(OFFSETS))
+    known = (target * fixed).contiguous()
+    moved = Stencil(torch.zeros_like(kappa), c).apply(known).neg_()  # sum_k c_k known_k: one stencil pass
     return torch.where(fixed, target, kappa * target + moved)
 
 
