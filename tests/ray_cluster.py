@@ -63,6 +63,14 @@ class Cluster:
         self.enter = ["nsenter", "-t", children[0], "-n", "-p", "-m", "--"]
         self.worker: subprocess.Popen | None = None
         self.nodes: dict[str, str] = {}
+        self.temp: Path | None = None
+
+    def client_server_logs(self, lines: int = 40) -> str:
+        """The last lines of every Ray Client server's logs (the proxier starts one per ray:// client):
+        what a failed ray:// run's own message ("Starting Ray client server failed") points at."""
+        found = sorted(Path(self.temp).glob("session_*/logs/ray_client_server*")) if self.temp else []
+        return "\n".join(f"== {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-lines:])
+                         for p in found)
 
     def run(self, *command, **kw) -> subprocess.CompletedProcess:
         with open(self.log, "a") as log:
@@ -73,6 +81,7 @@ class Cluster:
         return subprocess.Popen(self.enter + [str(c) for c in command], start_new_session=True, **kw)
 
     def start(self, temp: Path, cpus_per_node: int) -> None:
+        self.temp = temp
         self.run("ip", "link", "set", "lo", "up")
         common = ["--node-ip-address", "127.0.0.1", "--num-cpus", cpus_per_node, "--disable-usage-stats"]
         # a dead node is noticed in ~2 s rather than the default ~30 s

@@ -61,7 +61,7 @@ def test_failures_are_recorded_listed_and_retried_on_the_cluster_with_the_learne
     # a loaded 2-core machine, so the run gets more than that (it timed out at 120 s twice)
     second = subprocess.run(cluster.enter + [str(c) for c in command], capture_output=True, text=True,
                             timeout=CLIENT_TIMEOUT)
-    assert second.returncode == 0, second.stderr
+    assert second.returncode == 0, second.stderr + cluster.client_server_logs()
     assert "3 of 4 photos already done" in second.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(names + ["broken.png", batch.MANIFEST])
     # the options reached the tasks: the same bytes as this engine with them here (two threads, one there)
@@ -73,7 +73,7 @@ def test_failures_are_recorded_listed_and_retried_on_the_cluster_with_the_learne
     command[command.index(out)] = varied
     third = subprocess.run(cluster.enter + [str(c) for c in command] + ["--variations", "2", "--seed", "3"],
                            capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
-    assert third.returncode == 0, third.stderr
+    assert third.returncode == 0, third.stderr + cluster.client_server_logs()
     assert cli.main(["colorize", str(tmp_path / "scans"), "-o", str(local / "varied"), "--threads", "2", *options,
                      "--variations", "2", "--seed", "3"]) == 0
     made = sorted(p.name for p in varied.iterdir() if p.name != batch.MANIFEST)
