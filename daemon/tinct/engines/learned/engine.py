@@ -80,7 +80,8 @@ def load(path: Path) -> tuple[torch.nn.Module, torch.Tensor, dict]:
     except Exception as exc:
         raise ModelNotInstalled(f"the learned engine's model file {path} is unreadable or corrupt ({exc}); "
                                 "reinstall Tinct (installers/install.sh) or choose the Optimization engine") from None
-    return model.eval(), blob["bins"].float(), {k: v for k, v in blob.items() if k not in ("state", "bins")}
+    model = model.eval().to(memory_format=torch.channels_last)  # pyright: ignore[reportCallIssue]  # NHWC: 1.4x on the CPU
+    return model, blob["bins"].float(), {k: v for k, v in blob.items() if k not in ("state", "bins")}
 
 
 def steer(logits: torch.Tensor, bins: torch.Tensor, palette_ab: torch.Tensor, palette_weight: torch.Tensor
@@ -140,9 +141,8 @@ class LearnedEngine:
         ph, pw = -size[0] % 8, -size[1] % 8  # the U-Net halves three times
         x = net.network_input(L[None], hint_ab[None], hint_weight[None])
         x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        model = self.model.to(L.device)
+        model = self.model.to(L.device)  # keeps load()'s channels_last
         cuda = L.device.type == "cuda"  # tensor cores: bf16 (on the CPU fp32 is exact and fast enough)
-        model = model.to(memory_format=torch.channels_last)  # pyright: ignore[reportCallIssue]  # NHWC: 1.4x on the CPU
         x = x.contiguous(memory_format=torch.channels_last)
         # oneDNN's 1x1 convolutions round differently with the thread count; PyTorch's own give a photo
         # the same bytes on a laptop, in tinctd and on a cluster node (tests/test_learned.py, test_cluster.py).

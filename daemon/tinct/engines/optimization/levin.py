@@ -110,8 +110,10 @@ def _free_couplings(c: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
 def _rhs(c: torch.Tensor, target: torch.Tensor, kappa: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
     """Data term plus the fixed neighbours' known colours; the colour itself at fixed pixels."""
     known = (target * fixed).contiguous()
-    moved = Stencil(torch.zeros_like(kappa), c).apply(known).neg_()  # sum_k c_k known_k: one stencil pass
-    return torch.where(fixed, target, kappa * target + moved)
+    # b - (d x - sum_k c_k x_k) with x the fixed pixels' colours (0 on free pixels), b = kappa t and
+    # d = kappa: on a free pixel kappa t + sum_k c_k known_k, in one stencil pass
+    data = Stencil(kappa, c).residual(known, (kappa * target).contiguous())
+    return torch.where(fixed, target, data)
 
 
 def authors_system(weights: torch.Tensor, target: torch.Tensor, kappa: torch.Tensor, fixed: torch.Tensor
