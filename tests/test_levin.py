@@ -246,6 +246,49 @@ def test_multigrid_of_the_authors_system_is_a_good_preconditioner(monkeypatch):
     torch.testing.assert_close(res.x, expect, atol=1e-5, rtol=1e-6)
 
 
+@pytest.mark.parametrize("quality", ["final", "preview"])
+def test_system_built_at_an_odd_size_is_the_padded_system(quality):
+    """solve_ab builds its system at the multigrid's odd size at once instead of copying it into
+    decoupled identity rows (Stencil.pad_to_odd): the same operator and right-hand side, bit for bit."""
+    h, w = 20, 27
+    y = torch.tensor(tiny_photo(h, w, seed=4), dtype=torch.float32)
+    ab, weight = hints_for(h, w, {(3, 3): (20, -30), (15, 20): (-10, 25)})
+    ab, weight = ab.float(), weight.float()
+    kappa = torch.rand(h, w, generator=torch.Generator().manual_seed(2)) * (weight[0] == 0)
+    fixed = weight[0] > 0
+    system = levin.authors_system if quality == "final" else levin.symmetric_system
+    wts = levin.affinities(y)
+    a, b = system(wts, ab, kappa, fixed)
+    grown, grown_b = system(wts, ab, kappa, fixed, (h + 1, w))
+    padded = a.pad_to_odd()
+    assert grown.shape == padded.shape == (h + 1, w)
+    assert torch.equal(grown.d, padded.d) and torch.equal(grown.c, padded.c)
+    assert torch.equal(grown_b, multigrid.fit(b, (h + 1, w)))
+
+
+def test_coarse_levels_reuse_their_vectors_for_the_same_cycle(monkeypatch):
+    """The cycles below the finest level write into vectors kept from call to call (fresh ones
+    are page faults at 12 MP): the same answer as with fresh vectors every time, call after call,
+    and the kept vectors are the same ones on the second call."""
+    monkeypatch.setattr(multigrid, "DENSE_MAX", 64)
+    y = torch.tensor(tiny_photo(37, 41, seed=9))
+    ab, weight = hints_for(37, 41, {(2, 2): (30, -10), (30, 35): (-40, 20)})
+    a, _ = systems(y.float(), ab.float(), weight[0] > 0)  # float32: the C kernels' path
+    kept = Multigrid(a, lump=True, kcycle=True)
+    fresh = Multigrid(a, lump=True, kcycle=True)
+    monkeypatch.setattr(fresh, "scratch", lambda level, name, like, shape=None: like.new_empty(
+        like.shape if shape is None else shape).fill_(math.nan))
+    gen = torch.Generator().manual_seed(5)
+    first = kept(torch.randn(2, 37, 41, generator=gen))
+    vectors = {key: t.data_ptr() for key, t in kept._scratch.items()}
+    assert {name for _, name in vectors} >= {"b", "z1", "z2", "w1", "w2", "r1"}
+    for _ in range(3):
+        r = torch.randn(2, 37, 41, generator=gen)
+        assert torch.equal(kept(r), fresh(r))
+    assert {key: t.data_ptr() for key, t in kept._scratch.items()} == vectors
+    assert torch.isfinite(first).all()
+
+
 def test_levels_below_the_kcycle_size_take_one_cycle(monkeypatch):
     """On CUDA the deep levels, where a kernel costs its launch whatever it moves, take one cycle
     instead of the K-cycle's two steps: level k is then visited 2^j times (j: the K-cycle levels

@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from tinct.engines import QUALITIES
 from tinct.native import kernels
@@ -99,12 +100,21 @@ def transpose(c: torch.Tensor) -> torch.Tensor:
     return torch.stack([shifted(cp[opposite(k)], dy, dx, h, w) for k, (dy, dx) in enumerate(OFFSETS)])
 
 
-def _free_couplings(c: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
-    """Couplings from free rows to free columns only (fixed pixels are eliminated)."""
-    free = (~fixed).to(c.dtype)
-    h, w = free.shape
+def _free_couplings(c: torch.Tensor, fixed: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Couplings from free rows to free columns only (fixed pixels are eliminated), at `shape`:
+    rows and columns beyond the photo's are decoupled."""
+    h, w = fixed.shape
+    free = F.pad((~fixed).to(c.dtype), (0, shape[1] - w, 0, shape[0] - h))
     fp = pad1(free)
-    return torch.stack([shifted(fp, dy, dx, h, w) for dy, dx in OFFSETS]).mul_(free).mul_(c)
+    out = torch.stack([shifted(fp, dy, dx, *shape) for dy, dx in OFFSETS]).mul_(free)
+    out[:, :h, :w].mul_(c)
+    return out
+
+
+def _diagonal(diag: torch.Tensor, fixed: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """`diag` on free pixels, 1 on fixed ones and on the rows beyond the photo's (identity rows)."""
+    d = torch.where(fixed, torch.ones_like(diag), diag)
+    return F.pad(d, (0, shape[1] - d.shape[1], 0, shape[0] - d.shape[0]), value=1.0)
 
 
 def _rhs(c: torch.Tensor, target: torch.Tensor, kappa: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
@@ -116,27 +126,32 @@ def _rhs(c: torch.Tensor, target: torch.Tensor, kappa: torch.Tensor, fixed: torc
     return torch.where(fixed, target, data)
 
 
-def authors_system(weights: torch.Tensor, target: torch.Tensor, kappa: torch.Tensor, fixed: torch.Tensor
-                   ) -> tuple[Stencil, torch.Tensor]:
+def authors_system(weights: torch.Tensor, target: torch.Tensor, kappa: torch.Tensor, fixed: torch.Tensor,
+                   shape: tuple[int, int] | None = None) -> tuple[Stencil, torch.Tensor]:
     """The authors' system A x = b (the `final` quality).
 
     Free pixel r:  (1 + kappa_r) x_r - sum_s W_rs x_s = kappa_r t_r
     Fixed pixel r: x_r = t_r, eliminated from its neighbours' rows.
+    A `shape` larger than the photo's grows the system by decoupled identity rows, as
+    Stencil.pad_to_odd does, without a copy of it.
     """
-    a = Stencil(torch.where(fixed, torch.ones_like(kappa), 1.0 + kappa), _free_couplings(weights, fixed))
-    return a, _rhs(weights, target, kappa, fixed)
+    size = (fixed.shape[0], fixed.shape[1]) if shape is None else shape
+    a = Stencil(_diagonal(1.0 + kappa, fixed, size), _free_couplings(weights, fixed, size))
+    return a, fit(_rhs(weights, target, kappa, fixed), size)
 
 
-def symmetric_system(weights: torch.Tensor, target: torch.Tensor, kappa: torch.Tensor, fixed: torch.Tensor
-                     ) -> tuple[Stencil, torch.Tensor]:
+def symmetric_system(weights: torch.Tensor, target: torch.Tensor, kappa: torch.Tensor, fixed: torch.Tensor,
+                     shape: tuple[int, int] | None = None) -> tuple[Stencil, torch.Tensor]:
     """Its symmetric counterpart S x = b (the `preview` quality), S = (W + W^T)/2:
 
     Free pixel r:  (kappa_r + sum_s S_rs) x_r - sum_s S_rs x_s = kappa_r t_r
     Fixed pixel r: x_r = t_r, eliminated from its neighbours' rows.
+    `shape` as in authors_system.
     """
+    size = (fixed.shape[0], fixed.shape[1]) if shape is None else shape
     sym = 0.5 * (weights + transpose(weights))
-    s = Stencil(torch.where(fixed, torch.ones_like(kappa), kappa + sym.sum(0)), _free_couplings(sym, fixed))
-    return s, _rhs(sym, target, kappa, fixed)
+    s = Stencil(_diagonal(kappa + sym.sum(0), fixed, size), _free_couplings(sym, fixed, size))
+    return s, fit(_rhs(sym, target, kappa, fixed), size)
 
 
 def solve_ab(lightness: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.Tensor,
@@ -186,12 +201,10 @@ def solve_ab(lightness: torch.Tensor, hint_ab: torch.Tensor, hint_weight: torch.
     dominant = quality != "preview" and bool((kappa >= DOMINANT).logical_or_(fixed).all())
     weights = affinities(light, edge_sensitivity)
     system = symmetric_system if quality == "preview" else authors_system
-    op, b = system(weights, target, kappa, fixed)
+    h, w = light.shape
+    # the multigrid coarsens odd sizes: the system is built at one, so it needs no copy of its own
+    op, b = system(weights, target, kappa, fixed, (h | 1, w | 1) if min(h, w) > COARSEST else (h, w))
     del weights, light, alpha, target, kappa, fixed  # the solve keeps only its system: memory (issue 15)
-    h, w = op.shape
-    if min(h, w) > COARSEST:  # the multigrid coarsens odd sizes; padded here, it needs no copy of its own
-        op = op.pad_to_odd()
-        b = fit(b, op.shape)
     tol = TOL[quality] if tol is None else tol
     max_iter = MAX_ITER[quality] if max_iter is None else max_iter
     if quality == "preview":

@@ -105,12 +105,13 @@ class Prolongation:
         return (wt[0, :, :-1], wt[1, :, :-1], wt[2, :-1, :], wt[3, :-1, :],
                 wt[4, :-1, :-1], wt[5, :-1, :-1], wt[6, :-1, :-1], wt[7, :-1, :-1])
 
-    def prolong(self, xc: torch.Tensor, into: torch.Tensor | None = None) -> torch.Tensor:
-        """P xc, or `into` += P xc."""
+    def prolong(self, xc: torch.Tensor, into: torch.Tensor | None = None, out: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """P xc (written into `out` if given), or `into` += P xc."""
         h, w = self.fine_shape
-        if fused(xc, self.weights) and (into is None or fused(into)):
-            out = xc.new_empty(xc.shape[:-2] + (h, w)) if into is None else into
-            return kernels.prolong(out, xc, self.weights, accumulate=into is not None)
+        if fused(xc, self.weights) and (into is None or fused(into)) and (out is None or fused(out)):
+            target = into if into is not None else xc.new_empty(xc.shape[:-2] + (h, w)) if out is None else out
+            return kernels.prolong(target, xc, self.weights, accumulate=into is not None)
         ew, ee, vn, vs, cnw, cne, csw, cse = self.planes()
         x = xc.new_zeros(xc.shape[:-2] + (h, w))
         x[..., 0::2, 0::2] = xc
@@ -119,14 +120,16 @@ class Prolongation:
         x[..., 1::2, 1::2] = (cnw * xc[..., :-1, :-1] + cne * xc[..., :-1, 1:]
                               + csw * xc[..., 1:, :-1] + cse * xc[..., 1:, 1:])
         if into is None:
-            return x
+            return x if out is None else out.copy_(x)
         into += x
         return into
 
-    def restrict(self, r: torch.Tensor) -> torch.Tensor:
-        """P^T r: every fine pixel hands its value back with its interpolation weights."""
-        if fused(r, self.weights):
-            return kernels.restrict(r.new_empty(r.shape[:-2] + self.weights.shape[-2:]), r, self.weights)
+    def restrict(self, r: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """P^T r (written into `out` if given): every fine pixel hands its value back with its
+        interpolation weights."""
+        if fused(r, self.weights) and (out is None or fused(out)):
+            out = r.new_empty(r.shape[:-2] + self.weights.shape[-2:]) if out is None else out
+            return kernels.restrict(out, r, self.weights)
         ew, ee, vn, vs, cnw, cne, csw, cse = self.planes()
         rc = r[..., 0::2, 0::2].clone()
         re, rv, rm = r[..., 0::2, 1::2], r[..., 1::2, 0::2], r[..., 1::2, 1::2]
@@ -138,7 +141,7 @@ class Prolongation:
         rc[..., :-1, 1:] += cne * rm
         rc[..., 1:, :-1] += csw * rm
         rc[..., 1:, 1:] += cse * rm
-        return rc
+        return rc if out is None else out.copy_(rc)
 
 
 def galerkin(a: Stencil, p: Prolongation) -> Stencil:
@@ -152,8 +155,14 @@ def galerkin(a: Stencil, p: Prolongation) -> Stencil:
     ii = torch.arange(hc, device=dev).view(-1, 1) % 3
     jj = torch.arange(wc, device=dev).view(1, -1) % 3
     probes = torch.stack([((ii == pi) & (jj == pj)).to(dt) for pi in range(3) for pj in range(3)])
-    # three probes at a time: nine fine-grid images at once would be the set-up's peak memory
-    cols = torch.cat([p.restrict(a.apply(p.prolong(probes[i:i + 3]))) for i in range(0, 9, 3)])  # (9, hc, wc)
+    # three probes at a time (nine fine-grid images at once would be the set-up's peak memory), in
+    # the same two fine-grid buffers: fresh ones are pages the kernel maps and zeroes every time
+    cols = probes.new_empty(9, hc, wc)
+    fine = applied = None
+    for i in range(0, 9, 3):
+        fine = p.prolong(probes[i:i + 3], out=fine)
+        applied = a.apply(fine, out=applied)
+        p.restrict(applied, out=cols[i:i + 3])
 
     def column_entry(dy, dx):
         # Entry (J, J + (dy, dx)) is the probe of J + (dy, dx)'s colour, read at J.
@@ -297,6 +306,7 @@ class Multigrid:
         self.kcycle = kcycle
         self.ops: list[Stencil] = []
         self.transfers: list[Prolongation] = []
+        self._scratch: dict[tuple[int, str], torch.Tensor] = {}
         strip = min(a.shape) <= COARSEST
         if not strip:
             a = a.pad_to_odd()
@@ -318,6 +328,21 @@ class Multigrid:
     @property
     def levels(self) -> int:
         return len(self.ops)
+
+    def scratch(self, level: int, name: str, like: torch.Tensor, shape: torch.Size | None = None) -> torch.Tensor:
+        """A vector of the coarse level `level` kept from call to call, of `like`'s kind and shape
+        (or `shape`).
+
+        The cycles below the finest level would otherwise take a dozen fresh vectors a Krylov
+        step, which the kernel maps and zeroes page by page (at 12 MP a million page faults, a
+        fifth of the solve on two cores).  The recursion uses each name at most once per level at
+        a time, so the vectors need no more bookkeeping than their names.
+        """
+        shape = like.shape if shape is None else shape
+        t = self._scratch.get((level, name))
+        if t is None or t.shape != shape or t.dtype != like.dtype or t.device != like.device:
+            t = self._scratch[level, name] = like.new_empty(shape)
+        return t
 
     def kcycle_min(self, b: torch.Tensor) -> int:
         """The fewest points a level needs to take the K-cycle's two steps (see KCYCLE_MIN_CUDA)."""
@@ -352,10 +377,12 @@ class Multigrid:
     def _coarse(self, level: int, b: torch.Tensor) -> torch.Tensor:
         """Solve level `level` approximately: one cycle, or (K-cycle) two minimal-residual steps."""
         a = self.ops[level]
-        if not self.kcycle or level == len(self.ops) - 1 or a.shape[0] * a.shape[1] < self.kcycle_min(b):
+        if level == len(self.ops) - 1:
             return self._cycle(level, b)
-        z1 = self._cycle(level, b)
-        w1 = a.apply(z1)
+        z1 = self._cycle(level, b, self.scratch(level, "z1", b))
+        if not self.kcycle or a.shape[0] * a.shape[1] < self.kcycle_min(b):
+            return z1
+        w1 = a.apply(z1, out=self.scratch(level, "w1", b))
         w1b, w1w1 = dots(w1, [b, w1])
         w1w1 = w1w1.clamp_min(1e-300)
         alpha = w1b / w1w1
@@ -363,9 +390,9 @@ class Multigrid:
         enough = left.max() <= K_ENOUGH ** 2
         if not b.is_cuda and bool(enough):  # on CUDA no reading back (graphs.py): both steps, the second
             return z1.mul_(alpha.float())   # then weighted 0 below
-        r1 = b - alpha.float() * w1
-        z2 = self._cycle(level, r1)
-        w2 = a.apply(z2)
+        r1 = torch.addcmul(b, w1, alpha.float(), value=-1, out=self.scratch(level, "r1", b))
+        z2 = self._cycle(level, r1, self.scratch(level, "z2", b))
+        w2 = a.apply(z2, out=self.scratch(level, "w2", b))
         w2w1, w2r1, w2w2 = dots(w2, [w1, r1, w2])
         # Minimal residual over z1, z2: w2 made orthogonal to w1 (w1 . r1 = 0), never formed.
         beta = w2w1 / w1w1
@@ -373,7 +400,7 @@ class Multigrid:
         gamma = torch.where(rest > 1e-12 * w2w2, w2r1 / rest.clamp_min(1e-300), torch.zeros_like(rest))
         if b.is_cuda:
             gamma = torch.where(enough, torch.zeros_like(gamma), gamma)
-        return z1.mul_((alpha - gamma * beta).float()).add_(gamma.float() * z2)
+        return z1.mul_((alpha - gamma * beta).float()).addcmul_(z2, gamma.float())
 
     def _cycle(self, level: int, b: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         """One cycle from zero for b, in x (any contents) if given."""
@@ -384,10 +411,11 @@ class Multigrid:
         for _ in range(self.smooth):
             a.gauss_seidel(x, b)
         p = self.transfers[level]
-        if fused(x, b, a.d, p.weights):  # one pass on CUDA: the residual is never stored
-            rc = kernels.restrict_residual(x.new_empty(x.shape[:-2] + p.weights.shape[-2:]), x, b, a.d, a.c, p.weights)
+        rc = self.scratch(level + 1, "b", x, x.shape[:-2] + p.weights.shape[-2:])
+        if fused(x, b, a.d, p.weights):  # one pass: the residual is never stored
+            kernels.restrict_residual(rc, x, b, a.d, a.c, p.weights)
         else:
-            rc = p.restrict(a.residual(x, b))
+            p.restrict(a.residual(x, b), out=rc)
         xc = self._coarse(level + 1, fit(rc, self.ops[level + 1].shape).contiguous())
         p.prolong(fit(xc, rc.shape[-2:]).contiguous(), into=x)
         for _ in range(self.smooth):
