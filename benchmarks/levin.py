@@ -1,11 +1,12 @@
 """Speed, memory and quality of the optimization engine against off-the-shelf solvers of the same system.
 
     python benchmarks/levin.py [--sizes 1 4 12 50] [--images 2] [--pyamg-up-to 4] [--reference-up-to 1]
-                               [--threads N] [--device cpu]
+                               [--threads N] [--device cpu] [--scaled-hints]
 
 Each size (megapixels; eval photos resized square with Lanczos, as the protocol in shared/bench
 does at 256²) runs in a fresh Python process.  For each photo: 100 simulated hints (6x6 patches
-of the photo's mean ab, Gaussian centres), then our `live`, `preview` and `final` solves, each
+of the photo's mean ab, Gaussian centres; with --scaled-hints 6 px at 1 MP and wider with the
+photo, 21 px at 12 MP, as the same strokes on a larger photo of the scene would be), then our `live`, `preview` and `final` solves, each
 with its seconds, iterations, PSNR against the original photo and peak memory (the kernel's
 high-water mark, reset before the solve, minus the resting RSS: what the solve itself adds),
 and the whole job as a caller sees it (`job`: `tinct.colorize` from the 8-bit grey photo and
@@ -143,6 +144,11 @@ def to_rgb(L: torch.Tensor, ab) -> np.ndarray:
     return (rgb.clamp(0, 1) * 255 + 0.5).byte().permute(1, 2, 0).cpu().numpy()
 
 
+def patch_px(side: int, scaled: bool) -> int:
+    """A hint patch's side: the bench protocol's 6 px, or (scaled) 6 px at 1 MP grown with the photo."""
+    return max(6, round(6 * side / 1000)) if scaled else 6
+
+
 def run_size(args) -> None:
     """One size in this (fresh) process: one JSON line per photo."""
     if args.threads:
@@ -157,7 +163,7 @@ def run_size(args) -> None:
     for name, full in photos:
         rgb = np.asarray(Image.fromarray(full).resize((side, side), Image.Resampling.LANCZOS))
         grey = measure.gray_of(rgb)
-        layer = measure.hints_of(rgb, args.hints, np.random.default_rng(0))
+        layer = measure.hints_of(rgb, args.hints, np.random.default_rng(0), patch=patch_px(side, args.scaled_hints))
         _, L, hint_ab, hint_w = api.prepare(grey, layer, device)
         del full
         row = {"mp": args.mp, "name": name, "grey": measure.psnr(measure.gray_of(rgb), rgb)}
@@ -205,6 +211,9 @@ def main() -> None:
     ap.add_argument("--sizes", type=float, nargs="+", default=[1, 4], help="megapixels (12 and 50 too)")
     ap.add_argument("--images", type=int, default=2, help="eval photos per size")
     ap.add_argument("--hints", type=int, default=100)
+    ap.add_argument("--scaled-hints", action="store_true",
+                    help="hint patches 6 px at 1 MP and as much wider as the photo is (the same strokes on a "
+                         "larger photo of the scene), not 6 px at every size")
     ap.add_argument("--pyamg-up-to", type=float, default=4.0,
                     help="largest size (MP) PyAMG solves too (AIR + GMRES: about a minute at 4 MP on 2 cores)")
     ap.add_argument("--pyamg-budget", type=float, default=900.0,
@@ -223,7 +232,8 @@ def main() -> None:
         run_size(args)
         return
     print(f"device {api.default_device(args.device)}, torch threads {args.threads or torch.get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, {args.hints} hints, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, {args.hints} hints "
+          f"({'6 px at 1 MP, scaled with the photo' if args.scaled_hints else '6x6 px at every size'}), "
           f"{args.images} photos per size, a fresh process per size", flush=True)
     cols = ["live", "preview", "final", "converged"]
     head = (f"{'MP':>5} {'photo':<16}" + "".join(f" {c[:4] + ' s':>7} {'it':>3} {'dB':>6} {'MB':>6}"
@@ -236,6 +246,7 @@ def main() -> None:
     for mp in args.sizes:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--mp", repr(mp), "--images", str(args.images),
                "--hints", str(args.hints), "--pyamg-up-to", repr(args.pyamg_up_to),
+               *(["--scaled-hints"] if args.scaled_hints else []),
                "--pyamg-budget", repr(args.pyamg_budget),
                "--reference-up-to", repr(args.reference_up_to), "--converged-up-to", repr(args.converged_up_to),
                "--qualities", *args.qualities]
