@@ -3,14 +3,14 @@
     python benchmarks/levin.py [--sizes 1 4 12 50] [--images 2] [--pyamg-up-to 4] [--reference-up-to 1]
                                [--threads N] [--device cpu] [--scaled-hints]
 
-Each size (megapixels; eval photos resized square with Lanczos, as the protocol in shared/bench
-does at 256²) runs in a fresh Python process.  For each photo: 100 simulated hints (6x6 patches
-of the photo's mean ab, Gaussian centres; with --scaled-hints 6 px at 1 MP and wider with the
-photo, 21 px at 12 MP, as the same strokes on a larger photo of the scene would be), then our `live`, `preview` and `final` solves, each
-with its seconds, iterations, PSNR against the original photo and peak memory (the kernel's
-high-water mark, reset before the solve, minus the resting RSS: what the solve itself adds),
-and the whole job as a caller sees it (`job`: `tinct.colorize` from the 8-bit grey photo and
-hints layer to 8-bit colour, Lab conversions included, with its own peak),
+Each size (megapixels; eval photos resized square with Lanczos, as the protocol in shared/bench does
+at 256²) runs in a fresh Python process. For each photo: 100 simulated hints (6x6 patches of the
+photo's mean ab, Gaussian centres; with --scaled-hints 6 px at 1 MP and wider with the photo, 21 px
+at 12 MP, as the same strokes on a larger photo of the scene would be), then our `live`, `preview`
+and `final` solves, each with its seconds, iterations, PSNR against the original photo and peak
+memory (the kernel's high-water mark, reset before the solve, minus the resting RSS: what the solve
+itself adds), and the whole job as a caller sees it (`job`: `tinct.colorize` from the 8-bit grey
+photo and hints layer to 8-bit colour, Lab conversions included, with its own peak),
 then (up to --converged-up-to MP) `converged`, a tight solve of the authors' system (GCR to
 relative residual 1e-6), so
 `final - conv` is how far `final` stops from the authors' answer in dB.  Up to --pyamg-up-to MP
