@@ -109,8 +109,10 @@ class Prolongation:
                 ) -> torch.Tensor:
         """P xc (written into `out` if given), or `into` += P xc."""
         h, w = self.fine_shape
-        if fused(xc, self.weights) and (into is None or fused(into)) and (out is None or fused(out)):
-            target = into if into is not None else xc.new_empty(xc.shape[:-2] + (h, w)) if out is None else out
+        target = into if into is not None else out
+        if fused(xc, self.weights) and (target is None or fused(target)):
+            if target is None:
+                target = xc.new_empty(xc.shape[:-2] + (h, w))
             return kernels.prolong(target, xc, self.weights, accumulate=into is not None)
         ew, ee, vn, vs, cnw, cne, csw, cse = self.planes()
         x = xc.new_zeros(xc.shape[:-2] + (h, w))
