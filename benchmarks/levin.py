@@ -1,12 +1,13 @@
 """Speed, memory and quality of the optimization engine against off-the-shelf solvers of the same system.
 
     python benchmarks/levin.py [--sizes 1 4 12 50] [--images 2] [--pyamg-up-to 4] [--reference-up-to 1]
-                               [--threads N] [--device cpu] [--scaled-hints]
+                               [--threads N] [--device cpu] [--scaled-hints] [--grain SIGMA]
 
 Each size (megapixels; eval photos resized square with Lanczos, as the protocol in shared/bench does
 at 256²) runs in a fresh Python process. For each photo: 100 simulated hints (6x6 patches of the
 photo's mean ab, Gaussian centres; with --scaled-hints 6 px at 1 MP and wider with the photo, 21 px
-at 12 MP, as the same strokes on a larger photo of the scene would be), then our `live`, `preview`
+at 12 MP, as the same strokes on a larger photo of the scene would be; with --grain, luminance grain of
+SIGMA 8-bit levels on the resized photo, as a camera's or a scan's own), then our `live`, `preview`
 and `final` solves, each with its seconds, iterations, PSNR against the original photo and peak
 memory (the kernel's high-water mark, reset before the solve, minus the resting RSS: what the solve
 itself adds), and the whole job as a caller sees it (`job`: `tinct.colorize` from the 8-bit grey
@@ -149,6 +150,15 @@ def patch_px(side: int, scaled: bool) -> int:
     return max(6, round(6 * side / 1000)) if scaled else 6
 
 
+def with_grain(rgb: np.ndarray, sigma: float) -> np.ndarray:
+    """The photo with luminance grain of `sigma` 8-bit levels (the same on R, G and B, seeded), as a
+    camera's or a film scan's own noise: a small photo upscaled to 50 MP has none."""
+    if not sigma:
+        return rgb
+    noise = np.random.default_rng(1).normal(0.0, sigma, rgb.shape[:2] + (1,)).astype(np.float32)
+    return np.clip(rgb + noise, 0, 255).round().astype(np.uint8)
+
+
 def run_size(args) -> None:
     """One size in this (fresh) process: one JSON line per photo."""
     if args.threads:
@@ -161,7 +171,7 @@ def run_size(args) -> None:
     for quality in args.qualities:
         levin.solve_ab(*warm, (torch.rand(1, 64, 64, device=device) > 0.9).float(), quality=quality)
     for name, full in photos:
-        rgb = np.asarray(Image.fromarray(full).resize((side, side), Image.Resampling.LANCZOS))
+        rgb = with_grain(np.asarray(Image.fromarray(full).resize((side, side), Image.Resampling.LANCZOS)), args.grain)
         grey = measure.gray_of(rgb)
         layer = measure.hints_of(rgb, args.hints, np.random.default_rng(0), patch=patch_px(side, args.scaled_hints))
         _, L, hint_ab, hint_w = api.prepare(grey, layer, device)
@@ -214,6 +224,10 @@ def main() -> None:
     ap.add_argument("--scaled-hints", action="store_true",
                     help="hint patches 6 px at 1 MP and as much wider as the photo is (the same strokes on a "
                          "larger photo of the scene), not 6 px at every size")
+    ap.add_argument("--grain", type=float, default=0.0,
+                    help="luminance grain of this many 8-bit levels (sigma) added to each resized photo, as a camera "
+                         "or a film scan has: without it, a photo upscaled to 50 MP is smooth gradients in 8-bit "
+                         "terraces, whose one-level steps wall in thin regions that slow the solve")
     ap.add_argument("--pyamg-up-to", type=float, default=4.0,
                     help="largest size (MP) PyAMG solves too (AIR + GMRES: about a minute at 4 MP on 2 cores)")
     ap.add_argument("--pyamg-budget", type=float, default=900.0,
@@ -234,6 +248,7 @@ def main() -> None:
     print(f"device {api.default_device(args.device)}, torch threads {args.threads or torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, {args.hints} hints "
           f"({'6 px at 1 MP, scaled with the photo' if args.scaled_hints else '6x6 px at every size'}), "
+          f"grain {args.grain:g} levels, "
           f"{args.images} photos per size, a fresh process per size", flush=True)
     cols = ["live", "preview", "final", "converged"]
     head = (f"{'MP':>5} {'photo':<16}" + "".join(f" {c[:4] + ' s':>7} {'it':>3} {'dB':>6} {'MB':>6}"
@@ -246,7 +261,7 @@ def main() -> None:
     for mp in args.sizes:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--mp", repr(mp), "--images", str(args.images),
                "--hints", str(args.hints), "--pyamg-up-to", repr(args.pyamg_up_to),
-               *(["--scaled-hints"] if args.scaled_hints else []),
+               *(["--scaled-hints"] if args.scaled_hints else []), "--grain", repr(args.grain),
                "--pyamg-budget", repr(args.pyamg_budget),
                "--reference-up-to", repr(args.reference_up_to), "--converged-up-to", repr(args.converged_up_to),
                "--qualities", *args.qualities]
