@@ -454,6 +454,11 @@ def test_gcr_waits_for_the_error_estimate_as_well_as_the_residual(monkeypatch):
     strict = krylov.gcr(a.apply, b, torch.zeros_like(b), mg, 1e-2, 100, error_tol=0.2)
     assert loose.converged and strict.converged and strict.error <= 0.2
     assert (loose.x - expect).abs().max() > 1.0 > 0.5 > (strict.x - expect).abs().max()
+    # the estimate is the largest |M^-1 r| of either channel, whichever sign it has
+    z = mg(b - a.apply(strict.x))
+    assert strict.error == pytest.approx(float(z.abs().max()), rel=1e-3)
+    flipped = krylov.gcr(a.apply, -b, torch.zeros_like(b), mg, 1e-2, 100, error_tol=0.2)
+    assert flipped.error == pytest.approx(strict.error, rel=1e-6)
 
 
 def test_vcycle_is_a_symmetric_operator_for_symmetric_input():

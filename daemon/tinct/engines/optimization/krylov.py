@@ -131,7 +131,9 @@ def gcr(apply: Operator, b: torch.Tensor, x: torch.Tensor, precond: Operator, to
             return Result(x, it, res, res <= tol)
         z = precond(r, out=spare.pop() if spare else None)
         if error_tol is not None:
-            error = float(torch.linalg.vector_norm(z, math.inf, dim=(-2, -1)).max())  # no |z| copy
+            # max |z| without a |z| copy, as max(max z, -min z): the inf-norm over two dims took
+            # ten times as long (45 ms against 5 at 12 MP on two cores, every step)
+            error = float(torch.maximum(z.amax(), z.amin().neg()))  # one read-back on CUDA
             if callback and it:
                 callback(it, max(res, tol * error / error_tol))
             done = res <= tol and error <= error_tol
